@@ -1,0 +1,87 @@
+"""Ciro: verifiable AI inference on a Ray cluster, settled on Starknet.
+
+The public surface is re-exported here; everything else is private.
+
+>>> from ciro import CiroClient
+>>> client = CiroClient.local()                    # embedded default: local Ray + gateway
+>>> model = client.deploy("model.onnx")
+>>> result = client.infer(model.hash, x)           # result.outputs, result.output_commitment
+"""
+
+from ._version import __version__
+from .client import AsyncCiroClient, CiroClient
+from .config import DEFAULT_PORT, Config
+from .errors import (
+    CiroError,
+    ConfigError,
+    GatewayError,
+    GatewayUnavailableError,
+    InputError,
+    InvalidModelError,
+    JobCancelledError,
+    JobError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+    ModelError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    PayloadTooLargeError,
+    ProtocolError,
+    WorkerError,
+)
+from .jobs import SERVED_LEVELS, JobResult, JobSpec, JobStatus, ModelInfo, TensorSpec, VerificationLevel, new_job_id
+from .modelstore import ModelStore, read_model_file
+from .tensors import (
+    BINARY_CONTENT_TYPE,
+    canonical_bytes,
+    commitment,
+    decode_binary,
+    decode_json,
+    encode_binary,
+    encode_json,
+    model_hash,
+)
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "DEFAULT_PORT",
+    "SERVED_LEVELS",
+    "AsyncCiroClient",
+    "CiroClient",
+    "CiroError",
+    "Config",
+    "ConfigError",
+    "GatewayError",
+    "GatewayUnavailableError",
+    "InputError",
+    "InvalidModelError",
+    "JobCancelledError",
+    "JobError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobResult",
+    "JobSpec",
+    "JobStatus",
+    "JobTimeoutError",
+    "ModelError",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "ModelStore",
+    "ModelTooLargeError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "TensorSpec",
+    "VerificationLevel",
+    "WorkerError",
+    "__version__",
+    "canonical_bytes",
+    "commitment",
+    "decode_binary",
+    "decode_json",
+    "encode_binary",
+    "encode_json",
+    "model_hash",
+    "new_job_id",
+    "read_model_file",
+]

@@ -1,0 +1,275 @@
+"""The ``ciro`` command line.
+
+Exit codes: 0 success; 1 other Ciro error; 2 usage error; 3 no gateway reachable;
+4 bad model or input (nothing was changed); 5 the job failed, was cancelled or timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import numpy as np
+
+from . import local
+from .client import AsyncCiroClient, CiroClient
+from .config import Config
+from .errors import (
+    CiroError,
+    GatewayUnavailableError,
+    InputError,
+    JobError,
+    ModelError,
+)
+from .jobs import JobResult
+from .tensors import decode_json, encode_json
+
+EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB = 1, 2, 3, 4, 5
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exit_code(exc: CiroError) -> int:
+    if isinstance(exc, GatewayUnavailableError):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, InputError | ModelError):
+        return EXIT_INPUT
+    if isinstance(exc, JobError):
+        return EXIT_JOB
+    return EXIT_ERROR
+
+
+def handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CiroError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(_exit_code(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _cfg(ctx: click.Context) -> Config:
+    cfg: Config = ctx.obj
+    return cfg
+
+
+def _client(ctx: click.Context) -> CiroClient:
+    return CiroClient(config=_cfg(ctx))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="CIRO_HOME (default ~/.ciro).")
+@click.option("--url", "gateway_url", help="Gateway URL (CIRO_GATEWAY_URL); default: the local one.")
+@click.option("--port", type=int, help="Port of the local gateway (CIRO_PORT).")
+@click.version_option(package_name="ciro-network")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, gateway_url: str | None, port: int | None) -> None:
+    """Ciro: verifiable inference on a Ray cluster. Start with `ciro up`, then `ciro demo`.
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 usage, 3 no gateway, 4 bad model/input, 5 job failed/cancelled/timed out.
+    """
+    try:
+        ctx.obj = Config.load(home=home, gateway_url=gateway_url, port=port)
+    except CiroError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@cli.command()
+@click.option("--workers", type=int, help="Worker actors to start (CIRO_NUM_WORKERS).")
+@click.option("--ray-address", help="Join this Ray cluster (host:port) instead of starting a local head.")
+@click.pass_context
+@handle_errors
+def up(ctx: click.Context, workers: int | None, ray_address: str | None) -> None:
+    """Start the embedded default: a local Ray head (or join --ray-address) and the gateway."""
+    cfg = _cfg(ctx)
+    if ray_address:
+        cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address)
+    url = local.ensure_running(cfg, progress=True, num_workers=workers)
+    click.echo(f"gateway: {url}  (API docs: {url}/docs, metrics: {url}/metrics)")
+
+
+@cli.command()
+@click.option("--keep-ray", is_flag=True, help="Stop only the gateway; leave the Ray head running.")
+@click.pass_context
+@handle_errors
+def down(ctx: click.Context, keep_ray: bool) -> None:
+    """Stop what `ciro up` started."""
+    stopped = local.stop(_cfg(ctx), keep_ray=keep_ray)
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@cli.command()
+@click.argument("job_id", required=False)
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, job_id: str | None) -> None:
+    """Gateway health, queue and workers; or the status of JOB_ID."""
+    with _client(ctx) as client:
+        if job_id:
+            _print_job(client.status(job_id))
+            return
+        h = client.health()
+        workers = client.workers()
+    click.echo(f"gateway {client.url}: {h['status']} (version {h['version']}, up {h['uptime_s']:.0f}s)")
+    click.echo(f"ray: {h.get('ray_address') or 'local'}   queue: {h['queue_depth']} jobs")
+    click.echo(f"workers: {len(workers)}")
+    for w in workers:
+        click.echo(f"  {w['id']:<6} {'alive' if w['alive'] else 'dead ':<6} {w.get('hostname', '?')} "
+                   f"cpus={w.get('num_cpus')} gpus={w.get('num_gpus')} jobs={w.get('jobs_done', 0)} "
+                   f"providers={','.join(w.get('providers', []))}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="A name to refer to the model by (default: the file name).")
+@click.pass_context
+@handle_errors
+def deploy(ctx: click.Context, model: Path, name: str | None) -> None:
+    """Validate and upload an ONNX model; prints its hash (the model ref)."""
+    with _client(ctx) as client:
+        info = client.deploy(model, name=name)
+    click.echo(f"deployed {info.name}: {info.hash}")
+    for kind, specs in (("input", info.inputs), ("output", info.outputs)):
+        for s in specs:
+            click.echo(f"  {kind:<6} {s.name}: {s.dtype}{[d if d is not None else '?' for d in s.shape]}")
+
+
+@cli.command()
+@click.pass_context
+@handle_errors
+def models(ctx: click.Context) -> None:
+    """List deployed models."""
+    with _client(ctx) as client:
+        for m in client.models():
+            click.echo(f"{m.hash}  {m.name:<24} {m.size:>12,} B  opset {m.opset.get('ai.onnx', '?')}")
+
+
+def _load_input(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and data and all(isinstance(v, dict) and "dtype" in v for v in data.values()):
+                return decode_json(data)
+            return data  # a plain (nested) list, or {name: list}: cast to the model's dtypes
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read input file {path}: {exc}.") from exc
+    raise InputError(f"Unsupported input file {path.name}: use .json, .npy or .npz.")
+
+
+def _write_output(path: Path, result: JobResult) -> None:
+    outputs = result.outputs or {}
+    if path.suffix == ".npz":
+        np.savez(path, **outputs)  # type: ignore[arg-type]
+    elif path.suffix == ".npy":
+        if len(outputs) != 1:
+            raise InputError(f"The model has {len(outputs)} outputs; write them to .npz or .json instead.")
+        np.save(path, next(iter(outputs.values())))
+    else:
+        path.write_text(json.dumps(_job_dict(result), indent=1))
+
+
+def _job_dict(r: JobResult) -> dict[str, Any]:
+    return {
+        "id": r.job_id, "status": r.status.value, "model_hash": r.model_hash, "verification": r.verification.value,
+        "input_commitment": r.input_commitment, "output_commitment": r.output_commitment, "worker": r.worker,
+        "attempts": r.attempts, "latency_ms": None if r.latency_s is None else round(r.latency_s * 1000, 3),
+        "outputs": encode_json(r.outputs, list_limit=1 << 30) if r.outputs is not None else None,
+        "error": r.error,
+    }
+
+
+def _print_job(r: JobResult) -> None:
+    click.echo(json.dumps({k: v for k, v in _job_dict(r).items() if v is not None}, indent=1))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Input file: .json (named tensors or a plain list), .npy or .npz.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the result (.json/.npz/.npy).")
+@click.option("--verify", "verification", default=None, help="Verification level (this build serves: none).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
+@click.pass_context
+@handle_errors
+def infer(ctx: click.Context, model: str, input_path: Path, out: Path | None, verification: str | None,
+          timeout: float | None) -> None:
+    """Run one job of MODEL (hash, hash prefix or name) on an input file and print the result."""
+    inputs = _load_input(input_path)
+    with _client(ctx) as client:
+        result = client.infer(model, inputs, verification=verification, timeout=timeout)
+    if out:
+        _write_output(out, result)
+        click.echo(f"job {result.job_id}: done, output written to {out}")
+    else:
+        _print_job(result)
+
+
+@cli.command()
+@click.option("--status", "status_", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_context
+@handle_errors
+def jobs(ctx: click.Context, status_: str | None, limit: int) -> None:
+    """List recent jobs."""
+    with _client(ctx) as client:
+        rows = client.jobs(status=status_, limit=limit)
+    click.echo(f"{'job':<32}  {'status':<9}  {'model':<12}  {'worker':<6}  latency")
+    for r in rows:
+        lat = f"{r.latency_s * 1000:.1f} ms" if r.latency_s is not None else "-"
+        click.echo(f"{r.job_id:<32}  {r.status.value:<9}  {r.model_hash[:12]:<12}  {r.worker or '-':<6}  {lat}")
+
+
+@cli.command()
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True)
+@click.pass_context
+@handle_errors
+def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
+    """Train a digits classifier, deploy it, run N jobs, check every output against onnxruntime."""
+    from tqdm import tqdm
+
+    from .demo import build_digits_model, run_demo
+
+    cfg = _cfg(ctx)
+    url = cfg.gateway_url or local.ensure_running(cfg, progress=True)
+    model_path = build_digits_model(cfg.home / "demo" / "digits.onnx")
+    click.echo(f"demo: model {model_path} -> gateway {url}, {n_jobs} jobs at concurrency {concurrency}")
+
+    async def go() -> Any:
+        client = AsyncCiroClient(url, config=cfg)
+        try:
+            with tqdm(total=n_jobs, unit="job", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+                return await run_demo(client, model_path, jobs=n_jobs, concurrency=concurrency,
+                                      on_done=lambda: bar.update(1))
+        finally:
+            await client.aclose()
+
+    report = asyncio.run(go())
+    click.echo(report.table())
+    click.echo(f"demo: {report.matched}/{report.jobs} outputs match onnxruntime")
+    if report.matched != report.jobs:
+        sys.exit(EXIT_JOB)
+
+
+def main() -> None:
+    cli(prog_name="ciro")
+
+
+if __name__ == "__main__":
+    main()

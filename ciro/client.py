@@ -1,0 +1,425 @@
+"""The Python SDK: :class:`AsyncCiroClient` (the async core) and :class:`CiroClient` (its sync facade).
+
+The sync facade runs the async core on a private event-loop thread, so it works the same in a
+script and inside a running Jupyter event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+from .config import Config
+from .errors import (
+    ConfigError,
+    GatewayUnavailableError,
+    InputError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    ProtocolError,
+    error_from_payload,
+)
+from .jobs import JobResult, JobStatus, ModelInfo, VerificationLevel
+from .modelstore import read_model_file
+from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
+
+__all__ = ["AsyncCiroClient", "CiroClient"]
+
+T = TypeVar("T")
+_START_HINT = "Start the embedded default with `ciro up` (or CiroClient.local()), or pass the URL of a running gateway."
+
+
+class AsyncCiroClient:
+    """Talks to one gateway over HTTP. All methods are coroutines."""
+
+    def __init__(self, url: str | None = None, *, config: Config | None = None, timeout: float | None = None,
+                 retries: int = 2, verification: VerificationLevel | str | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self.config = config or Config.load()
+        self.url = (url or self.config.url).rstrip("/")
+        self.timeout = timeout or self.config.request_timeout_s
+        self.retries = retries
+        self.verification = VerificationLevel.parse(verification)
+        self.default_options = dict(options or {})
+        self._http: httpx.AsyncClient | None = None
+        self._models: dict[str, ModelInfo] = {}
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=httpx.Timeout(self.timeout, connect=5.0),
+                transport=httpx.AsyncHTTPTransport(retries=self.retries),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        extra = kw.pop("read_timeout", None)
+        if extra is not None:
+            kw["timeout"] = httpx.Timeout(self.timeout + extra, connect=5.0)
+        try:
+            resp = await self.http.request(method, path, **kw)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise GatewayUnavailableError(f"No Ciro gateway answers at {self.url} ({exc}). {_START_HINT}") from exc
+        except httpx.TimeoutException as exc:
+            raise JobTimeoutError(
+                f"The gateway at {self.url} did not answer within {self.timeout:.0f}s. Raise the client "
+                "timeout, or check the gateway with `ciro status`.") from exc
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailableError(f"HTTP error talking to {self.url}: {exc}. {_START_HINT}") from exc
+        try:
+            payload = resp.json()
+        except ValueError as exc:
+            raise ProtocolError(
+                f"{self.url}{path} answered HTTP {resp.status_code} with a non-JSON body. Is this a Ciro gateway?"
+            ) from exc
+        if resp.status_code >= 400:
+            raise error_from_payload(payload, status=resp.status_code)
+        return payload
+
+    # -- service ---------------------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/healthz")
+        return result
+
+    async def workers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/v1/workers")
+        return result
+
+    # -- models ----------------------------------------------------------------------------
+    async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ModelInfo:
+        """Upload an ONNX model (path or bytes). Returns its :class:`ModelInfo`; ``.hash`` is the model ref."""
+        if isinstance(model, bytes | bytearray):
+            data = bytes(model)
+        else:
+            path = Path(model)
+            data = read_model_file(path, max_bytes=self.config.max_model_bytes)
+            name = name or path.stem
+        params = {"name": name} if name else {}
+        info = ModelInfo.from_dict(await self._request(
+            "POST", "/v1/models", content=data, params=params,
+            headers={"content-type": "application/octet-stream"}, read_timeout=120.0))
+        self._models[info.hash] = info
+        return info
+
+    async def model(self, ref: str) -> ModelInfo:
+        if ref in self._models:
+            return self._models[ref]
+        info = ModelInfo.from_dict(await self._request("GET", f"/v1/models/{ref}"))
+        self._models[ref] = self._models[info.hash] = info
+        return info
+
+    async def models(self) -> list[ModelInfo]:
+        return [ModelInfo.from_dict(m) for m in await self._request("GET", "/v1/models")]
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _level(self, verification: VerificationLevel | str | bool | None) -> str:
+        return (VerificationLevel.parse(verification) if verification is not None else self.verification).value
+
+    async def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+                     **options: Any) -> str:
+        """Queue one job; returns its id at once."""
+        out = await self._submit(model, inputs, verification, options, wait=0.0)
+        return str(out["id"])
+
+    async def infer(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+                    timeout: float | None = None, **options: Any) -> JobResult:
+        """Run one job and return its result; raises if the job fails."""
+        wait = timeout if timeout is not None else self.timeout
+        out = await self._submit(model, inputs, verification, options, wait=wait)
+        result = JobResult.from_wire(out)
+        if not result.status.terminal:
+            result = await self.wait(result.job_id, timeout=wait)
+        return _checked(result)
+
+    async def _submit(self, model: str, inputs: Any, verification: Any, options: dict[str, Any],
+                      *, wait: float) -> dict[str, Any]:
+        info = await self.model(model)
+        tensors = _normalize(info, inputs)
+        body = {"model": info.hash, "inputs": encode_json(tensors), "verification": self._level(verification),
+                "options": {**self.default_options, **options}}
+        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body, params={"wait": wait},
+                                                     read_timeout=wait)
+        return result
+
+    async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
+                           rows_per_job: int = 1, verification: VerificationLevel | str | None = None,
+                           wait: float = 0.0) -> list[str]:
+        """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items``."""
+        body = await self._batch(model, items, rows_per_job, verification, wait)
+        return [str(i) for i in body["job_ids"]]
+
+    async def infer_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
+                          rows_per_job: int = 1, verification: VerificationLevel | str | None = None,
+                          timeout: float | None = None) -> list[JobResult]:
+        """Run many jobs in one request. ``items`` is a list of inputs (one job each), or stacked
+        inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows."""
+        wait = timeout if timeout is not None else self.timeout
+        body = await self._batch(model, items, rows_per_job, verification, wait)
+        if body.get("results") is None:
+            return [_checked(await self.wait(j, timeout=wait)) for j in body["job_ids"]]
+        return [_checked(JobResult.from_wire(r)) for r in body["results"]]
+
+    async def _batch(self, model: str, items: Any, rows_per_job: int, verification: Any,
+                     wait: float) -> dict[str, Any]:
+        info = await self.model(model)
+        level = self._level(verification)
+        params: dict[str, Any] = {"wait": wait}
+        if isinstance(items, np.ndarray | Mapping):  # stacked: send binary
+            stacked = _normalize(info, items)
+            params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
+            result: dict[str, Any] = await self._request(
+                "POST", "/v1/jobs/batch/binary", content=encode_binary(stacked), params=params,
+                headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
+            return result
+        body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
+                "verification": level, "options": dict(self.default_options)}
+        result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
+        return result
+
+    async def status(self, job_id: str) -> JobResult:
+        return JobResult.from_wire(await self._request("GET", f"/v1/jobs/{job_id}"))
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """Wait until the job is final and return it with its outputs (it does not raise on failure)."""
+        limit = timeout if timeout is not None else self.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            left = max(0.0, deadline - loop.time())
+            out = await self._request("GET", f"/v1/jobs/{job_id}/result", params={"wait": min(left, 30.0)},
+                                      read_timeout=min(left, 30.0))
+            result = JobResult.from_wire(out)
+            if result.status.terminal:
+                return result
+            if loop.time() >= deadline:
+                raise JobTimeoutError(
+                    f"Job {job_id} is still {result.status.value} after {limit:.0f}s. Wait longer "
+                    f"(ciro.wait(job_id, timeout=...)) or cancel it.", detail={"job_id": job_id})
+
+    async def cancel(self, job_id: str) -> JobResult:
+        return JobResult.from_wire(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def jobs(self, *, status: JobStatus | str | None = None, model: str | None = None,
+                   limit: int = 100) -> list[JobResult]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = JobStatus(status).value
+        if model:
+            params["model"] = model
+        return [JobResult.from_wire(j) for j in await self._request("GET", "/v1/jobs", params=params)]
+
+
+def _checked(result: JobResult) -> JobResult:
+    if result.status is JobStatus.FAILED:
+        err = result.error or {}
+        raise JobFailedError(f"Job {result.job_id} failed: {err.get('message', 'no reason given')}",
+                             detail={"job_id": result.job_id, **err})
+    if result.status is JobStatus.CANCELLED:
+        raise JobCancelledError(f"Job {result.job_id} was cancelled.", detail={"job_id": result.job_id})
+    return result
+
+
+def _normalize(info: ModelInfo, inputs: Any) -> dict[str, np.ndarray]:
+    """Named arrays for the model: a dict by input name, or one array/list/DataFrame for a single-input model.
+
+    Python lists and DataFrames are cast to the model's dtype; numpy arrays keep theirs (the gateway
+    rejects a mismatch rather than silently casting).
+    """
+    specs = {s.name: s for s in info.inputs}
+    if isinstance(inputs, Mapping):
+        named = dict(inputs)
+    else:
+        if len(specs) != 1:
+            raise InputError(
+                f"Model {info.hash[:12]} has inputs {sorted(specs)}: pass a dict mapping each name to an array.")
+        named = {next(iter(specs)): inputs}
+    out: dict[str, np.ndarray] = {}
+    for name, value in named.items():
+        spec = specs.get(name)
+        if hasattr(value, "to_numpy") and not isinstance(value, np.ndarray):  # pandas
+            value = value.to_numpy()
+            if spec is not None:
+                value = value.astype(spec.dtype)
+        elif not isinstance(value, np.ndarray):
+            value = np.asarray(value, dtype=spec.dtype if spec else None)
+        out[str(name)] = value
+    return out
+
+
+
+class _LoopThread:
+    """One daemon thread running an event loop; the sync facade submits coroutines to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ciro-client-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+class CiroClient:
+    """Synchronous client for scripts, notebooks and plugins.
+
+    ``CiroClient()`` talks to the configured gateway (``CIRO_GATEWAY_URL``, else the local one);
+    ``CiroClient("http://host:port")`` to a given one; :meth:`local` starts the embedded default
+    (local Ray + gateway under ``CIRO_HOME``) if it is not running, and attaches to it.
+    """
+
+    def __init__(self, url: str | None = None, *, network: str = "local", timeout: float | None = None,
+                 retries: int = 2, verification: VerificationLevel | str | bool | None = None,
+                 gpu_preference: str | None = None, config: Config | None = None, **options: Any) -> None:
+        cfg = config or Config.load()
+        if network != "local" and url is None and cfg.gateway_url is None:
+            raise ConfigError(
+                f"Network {network!r} has no gateway configured. Set gateway_url (CIRO_GATEWAY_URL) or pass "
+                "the URL; network='local' uses the embedded default.")
+        if gpu_preference:
+            options["gpu"] = gpu_preference
+        self._loop = _LoopThread()
+        self._async = AsyncCiroClient(url, config=cfg, timeout=timeout, retries=retries,
+                                      verification=VerificationLevel.parse(verification), options=options)
+
+    @classmethod
+    def local(cls, *, progress: bool = False, **settings: Any) -> CiroClient:
+        """Start (or attach to) the embedded default and return a client for it."""
+        from .local import ensure_running
+
+        cfg = Config.load(**settings)
+        url = ensure_running(cfg, progress=progress)
+        return cls(url, config=cfg)
+
+    @property
+    def url(self) -> str:
+        return self._async.url
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coro)
+
+    def close(self) -> None:
+        try:
+            self._run(self._async.aclose())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> CiroClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self) -> dict[str, Any]:
+        return self._run(self._async.health())
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._run(self._async.workers())
+
+    def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ModelInfo:
+        return self._run(self._async.deploy(model, name=name))
+
+    def model(self, ref: str) -> ModelInfo:
+        return self._run(self._async.model(ref))
+
+    def models(self) -> list[ModelInfo]:
+        return self._run(self._async.models())
+
+    def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+               **options: Any) -> str:
+        return self._run(self._async.submit(model, inputs, verification=verification, **options))
+
+    def submit_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
+                     verification: VerificationLevel | str | None = None) -> list[str]:
+        return self._run(self._async.submit_batch(model, items, rows_per_job=rows_per_job,
+                                                  verification=verification))
+
+    def infer_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
+                    verification: VerificationLevel | str | None = None,
+                    timeout: float | None = None) -> list[JobResult]:
+        return self._run(self._async.infer_batch(model, items, rows_per_job=rows_per_job,
+                                                 verification=verification, timeout=timeout))
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        return self._run(self._async.wait(job_id, timeout=timeout))
+
+    def status(self, job_id: str) -> JobResult:
+        return self._run(self._async.status(job_id))
+
+    def cancel(self, job_id: str) -> JobResult:
+        return self._run(self._async.cancel(job_id))
+
+    def jobs(self, *, status: JobStatus | str | None = None, model: str | None = None,
+             limit: int = 100) -> list[JobResult]:
+        return self._run(self._async.jobs(status=status, model=model, limit=limit))
+
+    def infer(self, model: str | None = None, inputs: Any = None, *,
+              verification: VerificationLevel | str | bool | None = None, timeout: float | None = None,
+              model_id: str | None = None, input_data: Any = None, generate_proof: bool = False,
+              batch_size: int | None = None, **options: Any) -> JobResult:
+        """Run one job. ``model_id``/``input_data``/``generate_proof`` are the SDK document's names.
+
+        ``batch_size`` bounds the rows of this one job; to split a large input into many jobs use
+        :meth:`infer_batch`.
+        """
+        model = model or model_id
+        inputs = inputs if inputs is not None else input_data
+        if model is None or inputs is None:
+            raise InputError("infer needs a model ref and inputs: client.infer(model, inputs).")
+        if generate_proof:
+            verification = VerificationLevel.ZKML
+        if batch_size is not None:
+            rows = _rows(inputs)
+            if rows is not None and rows > batch_size:
+                raise InputError(
+                    f"The input has {rows} rows, more than batch_size={batch_size}. infer runs one job: use "
+                    f"client.infer_batch(model, x, rows_per_job={batch_size}) to split it into jobs.")
+        return self._run(self._async.infer(model, inputs, verification=verification, timeout=timeout, **options))
+
+    # The SDK document's names ------------------------------------------------------------------
+    def deploy_model(self, *, model_path: str | os.PathLike[str], framework: str = "onnx",
+                     name: str | None = None, optimization: str | None = None,
+                     verification: bool | str | None = None) -> ModelInfo:
+        """Alias of :meth:`deploy` for the SDK document. Only ONNX files are accepted here: export
+        PyTorch/TF models to ONNX first (the MLflow and Hugging Face plugins do it for you)."""
+        if framework.lower() not in {"onnx", "pytorch", "sklearn", "tensorflow"}:
+            raise ConfigError(f"Unknown framework {framework!r}. Use onnx, pytorch, sklearn or tensorflow.")
+        if optimization not in (None, "none"):
+            raise ConfigError(
+                f"optimization={optimization!r} is not applied by this build. Convert the model "
+                "(e.g. to fp16) before exporting it to ONNX, and deploy the result.")
+        if verification not in (None, False, "none"):
+            raise ConfigError(
+                "Deploy-time verification set-up (zk keys) is not available in this build. Deploy without it.")
+        if not str(model_path).endswith(".onnx"):
+            raise InputError(
+                f"{model_path} is not an .onnx file. Export the {framework} model to ONNX first, then deploy it.")
+        return self.deploy(model_path, name=name)
+
+
+def _rows(inputs: Any) -> int | None:
+    first = next(iter(inputs.values())) if isinstance(inputs, Mapping) else inputs
+    shape = getattr(first, "shape", None)
+    if shape:
+        return int(shape[0])
+    return len(first) if isinstance(first, list) else None
+

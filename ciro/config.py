@@ -1,0 +1,136 @@
+"""Configuration: arguments > ``CIRO_*`` environment > config file > defaults.
+
+Every setting is a field of :class:`Config`. Its environment variable is ``CIRO_`` plus the
+field name in upper case (``max_batch_size`` -> ``CIRO_MAX_BATCH_SIZE``). The config file is
+TOML, at ``$CIRO_CONFIG`` or else ``$CIRO_HOME/config.toml``, with the same keys at top level.
+This module is the only place that reads ``CIRO_*`` variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_PORT", "Config"]
+
+DEFAULT_PORT = 8765
+_UNSET: Any = object()
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("CIRO_HOME") or Path.home() / ".ciro").expanduser()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings. Build one with :meth:`Config.load`."""
+
+    home: Path = field(default_factory=_default_home)
+    #: Gateway URL for clients. None means the embedded default on ``host:port``.
+    gateway_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    #: Ray cluster address (``host:port`` of the GCS). None: ``ciro up`` starts a local head.
+    ray_address: str | None = None
+    num_workers: int = 2
+    worker_num_cpus: float = 1.0
+    worker_num_gpus: float = 0.0
+    #: Dynamic batching: dispatch at most this many jobs together...
+    max_batch_size: int = 64
+    #: ...and wait at most this long for a batch to fill while every worker is busy.
+    batch_timeout_ms: float = 2.0
+    max_model_bytes: int = 512 * 1024 * 1024
+    max_payload_bytes: int = 64 * 1024 * 1024
+    #: Attempts per job before it fails (a worker death costs one attempt).
+    max_attempts: int = 3
+    #: SQLite ``synchronous`` for the job store. NORMAL survives a gateway crash; FULL also an OS crash.
+    jobstore_sync: str = "NORMAL"
+    request_timeout_s: float = 60.0
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Config:
+        """Resolve settings. Keyword arguments that are None count as not given."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise ConfigError(
+                f"Unknown setting(s) {sorted(unknown)}. Known settings: {', '.join(sorted(names))}."
+            )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        home = Path(given.get("home") or os.environ.get("CIRO_HOME") or _default_home()).expanduser()
+        values: dict[str, Any] = dict(_read_file(home))
+        for name in names:
+            env = os.environ.get("CIRO_" + name.upper())
+            if env is not None and env != "":
+                values[name] = env
+        values.update(given)
+        values["home"] = home
+        kwargs = {}
+        for name, value in values.items():
+            if name not in names:
+                raise ConfigError(
+                    f"Unknown setting {name!r} in the config file. Remove it or use one of: "
+                    f"{', '.join(sorted(names))}."
+                )
+            kwargs[name] = _coerce(name, value, names[name].type)
+        cfg = cls(**kwargs)
+        cfg._validate()
+        return cfg
+
+    @property
+    def local_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return (self.gateway_url or self.local_url).rstrip("/")
+
+    def _validate(self) -> None:
+        checks = [
+            (self.num_workers >= 1, "num_workers must be >= 1"),
+            (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.batch_timeout_ms >= 0, "batch_timeout_ms must be >= 0"),
+            (self.max_attempts >= 1, "max_attempts must be >= 1"),
+            (0 < self.port < 65536, "port must be between 1 and 65535"),
+            (self.jobstore_sync.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
+             "jobstore_sync must be one of OFF, NORMAL, FULL, EXTRA"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"Invalid configuration: {msg}. Fix the argument, CIRO_* variable or config file.")
+
+
+def _config_path(home: Path) -> Path:
+    return Path(os.environ.get("CIRO_CONFIG") or home / "config.toml")
+
+
+def _read_file(home: Path) -> dict[str, Any]:
+    path = _config_path(home)
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc}. Fix or remove the file.") from exc
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    t = str(typ)
+    try:
+        if name == "home":
+            return Path(value).expanduser()
+        if value is None:
+            return None
+        if t.startswith("int"):
+            return int(value)
+        if t.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Setting {name!r} has the invalid value {value!r} ({exc}). Expected {t}.") from exc

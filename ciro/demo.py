@@ -1,0 +1,137 @@
+"""``ciro demo``: a real model through the whole loop, checked against onnxruntime run directly.
+
+The model is a logistic-regression classifier trained on scikit-learn's bundled 8x8 digits data
+(no download) and converted with skl2onnx. Each job is one image; every output is compared with
+what onnxruntime computes in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .client import AsyncCiroClient
+from .errors import CiroError
+
+__all__ = ["DemoReport", "build_digits_model", "digits_inputs", "run_demo"]
+
+#: Outputs of the demo model must match onnxruntime exactly for labels and to this tolerance for
+#: probabilities (the gateway may run an image inside a larger batch, which can move the last bits).
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def build_digits_model(path: Path) -> Path:
+    """Train the demo classifier and write it as ONNX (kept, and reused, once written)."""
+    try:
+        from skl2onnx import to_onnx
+        from sklearn.datasets import load_digits
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise CiroError("The demo needs scikit-learn and skl2onnx: pip install 'ciro-network[demo]'.") from exc
+    if path.exists():
+        return path
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    clf = LogisticRegression(max_iter=500).fit(x[:1400], y[:1400])
+    onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(onx.SerializeToString())
+    tmp.replace(path)
+    return path
+
+
+def digits_inputs() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    x, _ = load_digits(return_X_y=True)
+    return (x / 16.0).astype(np.float32)
+
+
+@dataclass
+class DemoReport:
+    jobs: int
+    matched: int
+    seconds: float
+    latencies_ms: list[float]
+    model_hash: str
+    workers: set[str]
+
+    @property
+    def throughput(self) -> float:
+        return self.jobs / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        return float(np.percentile(self.latencies_ms, q))
+
+    def table(self) -> str:
+        rows = [
+            ("model", self.model_hash[:16]),
+            ("jobs", f"{self.jobs}"),
+            ("workers used", f"{len(self.workers)}"),
+            ("wall time", f"{self.seconds:.2f} s"),
+            ("throughput", f"{self.throughput:,.0f} jobs/s"),
+            ("latency p50", f"{self.percentile(50):.2f} ms"),
+            ("latency p99", f"{self.percentile(99):.2f} ms"),
+            ("mean latency", f"{statistics.fmean(self.latencies_ms) if self.latencies_ms else 0:.2f} ms"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _reference(model_path: Path, x: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return list(sess.run(None, {sess.get_inputs()[0].name: x}))
+
+
+def _matches(outputs: dict[str, np.ndarray], expected: list[np.ndarray], names: list[str], row: int) -> bool:
+    for name, ref in zip(names, expected, strict=True):
+        got, want = outputs[name], ref[row:row + 1]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return False
+        if want.dtype.kind == "f":
+            if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+                return False
+        elif not np.array_equal(got, want):
+            return False
+    return True
+
+
+async def run_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int = 1000, concurrency: int = 32,
+                   on_done: Any = None) -> DemoReport:
+    info = await client.deploy(model_path, name="digits-demo")
+    x = digits_inputs()
+    expected = _reference(model_path, x)
+    names = [o.name for o in info.outputs]
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    matched = 0
+    workers: set[str] = set()
+
+    async def one(i: int) -> None:
+        nonlocal matched
+        row = i % len(x)
+        async with sem:
+            t0 = time.perf_counter()
+            result = await client.infer(info.hash, x[row:row + 1])
+            latencies.append((time.perf_counter() - t0) * 1000)
+        assert result.outputs is not None
+        matched += _matches(result.outputs, expected, names, row)
+        if result.worker:
+            workers.add(result.worker)
+        if on_done:
+            on_done()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(jobs)))
+    return DemoReport(jobs, matched, time.perf_counter() - t0, latencies, info.hash, workers)

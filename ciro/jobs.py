@@ -1,0 +1,224 @@
+"""The typed job model shared by the SDK, the CLI and the gateway."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .tensors import decode_json, encode_json
+
+__all__ = [
+    "JobResult",
+    "JobSpec",
+    "JobStatus",
+    "ModelInfo",
+    "TensorSpec",
+    "VerificationLevel",
+    "new_job_id",
+]
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class VerificationLevel(enum.StrEnum):
+    """What evidence comes back with a result.
+
+    ``NONE``: the output and its commitments only; it proves nothing about who computed it.
+    ``RECEIPT``, ``QUORUM`` and ``ZKML`` (signed receipt, k-of-n re-execution, EZKL proof) are
+    defined for the API but not served by this build: asking for them is an error, never a
+    silent downgrade.
+    """
+
+    NONE = "none"
+    RECEIPT = "receipt"
+    QUORUM = "quorum"
+    ZKML = "zk"
+
+    @classmethod
+    def parse(cls, value: VerificationLevel | str | bool | None) -> VerificationLevel:
+        if value is None or value is False:
+            return cls.NONE
+        if isinstance(value, cls):
+            return value
+        text = str(value).lower()
+        aliases = {"zkml": cls.ZKML, "zk": cls.ZKML, "none": cls.NONE, "receipt": cls.RECEIPT,
+                   "quorum": cls.QUORUM}
+        if text not in aliases:
+            raise InputError(f"Unknown verification level {value!r}. Use one of: none, receipt, quorum, zk.")
+        return aliases[text]
+
+
+SERVED_LEVELS = frozenset({VerificationLevel.NONE})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    #: Each dim is an int, or a string/None for a dynamic (symbolic) dim.
+    shape: list[int | str | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(name=d["name"], dtype=d["dtype"], shape=list(d["shape"]))
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    def check(self, arr: np.ndarray) -> None:
+        """Raise :class:`InputError` unless ``arr`` fits this spec."""
+        if arr.dtype.name != self.dtype:
+            raise InputError(
+                f"Input {self.name!r} has dtype {arr.dtype.name}; the model expects {self.dtype}. "
+                f"Cast it (e.g. x.astype(np.{self.dtype}))."
+            )
+        if arr.ndim != len(self.shape) or any(
+            isinstance(d, int) and d != n for d, n in zip(self.shape, arr.shape, strict=False)
+        ):
+            raise InputError(
+                f"Input {self.name!r} has shape {list(arr.shape)}; the model expects {_shape_text(self.shape)}. "
+                "Reshape the input (dims shown as names or ? are free)."
+            )
+
+
+def _shape_text(shape: list[int | str | None]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    hash: str
+    name: str
+    size: int
+    opset: dict[str, int]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    created_at: float
+    producer: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hash": self.hash, "name": self.name, "size": self.size, "opset": dict(self.opset),
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "created_at": self.created_at, "producer": self.producer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        return cls(
+            hash=d["hash"], name=d.get("name", ""), size=int(d["size"]), opset=dict(d.get("opset", {})),
+            inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
+            outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
+            created_at=float(d.get("created_at", 0.0)), producer=d.get("producer", ""),
+        )
+
+    @property
+    def id(self) -> str:  # the SDK document calls it ``dep.id``
+        return self.hash
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> None:
+        expected = {t.name for t in self.inputs}
+        if set(inputs) != expected:
+            missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
+            raise InputError(
+                f"Inputs do not match model {self.hash[:12]}: missing {missing}, unexpected {extra}. "
+                f"The model's inputs are {sorted(expected)}."
+            )
+        for spec in self.inputs:
+            spec.check(inputs[spec.name])
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One inference job as the client asks for it."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    verification: VerificationLevel = VerificationLevel.NONE
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"model": self.model, "inputs": encode_json(self.inputs),
+                "verification": self.verification.value, "options": dict(self.options)}
+
+
+@dataclass
+class JobResult:
+    """A job's state and, once done, its outputs and commitments."""
+
+    job_id: str
+    model_hash: str
+    status: JobStatus
+    input_commitment: str
+    output_commitment: str | None = None
+    outputs: dict[str, np.ndarray] | None = None
+    verification: VerificationLevel = VerificationLevel.NONE
+    worker: str | None = None
+    attempts: int = 0
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: dict[str, Any] | None = None
+    #: Evidence references, filled by the gateway when a verification level produces them.
+    proof_hash: str | None = None
+    settlement_tx: str | None = None
+    on_chain_verified: bool = False
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> JobResult:
+        outputs = decode_json(d["outputs"]) if d.get("outputs") else None
+        return cls(
+            job_id=d["id"], model_hash=d["model_hash"], status=JobStatus(d["status"]),
+            input_commitment=d["input_commitment"], output_commitment=d.get("output_commitment"),
+            outputs=outputs, verification=VerificationLevel(d.get("verification", "none")),
+            worker=d.get("worker"), attempts=int(d.get("attempts", 0)),
+            submitted_at=float(d.get("submitted_at") or 0.0), started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"), error=d.get("error"),
+            proof_hash=d.get("proof_hash"), settlement_tx=d.get("settlement_tx"),
+            on_chain_verified=bool(d.get("on_chain_verified", False)),
+        )
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.submitted_at
+
+    # Names from the project's SDK document -------------------------------------------------
+    @property
+    def output(self) -> np.ndarray | dict[str, np.ndarray] | None:
+        """The single output array, or the dict of outputs when the model has several."""
+        if self.outputs is None or len(self.outputs) != 1:
+            return self.outputs
+        return next(iter(self.outputs.values()))
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        """Per-row max of a probability output (rows of non-negative values summing to 1); else None."""
+        for arr in (self.outputs or {}).values():
+            if arr.dtype.kind == "f" and arr.ndim >= 1 and arr.size and np.all(arr >= 0):
+                sums = arr.sum(axis=-1)
+                if np.allclose(sums, 1.0, atol=1e-3):
+                    return np.asarray(arr.max(axis=-1))
+        return None

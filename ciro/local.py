@@ -1,0 +1,211 @@
+"""The embedded default: a local Ray head and a gateway process under ``$CIRO_HOME``.
+
+``ciro up`` / :func:`ensure_running` start what is missing and record it in
+``$CIRO_HOME/run/local.json``; ``ciro down`` / :func:`stop` end what they started. A Ray head
+is started with ``ray start --head --block`` so that signalling that one process ends the whole
+local cluster. With ``ray_address`` set, no head is started: the gateway joins that cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .config import Config
+from .errors import CiroError, GatewayUnavailableError
+
+__all__ = ["ensure_running", "read_state", "running_url", "stop"]
+
+_GATEWAY_START_S = 180.0
+_RAY_START_S = 120.0
+
+
+def _state_path(cfg: Config) -> Path:
+    return cfg.home / "run" / "local.json"
+
+
+def read_state(cfg: Config) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(_state_path(cfg).read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(cfg: Config, state: dict[str, Any]) -> None:
+    path = _state_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0); treat it as dead
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(url + "/healthz", timeout=timeout)
+        return r.status_code == 200 and r.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def running_url(cfg: Config) -> str | None:
+    """URL of a healthy gateway for this config, or None."""
+    state = read_state(cfg)
+    url = state.get("gateway_url") or cfg.local_url
+    return url if _healthy(url) else None
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _ray_exe() -> str:
+    cand = Path(sys.executable).with_name("ray")
+    found = str(cand) if cand.exists() else shutil.which("ray")
+    if not found:
+        raise CiroError("The `ray` command is not installed next to this Python. Reinstall ciro-network.")
+    return found
+
+
+def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
+    port = _free_port()
+    logs = cfg.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        _ray_exe(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        "--include-dashboard=false", "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={_free_port()}",
+    ]
+    _say(progress, f"ciro: starting a local Ray head on 127.0.0.1:{port} ...")
+    with open(logs / "ray-head.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + _RAY_START_S
+    while not _port_open("127.0.0.1", port):
+        if proc.poll() is not None:
+            raise CiroError(f"`ray start` exited with code {proc.returncode}. See {logs / 'ray-head.log'}.")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise CiroError(f"The Ray head did not come up in {_RAY_START_S:.0f}s. See {logs / 'ray-head.log'}.")
+        time.sleep(0.2)
+    return {"ray_address": f"127.0.0.1:{port}", "ray_pid": proc.pid, "ray_started": True}
+
+
+def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | None = None) -> str:
+    """Start whatever of (Ray head, gateway) is not running; return the gateway URL."""
+    url = running_url(cfg)
+    if url:
+        return url
+    state = read_state(cfg)
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    if _alive(state.get("gateway_pid")):  # a gateway that is still starting, or stuck
+        _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress)
+        return str(state["gateway_url"])
+    if _port_open(cfg.host, cfg.port):
+        raise GatewayUnavailableError(
+            f"Port {cfg.port} on {cfg.host} is taken by something that is not a healthy Ciro gateway. "
+            "Stop it, or choose another port (ciro up --port P / CIRO_PORT).")
+    if cfg.ray_address:
+        ray_state: dict[str, Any] = {"ray_address": cfg.ray_address, "ray_started": False}
+    elif state.get("ray_started") and _alive(state.get("ray_pid")):
+        ray_state = {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")}
+    else:
+        ray_state = _start_ray_head(cfg, progress)
+    url = cfg.local_url
+    _write_state(cfg, {**ray_state, "gateway_url": url})
+    logs = cfg.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CIRO_HOME": str(cfg.home), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
+    cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
+    if num_workers:
+        cmd += ["--workers", str(num_workers)]
+    _say(progress, f"ciro: starting the gateway on {url} (Ray at {ray_state['ray_address']}) ...")
+    with open(logs / "gateway.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    _write_state(cfg, {**ray_state, "gateway_url": url, "gateway_pid": proc.pid})
+    _wait_gateway(cfg, url, proc.pid, progress)
+    _say(progress, f"ciro: gateway ready at {url}")
+    return url
+
+
+def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool) -> None:
+    deadline = time.monotonic() + _GATEWAY_START_S
+    log = cfg.home / "logs" / "gateway.log"
+    while not _healthy(url, timeout=1.0):
+        if not _alive(pid):
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise GatewayUnavailableError(f"The gateway exited while starting. Last lines of {log}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise GatewayUnavailableError(
+                f"The gateway did not become healthy in {_GATEWAY_START_S:.0f}s. See {log}.")
+        time.sleep(0.1)
+
+
+def _terminate(pid: int | None, grace_s: float) -> bool:
+    if not _alive(pid):
+        return False
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def stop(cfg: Config, *, keep_ray: bool = False) -> list[str]:
+    """Stop the gateway and the Ray head that ``ciro up`` started. Returns what was stopped."""
+    state = read_state(cfg)
+    stopped = []
+    if _terminate(state.get("gateway_pid"), 20.0):
+        stopped.append("gateway")
+    if not keep_ray and state.get("ray_started") and _terminate(state.get("ray_pid"), 40.0):
+        stopped.append("ray head")
+    if keep_ray and state.get("ray_started"):
+        _write_state(cfg, {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")})
+    else:
+        _state_path(cfg).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,174 @@
+"""Tensors on the wire, their canonical encoding, and content hashes.
+
+Two wire forms keep dtype and shape exactly:
+
+* JSON, for small payloads: ``{"name": {"dtype": "float32", "shape": [1, 64], "data": [...]}}``
+  with ``data`` the C-order flat list, or ``"b64"`` holding the raw little-endian bytes instead.
+* Binary: safetensors bytes (``application/vnd.ciro.safetensors``), for large payloads.
+
+The canonical encoding and the commitments built on it are specified in ``docs/encoding.md``;
+receipts and proofs sign and prove exactly these bytes, so change them only with a version bump.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "CANONICAL_MAGIC",
+    "SUPPORTED_DTYPES",
+    "canonical_bytes",
+    "commitment",
+    "decode_binary",
+    "decode_json",
+    "encode_binary",
+    "encode_json",
+    "model_hash",
+]
+
+BINARY_CONTENT_TYPE = "application/vnd.ciro.safetensors"
+CANONICAL_MAGIC = b"CIRO-TENSORS-V1\x00"
+#: Above this many elements, :func:`encode_json` sends base64 bytes instead of a number list.
+JSON_LIST_LIMIT = 4096
+
+SUPPORTED_DTYPES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+)
+
+Tensors = dict[str, np.ndarray]
+
+
+def model_hash(onnx_bytes: bytes) -> str:
+    """A model's identity: SHA-256 of its (self-contained) ONNX bytes, lowercase hex."""
+    return hashlib.sha256(onnx_bytes).hexdigest()
+
+
+def _dtype(name: Any, where: str) -> np.dtype:
+    if not isinstance(name, str) or name not in SUPPORTED_DTYPES:
+        raise InputError(
+            f"Tensor {where!r} has unsupported dtype {name!r}. Use one of: {', '.join(SUPPORTED_DTYPES)}."
+        )
+    return np.dtype(name).newbyteorder("<")
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.name not in SUPPORTED_DTYPES:
+        raise InputError(
+            f"Input {name!r} has dtype {arr.dtype} which Ciro does not carry. "
+            f"Convert it to one of: {', '.join(SUPPORTED_DTYPES)} (e.g. x.astype(np.float32))."
+        )
+    return arr
+
+
+def canonical_bytes(tensors: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of named tensors (see ``docs/encoding.md``)."""
+    parts = [CANONICAL_MAGIC, struct.pack("<I", len(tensors))]
+    for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
+        arr = _as_array(name, tensors[name])
+        name_b = name.encode("utf-8")
+        dtype_b = arr.dtype.name.encode("ascii")
+        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+        parts += [
+            struct.pack("<I", len(name_b)), name_b,
+            struct.pack("<B", len(dtype_b)), dtype_b,
+            struct.pack("<I", arr.ndim), struct.pack(f"<{arr.ndim}Q", *arr.shape),
+            struct.pack("<Q", len(data)), data,
+        ]
+    return b"".join(parts)
+
+
+def commitment(tensors: Mapping[str, Any]) -> str:
+    """SHA-256 of :func:`canonical_bytes`, lowercase hex: the input/output commitment."""
+    return hashlib.sha256(canonical_bytes(tensors)).hexdigest()
+
+
+def encode_json(tensors: Mapping[str, Any], *, list_limit: int = JSON_LIST_LIMIT) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in tensors.items():
+        arr = _as_array(name, value)
+        entry: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
+        if arr.size <= list_limit:
+            entry["data"] = arr.reshape(-1).tolist()
+        else:
+            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            entry["b64"] = base64.b64encode(raw).decode("ascii")
+        out[name] = entry
+    return out
+
+
+def decode_json(obj: Any) -> Tensors:
+    if not isinstance(obj, dict) or not obj:
+        raise InputError(
+            'Inputs must be a JSON object of named tensors, e.g. {"x": {"dtype": "float32", '
+            '"shape": [1, 4], "data": [0, 1, 2, 3]}}.'
+        )
+    out: Tensors = {}
+    for name, entry in obj.items():
+        if not isinstance(entry, dict) or "dtype" not in entry or "shape" not in entry:
+            raise InputError(f'Tensor {name!r} needs "dtype", "shape" and "data" (or "b64") fields.')
+        dtype = _dtype(entry["dtype"], name)
+        shape = entry["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InputError(f"Tensor {name!r} has an invalid shape {shape!r}: use a list of non-negative ints.")
+        count = int(np.prod(shape, dtype=np.int64))
+        try:
+            if "b64" in entry:
+                raw = base64.b64decode(entry["b64"], validate=True)
+                if len(raw) != count * dtype.itemsize:
+                    raise InputError(
+                        f"Tensor {name!r}: {len(raw)} bytes of data for shape {shape} and dtype "
+                        f"{dtype.name} (expected {count * dtype.itemsize})."
+                    )
+                arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            else:
+                data = entry.get("data")
+                if not isinstance(data, list):
+                    raise InputError(f'Tensor {name!r} needs a "data" list or a "b64" string.')
+                arr = np.asarray(data, dtype=dtype)
+                if arr.size != count:
+                    raise InputError(
+                        f"Tensor {name!r}: {arr.size} values for shape {shape} (expected {count}). "
+                        "Send the flat C-order list of values."
+                    )
+                arr = arr.reshape(shape)
+        except (ValueError, TypeError, OverflowError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"Tensor {name!r} cannot be decoded as {dtype.name}: {exc}.") from exc
+        out[str(name)] = arr.astype(dtype.newbyteorder("="), copy=False)
+    return out
+
+
+def encode_binary(tensors: Mapping[str, Any]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({n: np.ascontiguousarray(_as_array(n, v)) for n, v in tensors.items()})
+
+
+def decode_binary(data: bytes) -> Tensors:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        out = load(data)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise InputError(
+            f"Body is not valid safetensors bytes ({exc}). Send safetensors "
+            f"(safetensors.numpy.save) with Content-Type {BINARY_CONTENT_TYPE}, or JSON."
+        ) from exc
+    if not out:
+        raise InputError("The safetensors payload holds no tensors. Send at least one named input.")
+    for name, arr in out.items():
+        _as_array(name, arr)
+    return out

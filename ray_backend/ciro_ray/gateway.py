@@ -1,0 +1,364 @@
+"""The gateway: Ciro's HTTP API on the Ray head (FastAPI). ``create_app(cfg)`` builds it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+import ray
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ciro import (
+    BINARY_CONTENT_TYPE,
+    SERVED_LEVELS,
+    CiroError,
+    Config,
+    InputError,
+    JobNotFoundError,
+    JobStatus,
+    ModelInfo,
+    ModelStore,
+    VerificationLevel,
+    __version__,
+    commitment,
+    decode_binary,
+    decode_json,
+    encode_binary,
+    encode_json,
+    new_job_id,
+)
+
+from .jobstore import JobRow, JobStore, NewJob
+from .limits import BodyLimitMiddleware
+from .metrics import Metrics
+from .pool import WorkerPool
+from .scheduler import Outcome, Pending, Scheduler
+from .schemas import BatchRequest, BatchResponse, ErrorResponse, JobOut, JobRequest, ModelOut, WorkerOut
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("ciro.gateway")
+Tensors = dict[str, np.ndarray]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422, 503)
+}
+MAX_WAIT_S = 300.0
+
+
+class Gateway:
+    """State of one running gateway; handlers reach it through ``app.state.gw``."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.models = ModelStore(cfg.home / "models", max_bytes=cfg.max_model_bytes)
+        self.store = JobStore(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync)
+        self.pool: WorkerPool | None = None
+        self.scheduler: Scheduler | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        if not ray.is_initialized():
+            ray.init(address=self.cfg.ray_address, namespace="ciro", logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=False)
+        self.pool = WorkerPool(self.cfg)
+        await self.pool.start()
+        self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
+        recovered = self.store.recover()
+        queued = self.store.queued()
+        self.scheduler.enqueue([_pending_from_row(r) for r in queued])
+        self.scheduler.start()
+        log.info("gateway up: %d workers, %d queued jobs resumed (%d were running)",
+                 len(self.pool.workers), len(queued), recovered)
+
+    async def stop(self) -> None:
+        if self.scheduler:
+            await self.scheduler.stop()
+        if self.pool:
+            self.pool.shutdown()
+        self.store.close()
+
+    @property
+    def sched(self) -> Scheduler:
+        if self.scheduler is None:
+            raise CiroError("The gateway is still starting. Retry in a moment.")
+        return self.scheduler
+
+    # -- accepting jobs --------------------------------------------------------------------
+    def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
+               *, batch_id: str | None = None) -> tuple[ModelInfo, list[Pending]]:
+        info = self.models.resolve(model_ref)
+        level = VerificationLevel.parse(verification)
+        if level not in SERVED_LEVELS:
+            raise InputError(
+                f"Verification level {level.value!r} is not available on this gateway yet (served: "
+                f"{', '.join(sorted(v.value for v in SERVED_LEVELS))}). Submit with verification='none'."
+            )
+        if not items:
+            raise InputError("The batch holds no jobs. Send at least one input.")
+        new, pending = [], []
+        for inputs in items:
+            info.check_inputs(inputs)
+            job_id = new_job_id()
+            ic = commitment(inputs)
+            new.append(NewJob(job_id, info.hash, level.value, options, ic, encode_binary(inputs), batch_id))
+            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0))
+        submitted = self.store.insert(new)  # durable before we answer
+        for p in pending:
+            p.submitted_at = submitted
+        self.metrics.jobs_submitted.labels(info.hash[:12]).inc(len(pending))
+        return info, pending
+
+    async def wait_for(self, pending: list[Pending], wait: float) -> list[dict[str, Any]] | None:
+        """Enqueue and, when ``wait`` > 0, wait up to that long for all of them."""
+        sched = self.sched
+        futs = [sched.waiter(p.id) for p in pending] if wait > 0 else []
+        sched.enqueue(pending)
+        if not futs:
+            return None
+        try:
+            outcomes = await asyncio.wait_for(asyncio.gather(*futs), timeout=min(wait, MAX_WAIT_S))
+        except TimeoutError:
+            for p, f in zip(pending, futs, strict=True):
+                sched.drop_waiter(p.id, f)
+            return None
+        return [_out_from_outcome(p, o) for p, o in zip(pending, outcomes, strict=True)]
+
+    def row(self, job_id: str) -> JobRow:
+        row = self.store.get(job_id)
+        if row is None:
+            raise JobNotFoundError(f"No job {job_id!r} on this gateway. List jobs with `ciro jobs`.")
+        return row
+
+
+def _pending_from_row(r: JobRow) -> Pending:
+    assert r.inputs is not None
+    return Pending(r.id, r.model_hash, decode_binary(r.inputs), r.input_commitment, r.verification,
+                   r.submitted_at, r.attempts)
+
+
+def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
+    return {
+        "id": p.id, "model_hash": p.model_hash, "status": o.status.value, "verification": p.verification,
+        "input_commitment": p.input_commitment, "output_commitment": o.output_commitment,
+        "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
+        "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
+        "finished_at": o.finished_at, "error": o.error,
+    }
+
+
+def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
+    return {
+        "id": r.id, "model_hash": r.model_hash, "status": r.status.value, "verification": r.verification,
+        "input_commitment": r.input_commitment, "output_commitment": r.output_commitment,
+        "outputs": encode_json(decode_binary(r.outputs)) if outputs and r.outputs else None,
+        "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
+        "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+    }
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
+
+
+def _split_stacked(inputs: Tensors, rows_per_job: int) -> list[Tensors]:
+    counts = {a.shape[0] if a.ndim else -1 for a in inputs.values()}
+    if len(counts) != 1 or -1 in counts:
+        raise InputError("Stacked batch inputs must all have the same first dimension (one row group per job).")
+    n = counts.pop()
+    if n == 0 or n % rows_per_job:
+        raise InputError(f"{n} stacked rows do not split into jobs of {rows_per_job} rows. Fix rows_per_job.")
+    return [{k: v[i:i + rows_per_job] for k, v in inputs.items()} for i in range(0, n, rows_per_job)]
+
+
+def _tensors(obj: dict[str, Any]) -> Tensors:
+    return decode_json({k: v.model_dump(exclude_none=True) for k, v in obj.items()})
+
+
+def create_app(cfg: Config | None = None) -> FastAPI:
+    cfg = cfg or Config.load()
+    gw = Gateway(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="Ciro gateway", version=__version__, lifespan=lifespan,
+        description="Submit ONNX inference jobs to Ray workers. Every job is stored durably before it is "
+                    "acknowledged. Errors are JSON: {\"error\": {\"code\", \"message\", \"detail\"}}.",
+    )
+    app.state.gw = gw
+    app.add_middleware(BodyLimitMiddleware, default_limit=cfg.max_payload_bytes,
+                       limits={"/v1/models": cfg.max_model_bytes})
+
+    @app.exception_handler(CiroError)
+    async def _ciro_error(_: Request, exc: CiroError) -> Response:
+        return _json(exc.to_payload(), exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b[:100].decode("latin-1")})
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return _json({"error": {"code": "invalid_request",
+                                "message": f"Invalid request at {where}: {first.get('msg', 'invalid')}. "
+                                           "See /docs for the request schema.",
+                                "detail": {"errors": errors}}}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"error": {"code": "http_error", "message": f"{exc.detail}. See /docs for the API.",
+                                "detail": {}}}, exc.status_code)
+
+    # -- service -------------------------------------------------------------------------
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, Any]:
+        pool = gw.pool
+        return {
+            "status": "ok" if gw.scheduler else "starting", "version": __version__,
+            "uptime_s": round(time.time() - gw.started_at, 3),
+            "workers_alive": sum(w.alive for w in pool.workers.values()) if pool else 0,
+            "queue_depth": gw.scheduler.depth() if gw.scheduler else 0,
+            "ray_address": cfg.ray_address, "home": str(cfg.home),
+        }
+
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    async def metrics() -> Response:
+        if gw.pool:
+            gw.metrics.workers_alive.set(sum(w.alive for w in gw.pool.workers.values()))
+        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # -- models --------------------------------------------------------------------------
+    @app.post("/v1/models", tags=["models"], status_code=201, response_model=ModelOut, responses=_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload_model(request: Request, name: str | None = Query(None, max_length=200)) -> Response:
+        """Upload ONNX bytes. Validated (protobuf, onnx.checker, onnxruntime load, size) before storing."""
+        data = await request.body()
+        info = await asyncio.to_thread(gw.models.add_bytes, data, name=name)
+        return _json(info.to_dict(), 201)
+
+    @app.get("/v1/models", tags=["models"], response_model=list[ModelOut])
+    async def list_models() -> Response:
+        return _json([m.to_dict() for m in gw.models.list()])
+
+    @app.get("/v1/models/{ref}", tags=["models"], response_model=ModelOut, responses=_ERRORS)
+    async def get_model(ref: str) -> Response:
+        return _json(gw.models.resolve(ref).to_dict())
+
+    # -- jobs ----------------------------------------------------------------------------
+    @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)
+    async def submit_job(body: JobRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds."""
+        _, pending = gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options.model_dump())
+        return await _submitted(pending, wait)
+
+    @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+    async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "none",
+                                wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """Submit one job whose inputs are safetensors bytes."""
+        _, pending = gw.accept(model, [decode_binary(await request.body())], verification, {})
+        return await _submitted(pending, wait)
+
+    async def _submitted(pending: list[Pending], wait: float) -> Response:
+        results = await gw.wait_for(pending, wait)
+        if results:
+            out = results[0]
+            return _json(out, 200 if JobStatus(out["status"]).terminal else 202)
+        return _json(_out_from_row(gw.row(pending[0].id), outputs=False), 202)
+
+    @app.post("/v1/jobs/batch", tags=["jobs"], response_model=BatchResponse, status_code=202, responses=_ERRORS)
+    async def submit_batch(body: BatchRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """Submit many jobs in one request: ``items`` (one input dict each) or stacked ``inputs``."""
+        if (body.items is None) == (body.inputs is None):
+            raise InputError('Give exactly one of "items" (a list of input dicts) or "inputs" (stacked tensors).')
+        items = ([_tensors(i) for i in body.items] if body.items is not None
+                 else _split_stacked(_tensors(body.inputs or {}), body.rows_per_job))
+        return await _batch(body.model, items, body.verification, body.options.model_dump(), wait)
+
+    @app.post("/v1/jobs/batch/binary", tags=["jobs"], response_model=BatchResponse, status_code=202,
+              responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
+                  BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+    async def submit_batch_binary(request: Request, model: str = Query(...), rows_per_job: int = Query(1, ge=1),
+                                  verification: str = "none",
+                                  wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
+        items = _split_stacked(decode_binary(await request.body()), rows_per_job)
+        return await _batch(model, items, verification, {}, wait)
+
+    async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
+                     wait: float) -> Response:
+        batch_id = uuid.uuid4().hex
+        _, pending = gw.accept(model, items, verification, options, batch_id=batch_id)
+        results = await gw.wait_for(pending, wait)
+        body: dict[str, Any] = {"batch_id": batch_id, "job_ids": [p.id for p in pending], "results": results}
+        return _json(body, 200 if results else 202)
+
+    @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobOut])
+    async def list_jobs(status: JobStatus | None = None, model: str | None = None,
+                        limit: int = Query(100, ge=1, le=10_000)) -> Response:
+        model_hash = gw.models.resolve(model).hash if model else None
+        rows = gw.store.list(status=status.value if status else None, model_hash=model_hash, limit=limit)
+        return _json([_out_from_row(r, outputs=False) for r in rows])
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
+    async def job_status(job_id: str) -> Response:
+        return _json(_out_from_row(gw.row(job_id), outputs=False))
+
+    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
+    async def job_result(job_id: str, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """The job with its outputs: 200 once final (done, failed, cancelled), 202 while not."""
+        row = gw.row(job_id)
+        if not row.status.terminal and wait > 0:
+            fut = gw.sched.waiter(job_id)
+            row = gw.row(job_id)  # it may have finished before the waiter existed
+            if not row.status.terminal:
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
+                except TimeoutError:
+                    pass
+                finally:
+                    gw.sched.drop_waiter(job_id, fut)
+                row = gw.row(job_id)
+        return _json(_out_from_row(row, outputs=True), 200 if row.status.terminal else 202)
+
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
+    async def cancel_job(job_id: str) -> Response:
+        """Cancel a queued or running job; a finished job is left as it is."""
+        gw.row(job_id)
+        status = gw.store.cancel(job_id)
+        if status is JobStatus.CANCELLED:
+            gw.sched.notify(job_id, Outcome(JobStatus.CANCELLED, finished_at=time.time()))
+        return _json(_out_from_row(gw.row(job_id), outputs=False))
+
+    # -- workers -------------------------------------------------------------------------
+    @app.get("/v1/workers", tags=["workers"], response_model=list[WorkerOut])
+    async def list_workers() -> Response:
+        if gw.pool is None:
+            return _json([])
+        try:
+            await asyncio.wait_for(gw.pool.refresh(), timeout=5.0)
+        except TimeoutError:
+            log.warning("worker refresh timed out; showing the last known capabilities")
+        return _json(gw.pool.describe())
+
+    return app

@@ -1,0 +1,115 @@
+"""A pool of Ray worker actors: placement, capability reports, replacement after a death."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from ciro import Config
+
+from .worker import OnnxWorker
+
+__all__ = ["NAMESPACE", "WorkerHandle", "WorkerPool"]
+
+log = logging.getLogger("ciro.pool")
+NAMESPACE = "ciro"
+
+
+@dataclass
+class WorkerHandle:
+    id: str
+    name: str
+    actor: Any
+    inflight: int = 0
+    alive: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+
+
+class WorkerPool:
+    """Keeps ``num_workers`` live actors. Actors are owned by the gateway process."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.workers: dict[str, WorkerHandle] = {}
+        self._seq = 0
+        self._remote = ray.remote(OnnxWorker)
+        self.replacements = 0
+        self._changed = asyncio.Event()
+
+    def _spawn(self) -> WorkerHandle:
+        self._seq += 1
+        wid = f"w{self._seq}"
+        name = f"ciro-worker-{wid}-{int(time.time() * 1000)}"
+        actor = self._remote.options(
+            name=name,
+            namespace=NAMESPACE,
+            num_cpus=self.cfg.worker_num_cpus,
+            num_gpus=self.cfg.worker_num_gpus or None,
+            max_restarts=0,
+            max_concurrency=1,
+            scheduling_strategy="SPREAD",
+        ).remote(wid, num_cpus=self.cfg.worker_num_cpus, num_gpus=self.cfg.worker_num_gpus)
+        handle = WorkerHandle(id=wid, name=name, actor=actor)
+        self.workers[wid] = handle
+        return handle
+
+    async def start(self, *, timeout_s: float = 120.0) -> None:
+        for _ in range(self.cfg.num_workers):
+            self._spawn()
+        await asyncio.wait_for(self.refresh(), timeout=timeout_s)
+
+    async def refresh(self) -> None:
+        """Ask every live worker for its capabilities (also waits until each one is up)."""
+        live = [w for w in self.workers.values() if w.alive]
+        infos = await asyncio.gather(*(w.actor.info.remote() for w in live), return_exceptions=True)
+        for w, info in zip(live, infos, strict=True):
+            if isinstance(info, BaseException):
+                self.mark_dead(w, info)
+            else:
+                w.info = info
+
+    def mark_dead(self, w: WorkerHandle, reason: BaseException | str) -> None:
+        if not w.alive:
+            return
+        w.alive = False
+        log.warning("worker %s died (%s); starting a replacement", w.id, reason)
+        self.workers.pop(w.id, None)
+        self.replacements += 1
+        replacement = self._spawn()
+        asyncio.get_running_loop().create_task(self._describe(replacement))
+        self._changed.set()
+
+    async def _describe(self, w: WorkerHandle) -> None:
+        try:
+            w.info = await w.actor.info.remote()
+        except Exception as exc:  # a replacement that fails to start is replaced again
+            self.mark_dead(w, exc)
+
+    def pick(self, limit: int) -> WorkerHandle | None:
+        """The live worker with the fewest in-flight batches, if it has fewer than ``limit``."""
+        live = [w for w in self.workers.values() if w.alive and w.inflight < limit]
+        return min(live, key=lambda w: (w.inflight, w.id)) if live else None
+
+    def idle(self) -> bool:
+        return any(w.alive and w.inflight == 0 for w in self.workers.values())
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {**w.info, "id": w.id, "actor_name": w.name, "namespace": NAMESPACE, "alive": w.alive,
+             "inflight_batches": w.inflight}
+            for w in self.workers.values()
+        ]
+
+    def shutdown(self) -> None:
+        for w in self.workers.values():
+            try:
+                ray.kill(w.actor, no_restart=True)
+            except Exception as exc:  # already gone
+                log.debug("kill %s: %s", w.id, exc)
+        self.workers.clear()

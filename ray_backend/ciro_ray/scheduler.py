@@ -1,0 +1,227 @@
+"""Dispatch queued jobs to worker actors with dynamic batching, retry on worker death.
+
+Batching policy: when a worker is idle, whatever is queued for a model (up to ``max_batch_size``)
+goes at once, so a lone job pays no batching delay. While every worker is busy, jobs accumulate
+and a batch leaves when it reaches ``max_batch_size`` or its oldest job has waited
+``batch_timeout_ms``. Each worker takes at most ``PIPELINE`` batches in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from ciro import Config, JobStatus, ModelStore, WorkerError, encode_binary
+
+from .jobstore import JobStore
+from .metrics import Metrics
+from .pool import WorkerHandle, WorkerPool
+
+__all__ = ["Outcome", "Pending", "Scheduler"]
+
+log = logging.getLogger("ciro.scheduler")
+PIPELINE = 2
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass
+class Pending:
+    id: str
+    model_hash: str
+    inputs: Tensors
+    input_commitment: str
+    verification: str
+    submitted_at: float
+    attempt: int = 0
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a waiter learns when a job reaches a final state."""
+
+    status: JobStatus
+    outputs: Tensors | None = None
+    output_commitment: str | None = None
+    worker: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: dict[str, Any] | None = None
+
+
+class Scheduler:
+    def __init__(self, cfg: Config, store: JobStore, models: ModelStore, pool: WorkerPool, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.models = models
+        self.pool = pool
+        self.metrics = metrics
+        self.queues: dict[str, deque[Pending]] = {}
+        self._wake = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._model_boxes: dict[str, list[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- queue ---------------------------------------------------------------------------
+    def enqueue(self, jobs: list[Pending], *, front: bool = False) -> None:
+        for job in jobs:
+            q = self.queues.setdefault(job.model_hash, deque())
+            if front:
+                q.appendleft(job)
+            else:
+                q.append(job)
+        self.metrics.queue_depth.set(self.depth())
+        self._wake.set()
+
+    def depth(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def waiter(self, job_id: str) -> asyncio.Future[Outcome]:
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(fut)
+        return fut
+
+    def drop_waiter(self, job_id: str, fut: asyncio.Future[Outcome]) -> None:
+        futs = self._waiters.get(job_id)
+        if futs and fut in futs:
+            futs.remove(fut)
+            if not futs:
+                del self._waiters[job_id]
+
+    def notify(self, job_id: str, outcome: Outcome) -> None:
+        for fut in self._waiters.pop(job_id, []):
+            if not fut.done():
+                fut.set_result(outcome)
+
+    # -- dispatch loop ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            timeout = self._dispatch_ready()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _dispatch_ready(self) -> float | None:
+        """Send every batch that may leave now; return how long until the next one may."""
+        max_n = self.cfg.max_batch_size
+        wait_s = self.cfg.batch_timeout_ms / 1000.0
+        next_due: float | None = None
+        while True:
+            models = [m for m, q in self.queues.items() if q]
+            if not models:
+                return next_due
+            # The model whose head job has waited longest goes first.
+            model = min(models, key=lambda m: self.queues[m][0].enqueued_at)
+            q = self.queues[model]
+            worker = self.pool.pick(PIPELINE)
+            if worker is None:
+                return None  # a finishing batch wakes us
+            if worker.inflight > 0 and len(q) < max_n and wait_s > 0:
+                due = q[0].enqueued_at + wait_s - time.monotonic()
+                if due > 0:
+                    return due if next_due is None else min(due, next_due)
+            batch = [q.popleft() for _ in range(min(max_n, len(q)))]
+            self.metrics.queue_depth.set(self.depth())
+            worker.inflight += 1
+            task = asyncio.get_running_loop().create_task(self._execute(worker, model, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _model_box(self, model_hash: str) -> list[Any]:
+        box = self._model_boxes.get(model_hash)
+        if box is None:
+            box = [ray.put(self.models.read_bytes(model_hash))]
+            self._model_boxes[model_hash] = box
+        return box
+
+    async def _execute(self, worker: WorkerHandle, model: str, batch: list[Pending]) -> None:
+        try:
+            moved = self.store.mark_running([p.id for p in batch], worker.id)
+            batch = [p for p in batch if p.id in moved]
+            for p in batch:
+                p.attempt = moved[p.id]
+            if batch:
+                self.metrics.batch_size.observe(len(batch))
+                await self._call(worker, model, batch)
+        except Exception:  # never lose a batch silently: fail it loudly
+            log.exception("dispatch of %d jobs failed", len(batch))
+            self._fail(batch, WorkerError("Internal error while dispatching the job. See the gateway log."))
+        finally:
+            worker.inflight -= 1
+            self._wake.set()
+
+    async def _call(self, worker: WorkerHandle, model: str, batch: list[Pending]) -> None:
+        started = time.time()
+        try:
+            ref = worker.actor.run.remote(model, self._model_box(model), [p.inputs for p in batch])
+            results = await ref
+        except RayActorError as exc:
+            self.metrics.worker_deaths.inc()
+            self.pool.mark_dead(worker, exc)
+            self._retry(batch, f"worker {worker.id} died: {type(exc).__name__}")
+            return
+        except RayTaskError as exc:
+            if len(batch) > 1:  # isolate the job that broke the batch
+                for p in batch:
+                    await self._call(worker, model, [p])
+                return
+            cause = exc.cause if isinstance(exc.cause, Exception) else exc
+            msg = str(cause).strip().splitlines()[0][:500] if str(cause).strip() else type(cause).__name__
+            self._fail(batch, WorkerError(f"The model failed on this input: {msg}. Check the input values."))
+            return
+        self._complete(worker, batch, results, started)
+
+    def _complete(self, worker: WorkerHandle, batch: list[Pending], results: list[tuple[Tensors, str]],
+                  started: float) -> None:
+        rows = [(p.id, p.attempt, commit, encode_binary(out), worker.id)
+                for p, (out, commit) in zip(batch, results, strict=True)]
+        done = self.store.complete(rows)
+        now = time.time()
+        for p, (out, commit) in zip(batch, results, strict=True):
+            if p.id not in done:
+                continue  # cancelled meanwhile, or a stale attempt
+            self.metrics.jobs_finished.labels("done").inc()
+            self.metrics.job_latency.observe(now - p.submitted_at)
+            self.notify(p.id, Outcome(JobStatus.DONE, out, commit, worker.id, p.attempt, started, now))
+
+    def _retry(self, batch: list[Pending], reason: str) -> None:
+        again = [p for p in batch if p.attempt < self.cfg.max_attempts]
+        out_of_tries = [p for p in batch if p.attempt >= self.cfg.max_attempts]
+        requeued = self.store.requeue([(p.id, p.attempt) for p in again])
+        self.metrics.retries.inc(len(requeued))
+        self.enqueue([p for p in again if p.id in requeued], front=True)
+        if out_of_tries:
+            self._fail(out_of_tries, WorkerError(
+                f"The job failed {self.cfg.max_attempts} times because its worker died ({reason}). "
+                "Check the workers (GET /v1/workers) and resubmit."))
+
+    def _fail(self, batch: list[Pending], err: WorkerError) -> None:
+        payload = err.to_payload()["error"]
+        failed = self.store.fail([(p.id, p.attempt, payload) for p in batch])
+        now = time.time()
+        for p in batch:
+            if p.id in failed:
+                self.metrics.jobs_finished.labels("failed").inc()
+                self.notify(p.id, Outcome(JobStatus.FAILED, attempts=p.attempt, finished_at=now, error=payload))

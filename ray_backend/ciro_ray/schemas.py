@@ -1,0 +1,114 @@
+"""Request and response bodies of the gateway's HTTP API (they make ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "BatchRequest",
+    "BatchResponse",
+    "ErrorResponse",
+    "JobOut",
+    "JobRequest",
+    "ModelOut",
+    "Tensor",
+    "WorkerOut",
+]
+
+
+class Tensor(BaseModel):
+    dtype: str = Field(description="numpy dtype name: float32, int64, bool, ...")
+    shape: list[int]
+    data: list[Any] | None = Field(None, description="flat C-order values (give this or b64)")
+    b64: str | None = Field(None, description="base64 of the raw little-endian bytes (give this or data)")
+
+
+class JobOptions(BaseModel):
+    priority: int = 0
+    timeout_s: float | None = None
+    max_latency_ms: float | None = Field(None, description="SLA hint, recorded with the job")
+
+
+class JobRequest(BaseModel):
+    model: str = Field(description="model hash, unique hash prefix, or model name")
+    inputs: dict[str, Tensor]
+    verification: str = "none"
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class BatchRequest(BaseModel):
+    model: str
+    items: list[dict[str, Tensor]] | None = Field(None, description="one input dict per job")
+    inputs: dict[str, Tensor] | None = Field(
+        None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
+    rows_per_job: int = Field(1, ge=1)
+    verification: str = "none"
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class JobOut(BaseModel):
+    id: str
+    model_hash: str
+    status: str
+    verification: str
+    input_commitment: str
+    output_commitment: str | None = None
+    outputs: dict[str, Tensor] | None = None
+    worker: str | None = None
+    attempts: int = 0
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: dict[str, Any] | None = None
+    proof_hash: str | None = None
+    settlement_tx: str | None = None
+    on_chain_verified: bool = False
+
+
+class BatchResponse(BaseModel):
+    batch_id: str
+    job_ids: list[str]
+    results: list[JobOut] | None = None
+
+
+class TensorSpecOut(BaseModel):
+    name: str
+    dtype: str
+    shape: list[int | str | None]
+
+
+class ModelOut(BaseModel):
+    hash: str
+    name: str
+    size: int
+    opset: dict[str, int]
+    inputs: list[TensorSpecOut]
+    outputs: list[TensorSpecOut]
+    created_at: float
+    producer: str = ""
+
+
+class WorkerOut(BaseModel):
+    id: str
+    actor_name: str
+    alive: bool
+    inflight_batches: int
+    node_id: str | None = None
+    hostname: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    providers: list[str] = []
+    models_loaded: list[str] = []
+    jobs_done: int = 0
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    detail: dict[str, Any] = {}
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
