@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import numpy as np
+import orjson
 
 from .config import Config
 from .errors import (
@@ -49,46 +51,59 @@ class AsyncCiroClient:
         self.retries = retries
         self.verification = VerificationLevel.parse(verification)
         self.default_options = dict(options or {})
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._models: dict[str, ModelInfo] = {}
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=httpx.Timeout(self.timeout, connect=5.0),
-                transport=httpx.AsyncHTTPTransport(retries=self.retries),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+    async def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                base_url=self.url + "/",
+                connector=aiohttp.TCPConnector(limit=512, force_close=False),
+                json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._http
 
     async def aclose(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
-    async def _request(self, method: str, path: str, **kw: Any) -> Any:
-        extra = kw.pop("read_timeout", None)
-        if extra is not None:
-            kw["timeout"] = httpx.Timeout(self.timeout + extra, connect=5.0)
+    async def _request(self, method: str, path: str, *, read_timeout: float | None = None,
+                       params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        total = self.timeout + (read_timeout or 0.0)
+        timeout = aiohttp.ClientTimeout(total=total, connect=5.0)
+        if "json" in kw:  # orjson: several times faster than the stdlib encoder
+            kw["data"] = orjson.dumps(kw.pop("json"))
+            kw["headers"] = {**kw.get("headers", {}), "content-type": "application/json"}
+        query = {k: str(v) for k, v in (params or {}).items()}
+        session = await self._session()
         try:
-            resp = await self.http.request(method, path, **kw)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            for attempt in range(self.retries + 1):
+                try:
+                    async with session.request(method, path.lstrip("/"), params=query, timeout=timeout,
+                                               **kw) as resp:
+                        status, body = resp.status, await resp.read()
+                    break
+                except aiohttp.ClientConnectorError:
+                    if attempt == self.retries:
+                        raise
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        except aiohttp.ClientConnectorError as exc:
             raise GatewayUnavailableError(f"No Ciro gateway answers at {self.url} ({exc}). {_START_HINT}") from exc
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise JobTimeoutError(
-                f"The gateway at {self.url} did not answer within {self.timeout:.0f}s. Raise the client "
+                f"The gateway at {self.url} did not answer within {total:.0f}s. Raise the client "
                 "timeout, or check the gateway with `ciro status`.") from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise GatewayUnavailableError(f"HTTP error talking to {self.url}: {exc}. {_START_HINT}") from exc
         try:
-            payload = resp.json()
-        except ValueError as exc:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise ProtocolError(
-                f"{self.url}{path} answered HTTP {resp.status_code} with a non-JSON body. Is this a Ciro gateway?"
+                f"{self.url}{path} answered HTTP {status} with a non-JSON body. Is this a Ciro gateway?"
             ) from exc
-        if resp.status_code >= 400:
-            raise error_from_payload(payload, status=resp.status_code)
+        if status >= 400:
+            raise error_from_payload(payload, status=status)
         return payload
 
     # -- service ---------------------------------------------------------------------------
@@ -111,7 +126,7 @@ class AsyncCiroClient:
             name = name or path.stem
         params = {"name": name} if name else {}
         info = ModelInfo.from_dict(await self._request(
-            "POST", "/v1/models", content=data, params=params,
+            "POST", "/v1/models", data=data, params=params,
             headers={"content-type": "application/octet-stream"}, read_timeout=120.0))
         self._models[info.hash] = info
         return info
@@ -183,7 +198,7 @@ class AsyncCiroClient:
             stacked = _normalize(info, items)
             params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
             result: dict[str, Any] = await self._request(
-                "POST", "/v1/jobs/batch/binary", content=encode_binary(stacked), params=params,
+                "POST", "/v1/jobs/batch/binary", data=encode_binary(stacked), params=params,
                 headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
             return result
         body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
@@ -279,6 +294,15 @@ class _LoopThread:
         self.loop.close()
 
 
+def _shutdown(loop: _LoopThread, client: AsyncCiroClient) -> None:
+    if not loop.thread.is_alive():
+        return
+    try:
+        loop.run(client.aclose())
+    finally:
+        loop.close()
+
+
 class CiroClient:
     """Synchronous client for scripts, notebooks and plugins.
 
@@ -300,6 +324,8 @@ class CiroClient:
         self._loop = _LoopThread()
         self._async = AsyncCiroClient(url, config=cfg, timeout=timeout, retries=retries,
                                       verification=VerificationLevel.parse(verification), options=options)
+        # Close the HTTP session and the loop thread when the client is dropped or at exit.
+        self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._async)
 
     @classmethod
     def local(cls, *, progress: bool = False, **settings: Any) -> CiroClient:
@@ -318,10 +344,7 @@ class CiroClient:
         return self._loop.run(coro)
 
     def close(self) -> None:
-        try:
-            self._run(self._async.aclose())
-        finally:
-            self._loop.close()
+        self._finalizer()
 
     def __enter__(self) -> CiroClient:
         return self

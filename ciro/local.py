@@ -16,10 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from .config import Config
 from .errors import CiroError, GatewayUnavailableError
@@ -68,9 +68,9 @@ def _alive(pid: int | None) -> bool:
 
 def _healthy(url: str, timeout: float = 2.0) -> bool:
     try:
-        r = httpx.get(url + "/healthz", timeout=timeout)
-        return r.status_code == 200 and r.json().get("status") == "ok"
-    except (httpx.HTTPError, ValueError):
+        with urllib.request.urlopen(url + "/healthz", timeout=timeout) as r:
+            return r.status == 200 and json.loads(r.read()).get("status") == "ok"
+    except (OSError, ValueError):
         return False
 
 
