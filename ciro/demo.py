@@ -19,7 +19,7 @@ import numpy as np
 from .client import AsyncCiroClient
 from .errors import CiroError
 
-__all__ = ["DemoReport", "build_digits_model", "digits_inputs", "run_demo"]
+__all__ = ["DemoReport", "build_digits_model", "build_tiny_mlp", "digits_inputs", "run_demo"]
 
 #: Outputs of the demo model must match onnxruntime exactly for labels and to this tolerance for
 #: probabilities (the gateway may run an image inside a larger batch, which can move the last bits).
@@ -44,6 +44,37 @@ def build_digits_model(path: Path) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(onx.SerializeToString())
     tmp.replace(path)
+    return path
+
+
+def build_tiny_mlp(path: Path, *, in_dim: int = 16, hidden: int = 32, out_dim: int = 4, seed: int = 0) -> Path:
+    """A small random-weight MLP (x[N, in_dim] -> relu -> y[N, out_dim]) built with onnx.helper."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((in_dim, hidden)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((hidden, out_dim)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal(out_dim).astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]), helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]), helper.make_node("MatMul", ["h2", "w2"], ["y0"]),
+        helper.make_node("Add", ["y0", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", in_dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out_dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ciro-demo")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
     return path
 
 

@@ -206,7 +206,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     )
     app.state.gw = gw
     app.add_middleware(BodyLimitMiddleware, default_limit=cfg.max_payload_bytes,
-                       limits={"/v1/models": cfg.max_model_bytes})
+                       limits={"/v1/models": cfg.max_model_bytes}, codes={"/v1/models": "model_too_large"})
 
     @app.exception_handler(CiroError)
     async def _ciro_error(_: Request, exc: CiroError) -> Response:

@@ -16,10 +16,12 @@ class _TooLarge(Exception):
 class BodyLimitMiddleware:
     """Pure ASGI middleware: checks Content-Length up front and counts streamed bytes otherwise."""
 
-    def __init__(self, app: Any, *, default_limit: int, limits: dict[str, int] | None = None) -> None:
+    def __init__(self, app: Any, *, default_limit: int, limits: dict[str, int] | None = None,
+                 codes: dict[str, str] | None = None) -> None:
         self.app = app
         self.default_limit = default_limit
         self.limits = limits or {}
+        self.codes = codes or {}
 
     def _limit(self, path: str) -> int:
         return self.limits.get(path.rstrip("/"), self.default_limit)
@@ -29,6 +31,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self._limit(scope["path"])
+        code = self.codes.get(scope["path"].rstrip("/"), "payload_too_large")
         for key, value in scope.get("headers", []):
             if key == b"content-length":
                 try:
@@ -36,7 +39,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     size = 0
                 if size > limit:
-                    await _reject(send, size, limit)
+                    await _reject(send, size, limit, code)
                     return
         seen = 0
         started = False
@@ -60,16 +63,22 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _reject(send, seen, limit)
+                await _reject(send, seen, limit, code)
 
 
-async def _reject(send: Any, size: int, limit: int) -> None:
+_FIXES = {
+    "payload_too_large": "Split the batch into smaller requests, or raise max_payload_bytes on the gateway "
+                         "(CIRO_MAX_PAYLOAD_BYTES).",
+    "model_too_large": "Raise max_model_bytes on the gateway (CIRO_MAX_MODEL_BYTES), or quantize/prune the model.",
+}
+
+
+async def _reject(send: Any, size: int, limit: int, code: str) -> None:
     body = orjson.dumps({"error": {
-        "code": "payload_too_large",
+        "code": code,
         "message": f"The request body ({size:,} bytes or more) is over this endpoint's limit of {limit:,} bytes. "
-                   "Split the batch into smaller requests, or raise the limit on the gateway "
-                   "(CIRO_MAX_PAYLOAD_BYTES / CIRO_MAX_MODEL_BYTES).",
-        "detail": {"limit": limit},
+                   + _FIXES.get(code, _FIXES["payload_too_large"]),
+        "detail": {"size": size, "limit": limit},
     }})
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

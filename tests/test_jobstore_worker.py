@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from ciro import JobStatus, commitment, decode_binary, encode_binary
+from ciro.demo import build_digits_model, build_tiny_mlp
+from ciro_ray.jobstore import JobStore, NewJob
+from ciro_ray.worker import OnnxWorker
+
+
+def _job(i: int) -> NewJob:
+    x = {"x": np.full((1, 2), i, dtype=np.float32)}
+    return NewJob(f"job{i}", "m" * 64, "none", {}, commitment(x), encode_binary(x))
+
+
+def test_jobstore_delivers_a_result_at_most_once(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert([_job(i) for i in range(3)])
+    moved = store.mark_running(["job0", "job1"], "w1")
+    assert moved == {"job0": 1, "job1": 1}
+    assert store.mark_running(["job0"], "w2") == {}  # already running: not dispatched twice
+    assert store.complete([("job0", 1, "c0", b"out", "w1")]) == {"job0"}
+    assert store.complete([("job0", 1, "c0", b"out", "w1")]) == set()  # second delivery refused
+    # job1's worker dies: requeue, run again (attempt 2); the late answer of attempt 1 is dropped
+    assert store.requeue([("job1", 1)]) == {"job1"}
+    assert store.mark_running(["job1"], "w2") == {"job1": 2}
+    assert store.complete([("job1", 1, "stale", b"x", "w1")]) == set()
+    assert store.complete([("job1", 2, "c1", b"y", "w2")]) == {"job1"}
+    row = store.get("job1")
+    assert row is not None and row.status is JobStatus.DONE and row.output_commitment == "c1" and row.attempts == 2
+    store.close()
+
+
+def test_jobstore_survives_reopen_and_recovers_running_jobs(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert([_job(i) for i in range(3)])
+    store.mark_running(["job0"], "w1")
+    store.close()  # the gateway dies here
+    again = JobStore(tmp_path / "jobs.db")
+    assert again.recover() == 1
+    queued = again.queued()
+    assert [r.id for r in queued] == ["job0", "job1", "job2"]
+    assert queued[0].inputs is not None and decode_binary(queued[0].inputs)["x"][0, 0] == 0
+    assert again.cancel("job2") is JobStatus.CANCELLED
+    assert again.mark_running(["job2"], "w1") == {}  # cancelled jobs are never dispatched
+    assert again.cancel("nope") is None
+    assert again.counts() == {"queued": 2, "cancelled": 1}
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    path = build_tiny_mlp(tmp_path_factory.mktemp("m") / "mlp.onnx")
+    data = path.read_bytes()
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def test_worker_batches_and_matches_onnxruntime(mlp: tuple[str, bytes]) -> None:
+    digest, data = mlp
+    worker = OnnxWorker("w1")
+    rng = np.random.default_rng(1)
+    batch = [{"x": rng.standard_normal((n, 16)).astype(np.float32)} for n in (1, 3, 2)]
+    results = worker.run(digest, [data], batch)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for job, (out, commit) in zip(batch, results, strict=True):
+        want = sess.run(None, job)[0]
+        assert out["y"].shape == want.shape
+        np.testing.assert_allclose(out["y"], want, rtol=1e-5, atol=1e-6)
+        assert commit == commitment(out)
+    assert worker.info()["models_loaded"] == [digest]
+
+
+def test_worker_refuses_bytes_that_do_not_match_the_hash(mlp: tuple[str, bytes]) -> None:
+    from ciro import WorkerError
+
+    with pytest.raises(WorkerError, match="do not hash"):
+        OnnxWorker("w1").run("0" * 64, [mlp[1]], [{"x": np.zeros((1, 16), np.float32)}])
+
+
+def test_worker_matches_onnxruntime_on_the_digits_classifier(tmp_path: Path) -> None:
+    path = build_digits_model(tmp_path / "digits.onnx")
+    data = path.read_bytes()
+    import hashlib
+
+    worker = OnnxWorker("w1")
+    x = np.random.default_rng(0).random((4, 64)).astype(np.float32)
+    out = worker.run(hashlib.sha256(data).hexdigest(), [data], [{"X": x[i:i + 1]} for i in range(4)])
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    labels, probs = sess.run(None, {"X": x})
+    assert [o["label"][0] for o, _ in out] == list(labels)
+    np.testing.assert_allclose(np.concatenate([o["probabilities"] for o, _ in out]), probs, rtol=1e-5, atol=1e-6)
