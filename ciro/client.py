@@ -43,7 +43,7 @@ class AsyncCiroClient:
     """Talks to one gateway over HTTP. All methods are coroutines."""
 
     def __init__(self, url: str | None = None, *, config: Config | None = None, timeout: float | None = None,
-                 retries: int = 2, verification: VerificationLevel | str | None = None,
+                 retries: int = 2, verification: VerificationLevel | str | bool | None = None,
                  options: Mapping[str, Any] | None = None) -> None:
         self.config = config or Config.load()
         self.url = (url or self.config.url).rstrip("/")
@@ -145,13 +145,13 @@ class AsyncCiroClient:
     def _level(self, verification: VerificationLevel | str | bool | None) -> str:
         return (VerificationLevel.parse(verification) if verification is not None else self.verification).value
 
-    async def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+    async def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                      **options: Any) -> str:
         """Queue one job; returns its id at once."""
         out = await self._submit(model, inputs, verification, options, wait=0.0)
         return str(out["id"])
 
-    async def infer(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+    async def infer(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                     timeout: float | None = None, **options: Any) -> JobResult:
         """Run one job and return its result; raises if the job fails."""
         wait = timeout if timeout is not None else self.timeout
@@ -172,14 +172,14 @@ class AsyncCiroClient:
         return result
 
     async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
-                           rows_per_job: int = 1, verification: VerificationLevel | str | None = None,
+                           rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
                            wait: float = 0.0) -> list[str]:
         """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items``."""
         body = await self._batch(model, items, rows_per_job, verification, wait)
         return [str(i) for i in body["job_ids"]]
 
     async def infer_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
-                          rows_per_job: int = 1, verification: VerificationLevel | str | None = None,
+                          rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
                           timeout: float | None = None) -> list[JobResult]:
         """Run many jobs in one request. ``items`` is a list of inputs (one job each), or stacked
         inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows."""
@@ -367,17 +367,17 @@ class CiroClient:
     def models(self) -> list[ModelInfo]:
         return self._run(self._async.models())
 
-    def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | None = None,
+    def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                **options: Any) -> str:
         return self._run(self._async.submit(model, inputs, verification=verification, **options))
 
     def submit_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
-                     verification: VerificationLevel | str | None = None) -> list[str]:
+                     verification: VerificationLevel | str | bool | None = None) -> list[str]:
         return self._run(self._async.submit_batch(model, items, rows_per_job=rows_per_job,
                                                   verification=verification))
 
     def infer_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
-                    verification: VerificationLevel | str | None = None,
+                    verification: VerificationLevel | str | bool | None = None,
                     timeout: float | None = None) -> list[JobResult]:
         return self._run(self._async.infer_batch(model, items, rows_per_job=rows_per_job,
                                                  verification=verification, timeout=timeout))

@@ -7,6 +7,7 @@ nothing behind, and a half-written folder is never visible under its hash.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -55,7 +56,8 @@ class ModelStore:
         digest = model_hash(data)
         existing = self._load_meta(digest)
         if existing is not None:
-            return existing
+            self._set_name(name, digest)
+            return dataclasses.replace(existing, name=name)
         info = _describe(digest, data, proto, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
@@ -70,7 +72,26 @@ class ModelStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self._cache[digest] = info
+        self._set_name(name, digest)
         return info
+
+    def _names(self) -> dict[str, str]:
+        try:
+            names: dict[str, str] = json.loads((self.root / "names.json").read_text())
+            return names
+        except (OSError, ValueError):
+            return {}
+
+    def _set_name(self, name: str, digest: str) -> None:
+        """Point ``name`` at ``digest`` (the latest deploy under a name wins)."""
+        with self._lock:
+            names = self._names()
+            if names.get(name) == digest:
+                return
+            names[name] = digest
+            tmp = self.root / f".names.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps(names, indent=1))
+            os.replace(tmp, self.root / "names.json")
 
     # -- reading -------------------------------------------------------------------------
     def _load_meta(self, digest: str) -> ModelInfo | None:
@@ -106,9 +127,9 @@ class ModelStore:
                 return hits[0]
             if len(hits) > 1:
                 raise ModelNotFoundError(f"Model prefix {ref!r} is ambiguous. Give more characters of the hash.")
-        named = [m for m in models if m.name == ref]
-        if named:
-            return named[-1]
+        named = self._names().get(ref)
+        if named and (info := self._load_meta(named)) is not None:
+            return info
         raise ModelNotFoundError(
             f"No model {ref!r} in the store. Deploy it first (ciro deploy MODEL.onnx) or list models "
             "with `ciro models`."

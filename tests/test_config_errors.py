@@ -21,7 +21,9 @@ def test_precedence_args_over_env_over_file_over_defaults(tmp_home: Path, monkey
     assert cfg.home == tmp_home
 
 
-def test_config_file_location_can_be_overridden(tmp_path: Path, tmp_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_file_location_can_be_overridden(
+    tmp_path: Path, tmp_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = tmp_path / "other.toml"
     other.write_text('gateway_url = "http://example.invalid:1"\n')
     monkeypatch.setenv("CIRO_CONFIG", str(other))

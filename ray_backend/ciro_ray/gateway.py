@@ -317,7 +317,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     async def list_jobs(status: JobStatus | None = None, model: str | None = None,
                         limit: int = Query(100, ge=1, le=10_000)) -> Response:
         model_hash = gw.models.resolve(model).hash if model else None
-        rows = gw.store.list(status=status.value if status else None, model_hash=model_hash, limit=limit)
+        rows = gw.store.recent(status=status.value if status else None, model_hash=model_hash, limit=limit)
         return _json([_out_from_row(r, outputs=False) for r in rows])
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobOut, responses=_ERRORS)

@@ -212,7 +212,7 @@ class JobStore:
     def queued(self) -> list[JobRow]:
         return self._select("WHERE status='queued' ORDER BY submitted_at", (), with_inputs=True)
 
-    def list(self, *, status: str | None = None, model_hash: str | None = None, limit: int = 100) -> list[JobRow]:
+    def recent(self, *, status: str | None = None, model_hash: str | None = None, limit: int = 100) -> list[JobRow]:
         where, args = [], []
         if status:
             where.append("status=?")

@@ -21,31 +21,31 @@ __all__ = [
 class Tensor(BaseModel):
     dtype: str = Field(description="numpy dtype name: float32, int64, bool, ...")
     shape: list[int]
-    data: list[Any] | None = Field(None, description="flat C-order values (give this or b64)")
-    b64: str | None = Field(None, description="base64 of the raw little-endian bytes (give this or data)")
+    data: list[Any] | None = Field(default=None, description="flat C-order values (give this or b64)")
+    b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
 class JobOptions(BaseModel):
     priority: int = 0
     timeout_s: float | None = None
-    max_latency_ms: float | None = Field(None, description="SLA hint, recorded with the job")
+    max_latency_ms: float | None = Field(default=None, description="SLA hint, recorded with the job")
 
 
 class JobRequest(BaseModel):
     model: str = Field(description="model hash, unique hash prefix, or model name")
     inputs: dict[str, Tensor]
     verification: str = "none"
-    options: JobOptions = Field(default_factory=JobOptions)
+    options: JobOptions = Field(default_factory=lambda: JobOptions())
 
 
 class BatchRequest(BaseModel):
     model: str
-    items: list[dict[str, Tensor]] | None = Field(None, description="one input dict per job")
+    items: list[dict[str, Tensor]] | None = Field(default=None, description="one input dict per job")
     inputs: dict[str, Tensor] | None = Field(
         None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
-    rows_per_job: int = Field(1, ge=1)
+    rows_per_job: int = Field(default=1, ge=1)
     verification: str = "none"
-    options: JobOptions = Field(default_factory=JobOptions)
+    options: JobOptions = Field(default_factory=lambda: JobOptions())
 
 
 class JobOut(BaseModel):

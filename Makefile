@@ -1,0 +1,41 @@
+# `make demo` and `make test` bootstrap everything from a fresh machine with Python >= 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+JOBS ?= 1000
+STAMP := $(VENV)/.ciro-installed
+
+.PHONY: venv demo test lint bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ciro needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+# The main job on the embedded default: local Ray head + gateway, 1,000 jobs checked against onnxruntime.
+demo: venv
+	$(BIN)/ciro demo --jobs $(JOBS); status=$$?; $(BIN)/ciro down; exit $$status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv lint
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/cold_start.py
+
+# Re-pin requirements.lock after changing dependencies in pyproject.toml.
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra demo --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
