@@ -1,0 +1,214 @@
+"""Overhead of Ciro against its baselines, measured in one process on one machine.
+
+For two models (a tiny MLP and the demo digits classifier) it measures
+  (a) onnxruntime in-process, (b) a plain Ray actor holding the same session, (c) Ciro via the SDK:
+single-job latency p50/p99, throughput at concurrency 1, 16 and 256, and batched throughput
+(one call / one batch request of 1,000 one-row jobs).
+
+    python bench/overhead.py [--jobs 2000] [--json bench/results/overhead.json]
+
+It starts its own embedded default (Ray head + gateway) under a temporary CIRO_HOME and stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ciro import AsyncCiroClient, CiroClient, Config
+from ciro.demo import build_digits_model, build_tiny_mlp, digits_inputs
+from ciro.local import ensure_running, read_state, stop
+
+BATCH_JOBS = 1000
+CONCURRENCY = (1, 16, 256)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000, q))
+
+
+def session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def bench_ort(path: Path, name: str, x: np.ndarray, jobs: int) -> dict[str, Any]:
+    sess = session(path)
+    rows = [x[i % len(x)][None] for i in range(jobs)]
+    for r in rows[:200]:
+        sess.run(None, {name: r})
+    lat = []
+    for r in rows:
+        t = time.perf_counter()
+        sess.run(None, {name: r})
+        lat.append(time.perf_counter() - t)
+    out: dict[str, Any] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "c1": jobs / sum(lat)}
+    for c in CONCURRENCY[1:]:
+        with ThreadPoolExecutor(c) as pool:
+            t = time.perf_counter()
+            list(pool.map(lambda r: sess.run(None, {name: r}), rows))
+            out[f"c{c}"] = jobs / (time.perf_counter() - t)
+    big = np.concatenate(rows[:BATCH_JOBS])
+    t = time.perf_counter()
+    reps = 20
+    for _ in range(reps):
+        sess.run(None, {name: big})
+    out["batched"] = reps * BATCH_JOBS / (time.perf_counter() - t)
+    return out
+
+
+def bench_ray(path: Path, name: str, x: np.ndarray, jobs: int) -> dict[str, Any]:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Plain:
+        def __init__(self, data: bytes) -> None:
+            self.sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+        def run(self, feed: np.ndarray) -> list[np.ndarray]:
+            return list(self.sess.run(None, {name: feed}))
+
+    actor = Plain.remote(path.read_bytes())
+    rows = [x[i % len(x)][None] for i in range(jobs)]
+    ray.get([actor.run.remote(r) for r in rows[:200]])
+    lat = []
+    for r in rows:
+        t = time.perf_counter()
+        ray.get(actor.run.remote(r))
+        lat.append(time.perf_counter() - t)
+    out: dict[str, Any] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "c1": jobs / sum(lat)}
+    for c in CONCURRENCY[1:]:
+        t = time.perf_counter()
+        pending: list[Any] = []
+        for r in rows:
+            pending.append(actor.run.remote(r))
+            if len(pending) >= c:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+        ray.get(pending)
+        out[f"c{c}"] = jobs / (time.perf_counter() - t)
+    big = np.concatenate(rows[:BATCH_JOBS])
+    t = time.perf_counter()
+    reps = 20
+    for _ in range(reps):
+        ray.get(actor.run.remote(big))
+    out["batched"] = reps * BATCH_JOBS / (time.perf_counter() - t)
+    ray.kill(actor)
+    return out
+
+
+def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> dict[str, Any]:
+    rows = [x[i % len(x)][None] for i in range(jobs)]
+    with CiroClient(url, config=cfg) as client:
+        model = client.deploy(path).hash
+        for r in rows[:200]:
+            client.infer(model, r)
+        lat = []
+        for r in rows:
+            t = time.perf_counter()
+            client.infer(model, r)
+            lat.append(time.perf_counter() - t)
+    out: dict[str, Any] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "c1": jobs / sum(lat)}
+
+    async def concurrent(c: int) -> float:
+        client = AsyncCiroClient(url, config=cfg)
+        sem = asyncio.Semaphore(c)
+
+        async def one(r: np.ndarray) -> None:
+            async with sem:
+                await client.infer(model, r)
+
+        try:
+            await asyncio.gather(*(one(r) for r in rows[:100]))
+            t = time.perf_counter()
+            await asyncio.gather(*(one(r) for r in rows))
+            return jobs / (time.perf_counter() - t)
+        finally:
+            await client.aclose()
+
+    async def batched() -> float:
+        client = AsyncCiroClient(url, config=cfg)
+        big = np.concatenate(rows[:BATCH_JOBS])
+        try:
+            await client.infer_batch(model, big)
+            reps, t = 5, time.perf_counter()
+            for _ in range(reps):
+                results = await client.infer_batch(model, big)
+                assert len(results) == BATCH_JOBS
+            return reps * BATCH_JOBS / (time.perf_counter() - t)
+        finally:
+            await client.aclose()
+
+    for c in CONCURRENCY[1:]:
+        out[f"c{c}"] = asyncio.run(concurrent(c))
+    out["batched"] = asyncio.run(batched())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=2000, help="jobs per latency/concurrency measurement")
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ciro-bench-"))
+    mlp = build_tiny_mlp(work / "mlp.onnx")
+    digits = build_digits_model(work / "digits.onnx")
+    models = {
+        "tiny MLP 16-32-4": (mlp, "x", np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)),
+        "digits logreg (demo)": (digits, "X", digits_inputs()),
+    }
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = Config.load(home=work / "home", port=port)
+    url = ensure_running(cfg, progress=True)
+    import ray
+
+    ray.init(address=read_state(cfg)["ray_address"], logging_level="ERROR", log_to_driver=False)
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} "
+                              f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+                              "jobs": args.jobs, "models": {}}
+    try:
+        for label, (path, name, x) in models.items():
+            print(f"== {label}")
+            res = {"onnxruntime": bench_ort(path, name, x, args.jobs),
+                   "ray actor": bench_ray(path, name, x, args.jobs),
+                   "ciro sdk": bench_ciro(url, cfg, path, x, args.jobs)}
+            report["models"][label] = res
+            print_table(res)
+    finally:
+        ray.shutdown()
+        stop(cfg)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"written {args.json}")
+
+
+def print_table(res: dict[str, dict[str, float]]) -> None:
+    cols = ["p50_ms", "p99_ms", "c1", "c16", "c256", "batched"]
+    print(f"| path | {' | '.join(cols)} |")
+    print("|---" * (len(cols) + 1) + "|")
+    for path, r in res.items():
+        print(f"| {path} | " + " | ".join(f"{r[c]:.3f}" if c.endswith("ms") else f"{r[c]:,.0f}" for c in cols) + " |")
+    raw, ciro = res["onnxruntime"], res["ciro sdk"]
+    print(f"ciro p50 - raw p50 = {ciro['p50_ms'] - raw['p50_ms']:.2f} ms; "
+          f"ciro batched / raw batched = {ciro['batched'] / raw['batched']:.4%}; "
+          f"ciro batched / ray actor batched = {ciro['batched'] / res['ray actor']['batched']:.2%}")
+
+
+if __name__ == "__main__":
+    main()
