@@ -30,13 +30,24 @@ from .errors import (
     ProtocolError,
     WorkerError,
 )
-from .jobs import SERVED_LEVELS, JobResult, JobSpec, JobStatus, ModelInfo, TensorSpec, VerificationLevel, new_job_id
+from .jobs import (
+    SERVED_LEVELS,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    ModelInfo,
+    TensorSpec,
+    VerificationLevel,
+    new_job_id,
+    new_job_ids,
+)
 from .modelstore import ModelStore, read_model_file
 from .tensors import (
     BINARY_CONTENT_TYPE,
     canonical_bytes,
     commitment,
     decode_binary,
+    decode_canonical,
     decode_json,
     encode_binary,
     encode_json,
@@ -78,10 +89,12 @@ __all__ = [
     "canonical_bytes",
     "commitment",
     "decode_binary",
+    "decode_canonical",
     "decode_json",
     "encode_binary",
     "encode_json",
     "model_hash",
     "new_job_id",
+    "new_job_ids",
     "read_model_file",
 ]

@@ -193,6 +193,11 @@ def _terminate(pid: int | None, grace_s: float) -> bool:
         time.sleep(0.1)
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            raise CiroError(f"Process {pid} survived SIGKILL. Check it with `ps -p {pid}`.")
     return True
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "canonical_bytes",
     "commitment",
     "decode_binary",
+    "decode_canonical",
     "decode_json",
     "encode_binary",
     "encode_json",
@@ -45,6 +46,9 @@ SUPPORTED_DTYPES = (
     "float16", "float32", "float64",
 )
 
+_SUPPORTED = frozenset(SUPPORTED_DTYPES)
+_LE = {name: np.dtype(name).newbyteorder("<") for name in SUPPORTED_DTYPES}
+
 Tensors = dict[str, np.ndarray]
 
 
@@ -58,12 +62,12 @@ def _dtype(name: Any, where: str) -> np.dtype:
         raise InputError(
             f"Tensor {where!r} has unsupported dtype {name!r}. Use one of: {', '.join(SUPPORTED_DTYPES)}."
         )
-    return np.dtype(name).newbyteorder("<")
+    return _LE[name]
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.name not in SUPPORTED_DTYPES:
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    if arr.dtype.name not in _SUPPORTED:
         raise InputError(
             f"Input {name!r} has dtype {arr.dtype} which Ciro does not carry. "
             f"Convert it to one of: {', '.join(SUPPORTED_DTYPES)} (e.g. x.astype(np.float32))."
@@ -78,7 +82,7 @@ def canonical_bytes(tensors: Mapping[str, Any]) -> bytes:
         arr = _as_array(name, tensors[name])
         name_b = name.encode("utf-8")
         dtype_b = arr.dtype.name.encode("ascii")
-        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+        data = np.ascontiguousarray(arr, dtype=_LE[arr.dtype.name]).tobytes()
         parts += [
             struct.pack("<I", len(name_b)), name_b,
             struct.pack("<B", len(dtype_b)), dtype_b,
@@ -86,6 +90,40 @@ def canonical_bytes(tensors: Mapping[str, Any]) -> bytes:
             struct.pack("<Q", len(data)), data,
         ]
     return b"".join(parts)
+
+
+def decode_canonical(data: bytes) -> Tensors:
+    """Inverse of :func:`canonical_bytes` (the job store keeps tensors in this form)."""
+    view = memoryview(data)
+    if bytes(view[:len(CANONICAL_MAGIC)]) != CANONICAL_MAGIC:
+        raise InputError("Not a CIRO-TENSORS-V1 encoding (bad magic). See docs/encoding.md.")
+    try:
+        pos = len(CANONICAL_MAGIC)
+        (count,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        out: Tensors = {}
+        for _ in range(count):
+            (n,) = struct.unpack_from("<I", view, pos)
+            name = bytes(view[pos + 4:pos + 4 + n]).decode("utf-8")
+            pos += 4 + n
+            d = view[pos]
+            dtype = _dtype(bytes(view[pos + 1:pos + 1 + d]).decode("ascii"), name)
+            pos += 1 + d
+            (ndim,) = struct.unpack_from("<I", view, pos)
+            shape = struct.unpack_from(f"<{ndim}Q", view, pos + 4)
+            pos += 4 + 8 * ndim
+            (size,) = struct.unpack_from("<Q", view, pos)
+            pos += 8
+            if size != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or pos + size > len(view):
+                raise InputError(f"Tensor {name!r}: data length does not match its shape {list(shape)}.")
+            out[name] = np.frombuffer(view[pos:pos + size], dtype=dtype).reshape(shape).astype(
+                dtype.newbyteorder("="), copy=False)
+            pos += size
+    except (struct.error, UnicodeDecodeError, IndexError) as exc:
+        raise InputError(f"Truncated or corrupt CIRO-TENSORS-V1 encoding: {exc}.") from exc
+    if pos != len(view):
+        raise InputError("Trailing bytes after a CIRO-TENSORS-V1 encoding.")
+    return out
 
 
 def commitment(tensors: Mapping[str, Any]) -> str:

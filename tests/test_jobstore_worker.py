@@ -4,7 +4,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ciro import JobStatus, commitment, decode_binary, encode_binary
+from ciro import JobStatus, canonical_bytes, commitment, decode_canonical
 from ciro.demo import build_digits_model, build_tiny_mlp
 from ciro_ray.jobstore import JobStore, NewJob
 from ciro_ray.worker import OnnxWorker
@@ -12,7 +12,7 @@ from ciro_ray.worker import OnnxWorker
 
 def _job(i: int) -> NewJob:
     x = {"x": np.full((1, 2), i, dtype=np.float32)}
-    return NewJob(f"job{i}", "m" * 64, "none", {}, commitment(x), encode_binary(x))
+    return NewJob(f"job{i}", "m" * 64, "none", {}, commitment(x), canonical_bytes(x))
 
 
 def test_jobstore_delivers_a_result_at_most_once(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_jobstore_survives_reopen_and_recovers_running_jobs(tmp_path: Path) -> N
     assert again.recover() == 1
     queued = again.queued()
     assert [r.id for r in queued] == ["job0", "job1", "job2"]
-    assert queued[0].inputs is not None and decode_binary(queued[0].inputs)["x"][0, 0] == 0
+    assert queued[0].inputs is not None and decode_canonical(queued[0].inputs)["x"][0, 0] == 0
     assert again.cancel("job2") is JobStatus.CANCELLED
     assert again.mark_running(["job2"], "w1") == {}  # cancelled jobs are never dispatched
     assert again.cancel("nope") is None

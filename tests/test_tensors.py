@@ -86,3 +86,24 @@ def test_bad_json_tensors_raise_input_error(payload: object, needle: str) -> Non
 def test_bad_binary_payload_raises_input_error() -> None:
     with pytest.raises(InputError, match="safetensors"):
         decode_binary(b"not safetensors at all")
+
+
+@pytest.mark.parametrize("dtype", SUPPORTED_DTYPES)
+def test_canonical_decoding_inverts_encoding(dtype: str) -> None:
+    from ciro import decode_canonical
+
+    tensors = {"b": np.arange(6).astype(dtype).reshape(3, 2), "a": np.zeros((0, 4), dtype), "é": np.array(1, dtype)}
+    back = decode_canonical(canonical_bytes(tensors))
+    assert list(back) == sorted(tensors, key=lambda n: n.encode())
+    for name, arr in tensors.items():
+        assert back[name].dtype == arr.dtype and back[name].shape == arr.shape
+        np.testing.assert_array_equal(back[name], arr)
+
+
+def test_corrupt_canonical_bytes_raise_input_error() -> None:
+    from ciro import decode_canonical
+
+    good = canonical_bytes({"x": np.ones((2, 2), np.float32)})
+    for bad in (b"nope", good[:-1], good + b"\x00", good[:20]):
+        with pytest.raises(InputError):
+            decode_canonical(bad)

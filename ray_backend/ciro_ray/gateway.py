@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,14 +34,15 @@ from ciro import (
     ModelStore,
     VerificationLevel,
     __version__,
-    commitment,
+    canonical_bytes,
     decode_binary,
+    decode_canonical,
     decode_json,
-    encode_binary,
     encode_json,
-    new_job_id,
+    new_job_ids,
 )
 
+from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
@@ -64,14 +68,20 @@ class Gateway:
         self.metrics = Metrics()
         self.models = ModelStore(cfg.home / "models", max_bytes=cfg.max_model_bytes)
         self.store = JobStore(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync)
+        self.committer = GroupCommitter(self.store)
         self.pool: WorkerPool | None = None
         self.scheduler: Scheduler | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
         if not ray.is_initialized():
+            # ray.init replaces the SIGTERM handler with one that calls sys.exit inside the event loop;
+            # keep the server's own handler so SIGTERM means a graceful shutdown.
+            previous = signal.getsignal(signal.SIGTERM)
             ray.init(address=self.cfg.ray_address, namespace="ciro", logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
         self.pool = WorkerPool(self.cfg)
         await self.pool.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
@@ -96,7 +106,7 @@ class Gateway:
         return self.scheduler
 
     # -- accepting jobs --------------------------------------------------------------------
-    def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
+    async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
                *, batch_id: str | None = None) -> tuple[ModelInfo, list[Pending]]:
         info = self.models.resolve(model_ref)
         level = VerificationLevel.parse(verification)
@@ -108,13 +118,13 @@ class Gateway:
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
         new, pending = [], []
-        for inputs in items:
+        for job_id, inputs in zip(new_job_ids(len(items)), items, strict=True):
             info.check_inputs(inputs)
-            job_id = new_job_id()
-            ic = commitment(inputs)
-            new.append(NewJob(job_id, info.hash, level.value, options, ic, encode_binary(inputs), batch_id))
+            blob = canonical_bytes(inputs)  # stored as is; its SHA-256 is the input commitment
+            ic = hashlib.sha256(blob).hexdigest()
+            new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id))
             pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0))
-        submitted = self.store.insert(new)  # durable before we answer
+        submitted = await self.committer.insert(new)  # durable before we answer
         for p in pending:
             p.submitted_at = submitted
         self.metrics.jobs_submitted.labels(info.hash[:12]).inc(len(pending))
@@ -144,7 +154,7 @@ class Gateway:
 
 def _pending_from_row(r: JobRow) -> Pending:
     assert r.inputs is not None
-    return Pending(r.id, r.model_hash, decode_binary(r.inputs), r.input_commitment, r.verification,
+    return Pending(r.id, r.model_hash, decode_canonical(r.inputs), r.input_commitment, r.verification,
                    r.submitted_at, r.attempts)
 
 
@@ -162,7 +172,7 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
     return {
         "id": r.id, "model_hash": r.model_hash, "status": r.status.value, "verification": r.verification,
         "input_commitment": r.input_commitment, "output_commitment": r.output_commitment,
-        "outputs": encode_json(decode_binary(r.outputs)) if outputs and r.outputs else None,
+        "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
     }
@@ -267,7 +277,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)
     async def submit_job(body: JobRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds."""
-        _, pending = gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options.model_dump())
+        _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options.model_dump())
         return await _submitted(pending, wait)
 
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
@@ -276,7 +286,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "none",
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
-        _, pending = gw.accept(model, [decode_binary(await request.body())], verification, {})
+        _, pending = await gw.accept(model, [decode_binary(await request.body())], verification, {})
         return await _submitted(pending, wait)
 
     async def _submitted(pending: list[Pending], wait: float) -> Response:
@@ -308,7 +318,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
                      wait: float) -> Response:
         batch_id = uuid.uuid4().hex
-        _, pending = gw.accept(model, items, verification, options, batch_id=batch_id)
+        _, pending = await gw.accept(model, items, verification, options, batch_id=batch_id)
         results = await gw.wait_for(pending, wait)
         body: dict[str, Any] = {"batch_id": batch_id, "job_ids": [p.id for p in pending], "results": results}
         return _json(body, 200 if results else 202)

@@ -16,11 +16,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ciro import JobStatus
 
 __all__ = ["JobRow", "JobStore", "NewJob"]
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,7 +55,7 @@ class NewJob:
     verification: str
     options: dict[str, Any]
     input_commitment: str
-    inputs: bytes  # safetensors
+    inputs: bytes  # canonical encoding (docs/encoding.md)
     batch_id: str | None = None
 
 
@@ -79,6 +81,11 @@ class JobRow:
 
 _COLS = ("id, model_hash, status, verification, options, input_commitment, {inputs}, output_commitment, "
          "outputs, error, worker, attempts, batch_id, submitted_at, started_at, finished_at")
+
+
+def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
 
 
 class JobStore:
@@ -123,16 +130,16 @@ class JobStore:
     def mark_running(self, ids: Sequence[str], worker: str) -> dict[str, int]:
         """queued -> running, attempts + 1. Returns {id: attempt} for the jobs that moved."""
         now = time.time()
+        moved: dict[str, int] = {}
         with self._transaction() as db:
-            moved: dict[str, int] = {}
-            for job_id in ids:
-                row = db.execute(
+            for chunk in _chunks(ids, 500):
+                rows = db.execute(
                     "UPDATE jobs SET status='running', attempts=attempts+1, worker=?, "
-                    "started_at=COALESCE(started_at, ?) WHERE id=? AND status='queued' RETURNING attempts",
-                    (worker, now, job_id),
-                ).fetchone()
-                if row is not None:
-                    moved[job_id] = int(row[0])
+                    "started_at=COALESCE(started_at, ?) "
+                    f"WHERE id IN ({','.join('?' * len(chunk))}) AND status='queued' RETURNING id, attempts",
+                    (worker, now, *chunk),
+                ).fetchall()
+                moved.update((r[0], int(r[1])) for r in rows)
         return moved
 
     def complete(self, results: Sequence[tuple[str, int, str, bytes, str]]) -> set[str]:
@@ -143,14 +150,16 @@ class JobStore:
         now = time.time()
         done: set[str] = set()
         with self._transaction() as db:
-            for job_id, attempt, commit, blob, worker in results:
-                cur = db.execute(
-                    "UPDATE jobs SET status='done', output_commitment=?, outputs=?, worker=?, finished_at=? "
-                    "WHERE id=? AND status='running' AND attempts=?",
-                    (commit, blob, worker, now, job_id, attempt),
-                )
-                if cur.rowcount == 1:
-                    done.add(job_id)
+            for chunk in _chunks(results, 200):
+                values = ",".join(["(?,?,?,?,?)"] * len(chunk))
+                rows = db.execute(
+                    f"WITH v(id, attempt, oc, out, worker) AS (VALUES {values}) "
+                    "UPDATE jobs SET status='done', output_commitment=v.oc, outputs=v.out, worker=v.worker, "
+                    "finished_at=? FROM v WHERE jobs.id=v.id AND jobs.status='running' AND jobs.attempts=v.attempt "
+                    "RETURNING jobs.id",
+                    (*(x for row in chunk for x in row), now),
+                ).fetchall()
+                done.update(r[0] for r in rows)
         return done
 
     def fail(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -20,7 +21,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ciro import Config, JobStatus, ModelStore, WorkerError, encode_binary
+from ciro import Config, JobStatus, ModelStore, WorkerError, canonical_bytes
 
 from .jobstore import JobStore
 from .metrics import Metrics
@@ -195,8 +196,16 @@ class Scheduler:
 
     def _complete(self, worker: WorkerHandle, batch: list[Pending], results: list[tuple[Tensors, str]],
                   started: float) -> None:
-        rows = [(p.id, p.attempt, commit, encode_binary(out), worker.id)
-                for p, (out, commit) in zip(batch, results, strict=True)]
+        rows, bad = [], []
+        for p, (out, commit) in zip(batch, results, strict=True):
+            blob = canonical_bytes(out)
+            if hashlib.sha256(blob).hexdigest() != commit:  # the worker's claim must match its outputs
+                bad.append(p)
+            else:
+                rows.append((p.id, p.attempt, commit, blob, worker.id))
+        if bad:
+            self._fail(bad, WorkerError(f"Worker {worker.id} returned an output commitment that does not match "
+                                        "its outputs. Report this worker; resubmit the job."))
         done = self.store.complete(rows)
         now = time.time()
         for p, (out, commit) in zip(batch, results, strict=True):
