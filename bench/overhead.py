@@ -3,7 +3,10 @@
 For two models (a tiny MLP and the demo digits classifier) it measures
   (a) onnxruntime in-process, (b) a plain Ray actor holding the same session, (c) Ciro via the SDK:
 single-job latency p50/p99, throughput at concurrency 1, 16 and 256, and batched throughput
-(one call / one batch request of 1,000 one-row jobs).
+(one call / one batch request of 1,000 one-row jobs). A third, compute-bound MLP shows how the ratio
+to raw onnxruntime grows once a row costs more than Ciro's fixed per-job work. Raw onnxruntime
+uses one thread for single jobs and every core for the batched figure; Ciro's two workers use one
+thread each.
 
     python bench/overhead.py [--jobs 2000] [--json bench/results/overhead.json]
 
@@ -39,9 +42,9 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
 
-def session(path: Path) -> ort.InferenceSession:
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -62,6 +65,8 @@ def bench_ort(path: Path, name: str, x: np.ndarray, jobs: int) -> dict[str, Any]
             list(pool.map(lambda r: sess.run(None, {name: r}), rows))
             out[f"c{c}"] = jobs / (time.perf_counter() - t)
     big = np.concatenate(rows[:BATCH_JOBS])
+    sess = session(path, threads=os.cpu_count() or 1)  # batched baseline: every core of the machine
+    sess.run(None, {name: big})
     t = time.perf_counter()
     reps = 20
     for _ in range(reps):
@@ -170,6 +175,9 @@ def main() -> None:
     models = {
         "tiny MLP 16-32-4": (mlp, "x", np.random.default_rng(0).standard_normal((256, 16)).astype(np.float32)),
         "digits logreg (demo)": (digits, "X", digits_inputs()),
+        "MLP 256-2048-10 (compute-bound)": (
+            build_tiny_mlp(work / "mlp-medium.onnx", in_dim=256, hidden=2048, out_dim=10), "x",
+            np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)),
     }
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .tensors import decode_json, encode_json
+from .tensors import decode_json, dtype_name, encode_json
 
 __all__ = [
     "JobResult",
@@ -98,7 +98,7 @@ class TensorSpec:
 
     def check(self, arr: np.ndarray) -> None:
         """Raise :class:`InputError` unless ``arr`` fits this spec."""
-        if arr.dtype.name != self.dtype:
+        if dtype_name(arr.dtype) != self.dtype:
             raise InputError(
                 f"Input {self.name!r} has dtype {arr.dtype.name}; the model expects {self.dtype}. "
                 f"Cast it (e.g. x.astype(np.{self.dtype}))."

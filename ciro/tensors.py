@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "decode_binary",
     "decode_canonical",
     "decode_json",
+    "dtype_name",
     "encode_binary",
     "encode_json",
     "model_hash",
@@ -46,8 +48,14 @@ SUPPORTED_DTYPES = (
     "float16", "float32", "float64",
 )
 
-_SUPPORTED = frozenset(SUPPORTED_DTYPES)
 _LE = {name: np.dtype(name).newbyteorder("<") for name in SUPPORTED_DTYPES}
+# dtype -> name by dict lookup: numpy's dtype.name is surprisingly slow on the hot path.
+_NAMES = {np.dtype(name).newbyteorder(order): name for name in SUPPORTED_DTYPES for order in "<>="}
+
+
+def dtype_name(dtype: np.dtype) -> str | None:
+    """The Ciro dtype name of a numpy dtype (any byte order), or None if Ciro does not carry it."""
+    return _NAMES.get(dtype)
 
 Tensors = dict[str, np.ndarray]
 
@@ -67,7 +75,7 @@ def _dtype(name: Any, where: str) -> np.dtype:
 
 def _as_array(name: str, value: Any) -> np.ndarray:
     arr = value if type(value) is np.ndarray else np.asarray(value)
-    if arr.dtype.name not in _SUPPORTED:
+    if arr.dtype not in _NAMES:
         raise InputError(
             f"Input {name!r} has dtype {arr.dtype} which Ciro does not carry. "
             f"Convert it to one of: {', '.join(SUPPORTED_DTYPES)} (e.g. x.astype(np.float32))."
@@ -81,8 +89,9 @@ def canonical_bytes(tensors: Mapping[str, Any]) -> bytes:
     for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
         arr = _as_array(name, tensors[name])
         name_b = name.encode("utf-8")
-        dtype_b = arr.dtype.name.encode("ascii")
-        data = np.ascontiguousarray(arr, dtype=_LE[arr.dtype.name]).tobytes()
+        dname = _NAMES[arr.dtype]
+        dtype_b = dname.encode("ascii")
+        data = np.ascontiguousarray(arr, dtype=_LE[dname]).tobytes()
         parts += [
             struct.pack("<I", len(name_b)), name_b,
             struct.pack("<B", len(dtype_b)), dtype_b,
@@ -114,7 +123,7 @@ def decode_canonical(data: bytes) -> Tensors:
             pos += 4 + 8 * ndim
             (size,) = struct.unpack_from("<Q", view, pos)
             pos += 8
-            if size != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or pos + size > len(view):
+            if size != math.prod(shape) * dtype.itemsize or pos + size > len(view):
                 raise InputError(f"Tensor {name!r}: data length does not match its shape {list(shape)}.")
             out[name] = np.frombuffer(view[pos:pos + size], dtype=dtype).reshape(shape).astype(
                 dtype.newbyteorder("="), copy=False)
@@ -135,7 +144,7 @@ def encode_json(tensors: Mapping[str, Any], *, list_limit: int = JSON_LIST_LIMIT
     out: dict[str, Any] = {}
     for name, value in tensors.items():
         arr = _as_array(name, value)
-        entry: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
+        entry: dict[str, Any] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape)}
         if arr.size <= list_limit:
             entry["data"] = arr.reshape(-1).tolist()
         else:
@@ -159,7 +168,7 @@ def decode_json(obj: Any) -> Tensors:
         shape = entry["shape"]
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise InputError(f"Tensor {name!r} has an invalid shape {shape!r}: use a list of non-negative ints.")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         try:
             if "b64" in entry:
                 raw = base64.b64decode(entry["b64"], validate=True)
