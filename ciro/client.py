@@ -29,7 +29,7 @@ from .errors import (
     ProtocolError,
     error_from_payload,
 )
-from .jobs import JobResult, JobStatus, ModelInfo, VerificationLevel
+from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
 from .modelstore import read_model_file
 from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
 
@@ -164,10 +164,10 @@ class AsyncCiroClient:
     async def _submit(self, model: str, inputs: Any, verification: Any, options: dict[str, Any],
                       *, wait: float) -> dict[str, Any]:
         info = await self.model(model)
-        tensors = _normalize(info, inputs)
-        body = {"model": info.hash, "inputs": encode_json(tensors), "verification": self._level(verification),
-                "options": {**self.default_options, **options}}
-        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body, params={"wait": wait},
+        spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
+                       verification=VerificationLevel(self._level(verification)),
+                       options={**self.default_options, **options})
+        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"wait": wait},
                                                      read_timeout=wait)
         return result
 

@@ -190,6 +190,8 @@ class JobResult:
     started_at: float | None = None
     finished_at: float | None = None
     error: dict[str, Any] | None = None
+    #: Free-form job metadata as submitted (recorded, not interpreted by this build).
+    options: dict[str, Any] = field(default_factory=dict)
     #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
@@ -204,7 +206,7 @@ class JobResult:
             outputs=outputs, verification=VerificationLevel(d.get("verification", "none")),
             worker=d.get("worker"), attempts=int(d.get("attempts", 0)),
             submitted_at=float(d.get("submitted_at") or 0.0), started_at=d.get("started_at"),
-            finished_at=d.get("finished_at"), error=d.get("error"),
+            finished_at=d.get("finished_at"), error=d.get("error"), options=dict(d.get("options") or {}),
             proof_hash=d.get("proof_hash"), settlement_tx=d.get("settlement_tx"),
             on_chain_verified=bool(d.get("on_chain_verified", False)),
         )

@@ -50,7 +50,7 @@ SUPPORTED_DTYPES = (
 
 _LE = {name: np.dtype(name).newbyteorder("<") for name in SUPPORTED_DTYPES}
 # dtype -> name by dict lookup: numpy's dtype.name is surprisingly slow on the hot path.
-_NAMES = {np.dtype(name).newbyteorder(order): name for name in SUPPORTED_DTYPES for order in "<>="}
+_NAMES = {np.dtype(name).newbyteorder(order): name for name in SUPPORTED_DTYPES for order in ("<", ">", "=")}
 
 
 def dtype_name(dtype: np.dtype) -> str | None:

@@ -53,8 +53,9 @@ def test_inputs_as_list_dataframe_and_dict(client: CiroClient, digits: ModelInfo
 
 def test_submit_wait_status_jobs(client: CiroClient, mlp: ModelInfo) -> None:
     x = np.ones((1, 16), np.float32)
-    job_id = client.submit(mlp.hash, x, priority=3)
+    job_id = client.submit(mlp.hash, x, gpu="H100", max_latency_ms=50)
     assert client.status(job_id).job_id == job_id
+    assert client.status(job_id).options == {"gpu": "H100", "max_latency_ms": 50}  # recorded with the job
     result = client.wait(job_id, timeout=30)
     assert result.status is JobStatus.DONE and result.outputs is not None
     assert job_id in {j.job_id for j in client.jobs(limit=50)}

@@ -123,7 +123,7 @@ class Gateway:
             blob = canonical_bytes(inputs)  # stored as is; its SHA-256 is the input commitment
             ic = hashlib.sha256(blob).hexdigest()
             new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id))
-            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0))
+            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0, options))
         submitted = await self.committer.insert(new)  # durable before we answer
         for p in pending:
             p.submitted_at = submitted
@@ -155,7 +155,7 @@ class Gateway:
 def _pending_from_row(r: JobRow) -> Pending:
     assert r.inputs is not None
     return Pending(r.id, r.model_hash, decode_canonical(r.inputs), r.input_commitment, r.verification,
-                   r.submitted_at, r.attempts)
+                   r.submitted_at, r.options, r.attempts)
 
 
 def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "input_commitment": p.input_commitment, "output_commitment": o.output_commitment,
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
-        "finished_at": o.finished_at, "error": o.error,
+        "finished_at": o.finished_at, "error": o.error, "options": p.options,
     }
 
 
@@ -174,7 +174,7 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "input_commitment": r.input_commitment, "output_commitment": r.output_commitment,
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
-        "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+        "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
     }
 
 
@@ -277,7 +277,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)
     async def submit_job(body: JobRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds."""
-        _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options.model_dump())
+        _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options)
         return await _submitted(pending, wait)
 
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
@@ -303,7 +303,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
             raise InputError('Give exactly one of "items" (a list of input dicts) or "inputs" (stacked tensors).')
         items = ([_tensors(i) for i in body.items] if body.items is not None
                  else _split_stacked(_tensors(body.inputs or {}), body.rows_per_job))
-        return await _batch(body.model, items, body.verification, body.options.model_dump(), wait)
+        return await _batch(body.model, items, body.verification, body.options, wait)
 
     @app.post("/v1/jobs/batch/binary", tags=["jobs"], response_model=BatchResponse, status_code=202,
               responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {

@@ -43,6 +43,7 @@ class Pending:
     input_commitment: str
     verification: str
     submitted_at: float
+    options: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
     enqueued_at: float = field(default_factory=time.monotonic)
 

@@ -25,17 +25,15 @@ class Tensor(BaseModel):
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-class JobOptions(BaseModel):
-    priority: int = 0
-    timeout_s: float | None = None
-    max_latency_ms: float | None = Field(default=None, description="SLA hint, recorded with the job")
+_OPTIONS_DOC = ("free-form metadata stored with the job (e.g. a GPU preference or an SLA hint); "
+                "this build records it and does not act on it")
 
 
 class JobRequest(BaseModel):
     model: str = Field(description="model hash, unique hash prefix, or model name")
     inputs: dict[str, Tensor]
     verification: str = "none"
-    options: JobOptions = Field(default_factory=lambda: JobOptions())
+    options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
 class BatchRequest(BaseModel):
@@ -45,7 +43,7 @@ class BatchRequest(BaseModel):
         None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
     rows_per_job: int = Field(default=1, ge=1)
     verification: str = "none"
-    options: JobOptions = Field(default_factory=lambda: JobOptions())
+    options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
 class JobOut(BaseModel):
@@ -62,6 +60,7 @@ class JobOut(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     error: dict[str, Any] | None = None
+    options: dict[str, Any] = {}
     proof_hash: str | None = None
     settlement_tx: str | None = None
     on_chain_verified: bool = False
