@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 # The main job on the embedded default: local Ray head + gateway, 1,000 jobs checked against onnxruntime.
 demo: venv
-	$(BIN)/ciro demo --jobs $(JOBS); status=$$?; $(BIN)/ciro down; exit $$status
+	$(BIN)/ciro demo --jobs $(JOBS); status=$$?; $(BIN)/ciro down >/dev/null; exit $$status
 
 lint: venv
 	$(BIN)/ruff check .
