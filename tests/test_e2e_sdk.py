@@ -175,3 +175,28 @@ def test_sync_client_works_inside_a_running_event_loop(cluster, mlp: ModelInfo) 
             return c.infer(mlp.hash, np.ones((1, 16), np.float32)).output
 
     assert asyncio.run(notebook_cell()).shape == (1, 4)
+
+
+def test_a_job_that_breaks_the_model_fails_alone(client: CiroClient, tmp_path) -> None:
+    """A runtime error of one job (index out of range) fails that job only, not its batch-mates."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ciro import JobFailedError
+
+    table = numpy_helper.from_array(np.arange(10, dtype=np.float32) * 1.5, "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["out"])], "lookup",
+                              [helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n"])], initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "lookup.onnx"
+    onnx.save(model, str(path))
+    info = client.deploy(path)
+    items = [np.array([i], np.int64) for i in (1, 2, 99, 3)]  # 99 is out of range
+    ids = client.submit_batch(info.hash, items)
+    results = [client.wait(j, timeout=60) for j in ids]
+    assert [r.status for r in results] == [JobStatus.DONE, JobStatus.DONE, JobStatus.FAILED, JobStatus.DONE]
+    assert [float(r.output[0]) for r in results if r.status is JobStatus.DONE] == [1.5, 3.0, 4.5]
+    assert "Check the input values" in results[2].error["message"]
+    with pytest.raises(JobFailedError, match="failed"):
+        client.infer(info.hash, np.array([50], np.int64))
