@@ -30,6 +30,7 @@ from .errors import (
     ProtocolError,
     WorkerError,
 )
+from .identity import Identity, KeyStore
 from .jobs import (
     SERVED_LEVELS,
     JobResult,
@@ -42,6 +43,7 @@ from .jobs import (
     new_job_ids,
 )
 from .modelstore import ModelStore, read_model_file
+from .receipts import Receipt, sign_receipt
 from .tensors import (
     BINARY_CONTENT_TYPE,
     canonical_bytes,
@@ -53,6 +55,7 @@ from .tensors import (
     encode_json,
     model_hash,
 )
+from .verify import VerificationReport, verify
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -65,6 +68,7 @@ __all__ = [
     "ConfigError",
     "GatewayError",
     "GatewayUnavailableError",
+    "Identity",
     "InputError",
     "InvalidModelError",
     "JobCancelledError",
@@ -75,6 +79,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "JobTimeoutError",
+    "KeyStore",
     "ModelError",
     "ModelInfo",
     "ModelNotFoundError",
@@ -82,8 +87,10 @@ __all__ = [
     "ModelTooLargeError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "Receipt",
     "TensorSpec",
     "VerificationLevel",
+    "VerificationReport",
     "WorkerError",
     "__version__",
     "canonical_bytes",
@@ -97,4 +104,6 @@ __all__ = [
     "new_job_id",
     "new_job_ids",
     "read_model_file",
+    "sign_receipt",
+    "verify",
 ]

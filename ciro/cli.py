@@ -28,7 +28,7 @@ from .errors import (
     ModelError,
 )
 from .jobs import JobResult
-from .tensors import decode_json, encode_json
+from .tensors import decode_json
 
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB = 1, 2, 3, 4, 5
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,21 +180,11 @@ def _write_output(path: Path, result: JobResult) -> None:
             raise InputError(f"The model has {len(outputs)} outputs; write them to .npz or .json instead.")
         np.save(path, next(iter(outputs.values())))
     else:
-        path.write_text(json.dumps(_job_dict(result), indent=1))
-
-
-def _job_dict(r: JobResult) -> dict[str, Any]:
-    return {
-        "id": r.job_id, "status": r.status.value, "model_hash": r.model_hash, "verification": r.verification.value,
-        "input_commitment": r.input_commitment, "output_commitment": r.output_commitment, "worker": r.worker,
-        "attempts": r.attempts, "latency_ms": None if r.latency_s is None else round(r.latency_s * 1000, 3),
-        "outputs": encode_json(r.outputs, list_limit=1 << 30) if r.outputs is not None else None,
-        "error": r.error,
-    }
+        path.write_text(json.dumps(result.to_dict(), indent=1))
 
 
 def _print_job(r: JobResult) -> None:
-    click.echo(json.dumps({k: v for k, v in _job_dict(r).items() if v is not None}, indent=1))
+    click.echo(json.dumps({k: v for k, v in r.to_dict().items() if v not in (None, {})}, indent=1))
 
 
 @cli.command()
@@ -203,7 +193,8 @@ def _print_job(r: JobResult) -> None:
               path_type=Path), help="Input file: .json (named tensors or a plain list), .npy or .npz.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result (.json/.npz/.npy).")
-@click.option("--verify", "verification", default=None, help="Verification level (this build serves: none).")
+@click.option("--verify", "verification", default=None,
+              help="Verification level: receipt (default) or none; quorum and zk are not served yet.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
 @click.pass_context
 @handle_errors
@@ -265,6 +256,76 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
     click.echo(f"demo: {report.matched}/{report.jobs} outputs match onnxruntime")
     if report.matched != report.jobs:
         sys.exit(EXIT_JOB)
+
+
+@cli.command("verify")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The ONNX file: check the result's model hash against it.")
+@click.option("--input", "-i", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The input file the job ran on: check the input commitment against it.")
+@click.option("--input-name", help="The model input's name, when --input is a bare array (.npy or a plain list).")
+@click.option("--worker-key", "worker_keys", multiple=True, help="A trusted worker public key (repeatable).")
+@handle_errors
+def verify_cmd(result: Path, model: Path | None, input_path: Path | None, input_name: str | None,
+               worker_keys: tuple[str, ...]) -> None:
+    """Check a saved result offline (no network). Exit 0 only when every check passes."""
+    from .verify import verify
+
+    inputs = None
+    if input_path is not None:
+        raw = _load_input(input_path)
+        if isinstance(raw, dict):
+            inputs = {k: np.asarray(v) for k, v in raw.items()}
+        elif input_name:
+            inputs = {input_name: np.asarray(raw)}
+        else:
+            raise click.UsageError("--input holds a bare array: name the model input with --input-name NAME, "
+                                   "or save the input as .npz (np.savez(f, NAME=x)).")
+    report = verify(result, inputs=inputs, model=model, trusted_workers=list(worker_keys) or None)
+    click.echo(report.text())
+    if not report.valid:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.group()
+def keys() -> None:
+    """Stark-curve key pairs in $CIRO_HOME/keys (clients, workers, validators)."""
+
+
+def _keystore(ctx: click.Context) -> Any:
+    from .identity import KeyStore
+
+    return KeyStore(_cfg(ctx).home / "keys")
+
+
+@keys.command("new")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def keys_new(ctx: click.Context, name: str) -> None:
+    """Create a key pair NAME (the private key never leaves the file, mode 0600)."""
+    ident = _keystore(ctx).new(name)
+    click.echo(f"{ident.name}: {ident.public_hex}")
+
+
+@keys.command("show")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def keys_show(ctx: click.Context, name: str) -> None:
+    """Print the public key of NAME."""
+    ident = _keystore(ctx).get(name)
+    click.echo(f"{ident.name}: {ident.public_hex}")
+
+
+@keys.command("list")
+@click.pass_context
+@handle_errors
+def keys_list(ctx: click.Context) -> None:
+    """List key pairs (names and public keys)."""
+    for ident in _keystore(ctx).list():
+        click.echo(f"{ident.name:<24} {ident.public_hex}")
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ class AsyncCiroClient:
         self.url = (url or self.config.url).rstrip("/")
         self.timeout = timeout or self.config.request_timeout_s
         self.retries = retries
-        self.verification = VerificationLevel.parse(verification)
+        self.verification = VerificationLevel.parse(
+            verification if verification is not None else self.config.verification)
         self.default_options = dict(options or {})
         self._http: aiohttp.ClientSession | None = None
         self._models: dict[str, ModelInfo] = {}
@@ -323,7 +324,7 @@ class CiroClient:
             options["gpu"] = gpu_preference
         self._loop = _LoopThread()
         self._async = AsyncCiroClient(url, config=cfg, timeout=timeout, retries=retries,
-                                      verification=VerificationLevel.parse(verification), options=options)
+                                      verification=verification, options=options)
         # Close the HTTP session and the loop thread when the client is dropped or at exit.
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._async)
 

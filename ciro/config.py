@@ -52,6 +52,8 @@ class Config:
     #: SQLite ``synchronous`` for the job store. NORMAL survives a gateway crash; FULL also an OS crash.
     jobstore_sync: str = "NORMAL"
     request_timeout_s: float = 60.0
+    #: Verification level of jobs that do not name one: none | receipt (quorum and zk: not served yet).
+    verification: str = "receipt"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .receipts import Receipt
 from .tensors import decode_json, dtype_name, encode_json
 
 __all__ = [
@@ -37,12 +38,13 @@ class JobStatus(enum.StrEnum):
 
 
 class VerificationLevel(enum.StrEnum):
-    """What evidence comes back with a result.
+    """What evidence comes back with a result (``docs/verification.md``).
 
-    ``NONE``: the output and its commitments only; it proves nothing about who computed it.
-    ``RECEIPT``, ``QUORUM`` and ``ZKML`` (signed receipt, k-of-n re-execution, EZKL proof) are
-    defined for the API but not served by this build: asking for them is an error, never a
-    silent downgrade.
+    ``NONE``: the output and its commitments only; nothing about who computed it.
+    ``RECEIPT`` (the default): the worker's Stark-key signature over the job's commitments; it
+    proves which worker vouched for this output, not that the output is correct.
+    ``QUORUM`` and ``ZKML`` (k-of-n re-execution, EZKL proof) are defined for the API but not
+    served by this build: asking for them is an error, never a silent downgrade.
     """
 
     NONE = "none"
@@ -64,7 +66,7 @@ class VerificationLevel(enum.StrEnum):
         return aliases[text]
 
 
-SERVED_LEVELS = frozenset({VerificationLevel.NONE})
+SERVED_LEVELS = frozenset({VerificationLevel.NONE, VerificationLevel.RECEIPT})
 
 
 def new_job_id() -> str:
@@ -192,6 +194,8 @@ class JobResult:
     error: dict[str, Any] | None = None
     #: Free-form job metadata as submitted (recorded, not interpreted by this build).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The worker's signed receipt (levels receipt and quorum).
+    receipt: Receipt | None = None
     #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
@@ -209,7 +213,21 @@ class JobResult:
             finished_at=d.get("finished_at"), error=d.get("error"), options=dict(d.get("options") or {}),
             proof_hash=d.get("proof_hash"), settlement_tx=d.get("settlement_tx"),
             on_chain_verified=bool(d.get("on_chain_verified", False)),
+            receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as a self-contained JSON-able dict (what `ciro verify` reads)."""
+        return {
+            "id": self.job_id, "status": self.status.value, "model_hash": self.model_hash,
+            "verification": self.verification.value, "input_commitment": self.input_commitment,
+            "output_commitment": self.output_commitment, "worker": self.worker, "attempts": self.attempts,
+            "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
+            "outputs": encode_json(self.outputs, list_limit=1 << 62) if self.outputs is not None else None,
+            "receipt": self.receipt.to_dict() if self.receipt else None, "error": self.error,
+            "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
+            "on_chain_verified": self.on_chain_verified,
+        }
 
     @property
     def latency_s(self) -> float | None:

@@ -78,3 +78,27 @@ def test_up_demo_down_on_a_fresh_home_starts_its_own_ray(tmp_path: Path) -> None
         down = subprocess.run([CIRO, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert "gateway" in down.stdout and "ray head" in down.stdout
     assert not (tmp_path / "home" / "run" / "local.json").exists()
+
+
+def test_cli_keys_and_offline_verify(cluster: Cluster, digits_path: Path, tmp_path: Path) -> None:
+    out = cluster.ciro("keys", "new", "client-1").stdout
+    assert out.startswith("client-1: 0x")
+    assert "client-1" in cluster.ciro("keys", "list").stdout
+    assert cluster.ciro("keys", "show", "client-1").stdout == out
+    assert cluster.ciro("keys", "new", "client-1", check=False).returncode == 1
+    cluster.ciro("deploy", str(digits_path), "--name", "digits-verify")
+    x = np.random.default_rng(5).random((1, 64)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", X=x)
+    cluster.ciro("infer", "digits-verify", "-i", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r.json"))
+    good = cluster.ciro("verify", str(tmp_path / "r.json"), "--model", str(digits_path), "-i", str(tmp_path / "x.npz"))
+    assert good.stdout.rstrip().splitlines()[-1].startswith("VALID")
+    for check in ("output commitment", "input commitment", "model hash", "receipt signature"):
+        assert f"[ok] {check}" in good.stdout
+    r = json.loads((tmp_path / "r.json").read_text())
+    r["outputs"]["probabilities"]["data"][0] += 0.01
+    (tmp_path / "bad.json").write_text(json.dumps(r))
+    bad = cluster.ciro("verify", str(tmp_path / "bad.json"), check=False)
+    assert bad.returncode == 1 and "[FAIL] output commitment" in bad.stdout and "INVALID" in bad.stdout
+    np.savez(tmp_path / "other.npz", X=x + 1)
+    bad = cluster.ciro("verify", str(tmp_path / "r.json"), "-i", str(tmp_path / "other.npz"), check=False)
+    assert bad.returncode == 1 and "[FAIL] input commitment" in bad.stdout

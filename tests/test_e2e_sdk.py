@@ -200,3 +200,21 @@ def test_a_job_that_breaks_the_model_fails_alone(client: CiroClient, tmp_path) -
     assert "Check the input values" in results[2].error["message"]
     with pytest.raises(JobFailedError, match="failed"):
         client.infer(info.hash, np.array([50], np.int64))
+
+
+def test_results_carry_a_worker_signed_receipt_that_verifies(client: CiroClient, mlp: ModelInfo, mlp_path) -> None:
+    from ciro import verify
+
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    result = client.infer(mlp.hash, x)  # receipt is the default level
+    assert result.verification is VerificationLevel.RECEIPT and result.receipt is not None
+    workers = {w["worker_key"] for w in client.workers()}
+    assert result.receipt.worker_key in workers
+    report = verify(result, inputs={"x": x}, model=mlp_path, trusted_workers=workers)
+    assert report.valid, report.text()
+    batch = client.infer_batch(mlp.hash, x, rows_per_job=1)
+    assert all(verify(r).valid for r in batch)
+    plain = client.infer(mlp.hash, x, verification="none")
+    assert plain.receipt is None and verify(plain).valid  # commitments only
+    again = client.wait(result.job_id)  # read back from the job store after the fact
+    assert again.receipt == result.receipt

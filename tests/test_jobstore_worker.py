@@ -21,13 +21,13 @@ def test_jobstore_delivers_a_result_at_most_once(tmp_path: Path) -> None:
     moved = store.mark_running(["job0", "job1"], "w1")
     assert moved == {"job0": 1, "job1": 1}
     assert store.mark_running(["job0"], "w2") == {}  # already running: not dispatched twice
-    assert store.complete([("job0", 1, "c0", b"out", "w1")]) == {"job0"}
-    assert store.complete([("job0", 1, "c0", b"out", "w1")]) == set()  # second delivery refused
+    assert store.complete([("job0", 1, "c0", b"out", "w1", None)]) == {"job0"}
+    assert store.complete([("job0", 1, "c0", b"out", "w1", None)]) == set()  # second delivery refused
     # job1's worker dies: requeue, run again (attempt 2); the late answer of attempt 1 is dropped
     assert store.requeue([("job1", 1)]) == {"job1"}
     assert store.mark_running(["job1"], "w2") == {"job1": 2}
-    assert store.complete([("job1", 1, "stale", b"x", "w1")]) == set()
-    assert store.complete([("job1", 2, "c1", b"y", "w2")]) == {"job1"}
+    assert store.complete([("job1", 1, "stale", b"x", "w1", None)]) == set()
+    assert store.complete([("job1", 2, "c1", b"y", "w2", None)]) == {"job1"}
     row = store.get("job1")
     assert row is not None and row.status is JobStatus.DONE and row.output_commitment == "c1" and row.attempts == 2
     store.close()
@@ -58,26 +58,38 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-def test_worker_batches_and_matches_onnxruntime(mlp: tuple[str, bytes]) -> None:
+def test_worker_batches_matches_onnxruntime_and_signs_receipts(mlp: tuple[str, bytes], tmp_path: Path) -> None:
+    from ciro import KeyStore, Receipt
+    from ciro_ray.worker import JobMeta
+
     digest, data = mlp
-    worker = OnnxWorker("w1")
+    worker = OnnxWorker("w1", home=str(tmp_path), key_name="worker-0")
+    assert KeyStore(tmp_path / "keys").get("worker-0").public_hex == worker.info()["worker_key"]
     rng = np.random.default_rng(1)
     batch = [{"x": rng.standard_normal((n, 16)).astype(np.float32)} for n in (1, 3, 2)]
-    results = worker.run(digest, [data], batch)
+    metas = [JobMeta("0a" * 16, "receipt", "claimed"), JobMeta("0b" * 16, "none", ""),
+             JobMeta("0c" * 16, "receipt", "")]
+    results = worker.run(digest, [data], batch, metas)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    for job, (out, commit) in zip(batch, results, strict=True):
+    for job, meta, (out, commit, receipt) in zip(batch, metas, results, strict=True):
         want = sess.run(None, job)[0]
         assert out["y"].shape == want.shape
         np.testing.assert_allclose(out["y"], want, rtol=1e-5, atol=1e-6)
         assert commit == commitment(out)
+        if meta.level == "none":
+            assert receipt is None
+            continue
+        rc = Receipt.from_dict(receipt)
+        assert rc.signature_valid() and rc.job_id == meta.job_id and rc.output_commitment == commit
+        assert rc.input_commitment == commitment(job)  # what the worker saw, not what it was told
     assert worker.info()["models_loaded"] == [digest]
 
 
-def test_worker_refuses_bytes_that_do_not_match_the_hash(mlp: tuple[str, bytes]) -> None:
+def test_worker_refuses_bytes_that_do_not_match_the_hash(mlp: tuple[str, bytes], tmp_path: Path) -> None:
     from ciro import WorkerError
 
     with pytest.raises(WorkerError, match="do not hash"):
-        OnnxWorker("w1").run("0" * 64, [mlp[1]], [{"x": np.zeros((1, 16), np.float32)}])
+        OnnxWorker("w1", home=str(tmp_path)).run("0" * 64, [mlp[1]], [{"x": np.zeros((1, 16), np.float32)}])
 
 
 def test_worker_matches_onnxruntime_on_the_digits_classifier(tmp_path: Path) -> None:
@@ -85,10 +97,10 @@ def test_worker_matches_onnxruntime_on_the_digits_classifier(tmp_path: Path) -> 
     data = path.read_bytes()
     import hashlib
 
-    worker = OnnxWorker("w1")
+    worker = OnnxWorker("w1", home=str(tmp_path))
     x = np.random.default_rng(0).random((4, 64)).astype(np.float32)
     out = worker.run(hashlib.sha256(data).hexdigest(), [data], [{"X": x[i:i + 1]} for i in range(4)])
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     labels, probs = sess.run(None, {"X": x})
-    assert [o["label"][0] for o, _ in out] == list(labels)
-    np.testing.assert_allclose(np.concatenate([o["probabilities"] for o, _ in out]), probs, rtol=1e-5, atol=1e-6)
+    assert [o["label"][0] for o, _, _ in out] == list(labels)
+    np.testing.assert_allclose(np.concatenate([o["probabilities"] for o, _, _ in out]), probs, rtol=1e-5, atol=1e-6)

@@ -113,7 +113,7 @@ class Gateway:
         if level not in SERVED_LEVELS:
             raise InputError(
                 f"Verification level {level.value!r} is not available on this gateway yet (served: "
-                f"{', '.join(sorted(v.value for v in SERVED_LEVELS))}). Submit with verification='none'."
+                f"{', '.join(sorted(v.value for v in SERVED_LEVELS))}). Submit with one of those."
             )
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
@@ -165,6 +165,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
         "finished_at": o.finished_at, "error": o.error, "options": p.options,
+        "receipt": (o.evidence or {}).get("receipt"),
     }
 
 
@@ -175,6 +176,7 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
+        "receipt": (r.evidence or {}).get("receipt"),
     }
 
 
@@ -283,7 +285,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
-    async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "none",
+    async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "receipt",
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
         _, pending = await gw.accept(model, [decode_binary(await request.body())], verification, {})
@@ -309,7 +311,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
               responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
     async def submit_batch_binary(request: Request, model: str = Query(...), rows_per_job: int = Query(1, ge=1),
-                                  verification: str = "none",
+                                  verification: str = "receipt",
                                   wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)

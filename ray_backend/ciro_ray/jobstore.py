@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_commitment TEXT,
     outputs BLOB,
     error TEXT,
+    evidence TEXT,
     worker TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     batch_id TEXT,
@@ -71,6 +72,7 @@ class JobRow:
     output_commitment: str | None
     outputs: bytes | None
     error: dict[str, Any] | None
+    evidence: dict[str, Any] | None
     worker: str | None
     attempts: int
     batch_id: str | None
@@ -80,7 +82,7 @@ class JobRow:
 
 
 _COLS = ("id, model_hash, status, verification, options, input_commitment, {inputs}, output_commitment, "
-         "outputs, error, worker, attempts, batch_id, submitted_at, started_at, finished_at")
+         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at")
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
@@ -99,6 +101,9 @@ class JobStore:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "evidence" not in columns:  # a job store written before receipts existed
+            self._db.execute("ALTER TABLE jobs ADD COLUMN evidence TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -142,21 +147,20 @@ class JobStore:
                 moved.update((r[0], int(r[1])) for r in rows)
         return moved
 
-    def complete(self, results: Sequence[tuple[str, int, str, bytes, str]]) -> set[str]:
-        """Record (id, attempt, output_commitment, outputs, worker) for running jobs of that attempt.
-
-        Returns the ids whose result was recorded; any other (a stale or cancelled attempt) is dropped.
+    def complete(self, results: Sequence[tuple[str, int, str, bytes, str, str | None]]) -> set[str]:
+        """Record (id, attempt, output_commitment, outputs, worker, evidence JSON) for running jobs of that
+        attempt. Returns the ids whose result was recorded; any other (a stale or cancelled attempt) is dropped.
         """
         now = time.time()
         done: set[str] = set()
         with self._transaction() as db:
-            for chunk in _chunks(results, 200):
-                values = ",".join(["(?,?,?,?,?)"] * len(chunk))
+            for chunk in _chunks(results, 150):
+                values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
                 rows = db.execute(
-                    f"WITH v(id, attempt, oc, out, worker) AS (VALUES {values}) "
+                    f"WITH v(id, attempt, oc, out, worker, ev) AS (VALUES {values}) "
                     "UPDATE jobs SET status='done', output_commitment=v.oc, outputs=v.out, worker=v.worker, "
-                    "finished_at=? FROM v WHERE jobs.id=v.id AND jobs.status='running' AND jobs.attempts=v.attempt "
-                    "RETURNING jobs.id",
+                    "evidence=v.ev, finished_at=? FROM v "
+                    "WHERE jobs.id=v.id AND jobs.status='running' AND jobs.attempts=v.attempt RETURNING jobs.id",
                     (*(x for row in chunk for x in row), now),
                 ).fetchall()
                 done.update(r[0] for r in rows)
@@ -245,8 +249,9 @@ class JobStore:
             JobRow(
                 id=r[0], model_hash=r[1], status=JobStatus(r[2]), verification=r[3], options=json.loads(r[4]),
                 input_commitment=r[5], inputs=r[6], output_commitment=r[7], outputs=r[8],
-                error=json.loads(r[9]) if r[9] else None, worker=r[10], attempts=r[11], batch_id=r[12],
-                submitted_at=r[13], started_at=r[14], finished_at=r[15],
+                error=json.loads(r[9]) if r[9] else None, evidence=json.loads(r[10]) if r[10] else None,
+                worker=r[11], attempts=r[12], batch_id=r[13], submitted_at=r[14], started_at=r[15],
+                finished_at=r[16],
             )
             for r in rows
         ]

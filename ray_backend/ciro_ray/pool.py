@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ NAMESPACE = "ciro"
 class WorkerHandle:
     id: str
     name: str
+    slot: int
     actor: Any
     inflight: int = 0
     alive: bool = True
@@ -40,9 +42,12 @@ class WorkerPool:
         self._seq = 0
         self._remote = ray.remote(OnnxWorker)
         self.replacements = 0
-        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Called when a worker becomes eligible (the scheduler wakes up on it).
+        self.on_ready: Callable[[], None] = lambda: None
 
-    def _spawn(self) -> WorkerHandle:
+    def _spawn(self, slot: int) -> WorkerHandle:
+        """Start a worker in ``slot``; a replacement takes its predecessor's slot and so its key."""
         self._seq += 1
         wid = f"w{self._seq}"
         name = f"ciro-worker-{wid}-{int(time.time() * 1000)}"
@@ -54,14 +59,15 @@ class WorkerPool:
             max_restarts=0,
             max_concurrency=1,
             scheduling_strategy="SPREAD",
-        ).remote(wid, num_cpus=self.cfg.worker_num_cpus, num_gpus=self.cfg.worker_num_gpus)
-        handle = WorkerHandle(id=wid, name=name, actor=actor)
+        ).remote(wid, num_cpus=self.cfg.worker_num_cpus, num_gpus=self.cfg.worker_num_gpus,
+                 home=str(self.cfg.home), key_name=f"worker-{slot}")
+        handle = WorkerHandle(id=wid, name=name, slot=slot, actor=actor)
         self.workers[wid] = handle
         return handle
 
     async def start(self, *, timeout_s: float = 120.0) -> None:
-        for _ in range(self.cfg.num_workers):
-            self._spawn()
+        for slot in range(self.cfg.num_workers):
+            self._spawn(slot)
         await asyncio.wait_for(self.refresh(), timeout=timeout_s)
 
     async def refresh(self) -> None:
@@ -81,19 +87,22 @@ class WorkerPool:
         log.warning("worker %s died (%s); starting a replacement", w.id, reason)
         self.workers.pop(w.id, None)
         self.replacements += 1
-        replacement = self._spawn()
-        asyncio.get_running_loop().create_task(self._describe(replacement))
-        self._changed.set()
+        replacement = self._spawn(w.slot)
+        task = asyncio.get_running_loop().create_task(self._describe(replacement))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _describe(self, w: WorkerHandle) -> None:
         try:
             w.info = await w.actor.info.remote()
         except Exception as exc:  # a replacement that fails to start is replaced again
             self.mark_dead(w, exc)
+        self.on_ready()
 
     def pick(self, limit: int) -> WorkerHandle | None:
         """The live worker with the fewest in-flight batches, if it has fewer than ``limit``."""
-        live = [w for w in self.workers.values() if w.alive and w.inflight < limit]
+        # A worker is eligible once it has reported its capabilities (and so its key).
+        live = [w for w in self.workers.values() if w.alive and w.info and w.inflight < limit]
         return min(live, key=lambda w: (w.inflight, w.id)) if live else None
 
     def idle(self) -> bool:

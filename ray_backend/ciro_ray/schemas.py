@@ -32,7 +32,7 @@ _OPTIONS_DOC = ("free-form metadata stored with the job (e.g. a GPU preference o
 class JobRequest(BaseModel):
     model: str = Field(description="model hash, unique hash prefix, or model name")
     inputs: dict[str, Tensor]
-    verification: str = "none"
+    verification: str = "receipt"
     options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
@@ -42,7 +42,7 @@ class BatchRequest(BaseModel):
     inputs: dict[str, Tensor] | None = Field(
         None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
     rows_per_job: int = Field(default=1, ge=1)
-    verification: str = "none"
+    verification: str = "receipt"
     options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
@@ -61,6 +61,7 @@ class JobOut(BaseModel):
     finished_at: float | None = None
     error: dict[str, Any] | None = None
     options: dict[str, Any] = {}
+    receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
     proof_hash: str | None = None
     settlement_tx: str | None = None
     on_chain_verified: bool = False

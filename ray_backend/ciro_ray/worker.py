@@ -11,22 +11,40 @@ import os
 import platform
 import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ciro import WorkerError, commitment
+from ciro import Config, KeyStore, WorkerError, commitment, sign_receipt
 
-__all__ = ["OnnxWorker"]
+__all__ = ["RECEIPT_LEVELS", "JobMeta", "OnnxWorker"]
+
+#: Levels whose results carry a worker-signed receipt.
+RECEIPT_LEVELS = frozenset({"receipt", "quorum"})
 
 Tensors = dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class JobMeta:
+    """What a worker needs to sign a receipt for one job."""
+
+    job_id: str
+    level: str
+    input_commitment: str
+
+
 class OnnxWorker:
-    def __init__(self, worker_id: str, *, num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+    def __init__(self, worker_id: str, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 home: str | None = None, key_name: str | None = None) -> None:
         import onnxruntime as ort
 
         self.worker_id = worker_id
+        # The worker's identity lives in the key store of the node it runs on.
+        keys = KeyStore(Path(home or Config.load().home) / "keys")
+        self.identity = keys.get_or_create(key_name or f"worker-{worker_id}")
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self._ort = ort
@@ -53,6 +71,7 @@ class OnnxWorker:
             pass
         return {
             "id": self.worker_id,
+            "worker_key": self.identity.public_hex,
             "node_id": node_id,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
@@ -100,8 +119,13 @@ class OnnxWorker:
         )
         return sess
 
-    def run(self, model_hash: str, model_box: list[Any], batch: list[Tensors]) -> list[tuple[Tensors, str]]:
-        """Run a batch of jobs; returns (outputs, output commitment) per job, in order."""
+    def run(self, model_hash: str, model_box: list[Any], batch: list[Tensors],
+            metas: list[JobMeta] | None = None) -> list[tuple[Tensors, str, dict[str, Any] | None]]:
+        """Run a batch of jobs; returns (outputs, output commitment, receipt or None) per job, in order.
+
+        A receipt is signed for each job whose level asks for one, over the input commitment this
+        worker computed itself from the inputs it received (it never signs a claim it did not check).
+        """
         sess = self._session(model_hash, model_box)
         names = [o.name for o in sess.get_outputs()]
         results: list[Tensors] | None = None
@@ -110,7 +134,17 @@ class OnnxWorker:
         if results is None:
             results = [dict(zip(names, sess.run(names, job), strict=True)) for job in batch]
         self.jobs_done += len(batch)
-        return [(out, commitment(out)) for out in results]
+        out: list[tuple[Tensors, str, dict[str, Any] | None]] = []
+        for i, res in enumerate(results):
+            oc = commitment(res)
+            meta = metas[i] if metas else None
+            receipt = None
+            if meta is not None and meta.level in RECEIPT_LEVELS:
+                receipt = sign_receipt(self.identity, job_id=meta.job_id, model_hash=model_hash,
+                                       input_commitment=commitment(batch[i]), output_commitment=oc,
+                                       level=meta.level).to_dict()
+            out.append((res, oc, receipt))
+        return out
 
 
 def _run_concatenated(sess: Any, names: list[str], batch: list[Tensors]) -> list[Tensors] | None:
