@@ -26,6 +26,7 @@ from .errors import (
     ModelError,
     ModelNotFoundError,
     ModelTooLargeError,
+    NoQuorumError,
     PayloadTooLargeError,
     ProtocolError,
     WorkerError,
@@ -43,6 +44,7 @@ from .jobs import (
     new_job_ids,
 )
 from .modelstore import ModelStore, read_model_file
+from .quorum import QuorumPolicy
 from .receipts import Receipt, sign_receipt
 from .tensors import (
     BINARY_CONTENT_TYPE,
@@ -85,8 +87,10 @@ __all__ = [
     "ModelNotFoundError",
     "ModelStore",
     "ModelTooLargeError",
+    "NoQuorumError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "QuorumPolicy",
     "Receipt",
     "TensorSpec",
     "VerificationLevel",

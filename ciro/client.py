@@ -27,6 +27,7 @@ from .errors import (
     JobFailedError,
     JobTimeoutError,
     ProtocolError,
+    error_class,
     error_from_payload,
 )
 from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
@@ -243,8 +244,11 @@ class AsyncCiroClient:
 def _checked(result: JobResult) -> JobResult:
     if result.status is JobStatus.FAILED:
         err = result.error or {}
-        raise JobFailedError(f"Job {result.job_id} failed: {err.get('message', 'no reason given')}",
-                             detail={"job_id": result.job_id, **err})
+        cls = error_class(str(err.get("code")))
+        if not issubclass(cls, JobFailedError):  # e.g. worker_error: the job failed because of it
+            cls = JobFailedError
+        raise cls(f"Job {result.job_id} failed: {err.get('message', 'no reason given')}",
+                  detail={"job_id": result.job_id, **err})
     if result.status is JobStatus.CANCELLED:
         raise JobCancelledError(f"Job {result.job_id} was cancelled.", detail={"job_id": result.job_id})
     return result

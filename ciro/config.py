@@ -52,6 +52,9 @@ class Config:
     #: SQLite ``synchronous`` for the job store. NORMAL survives a gateway crash; FULL also an OS crash.
     jobstore_sync: str = "NORMAL"
     request_timeout_s: float = 60.0
+    #: Worker actor class(es) as import paths "module:Class", comma-separated and assigned to worker
+    #: slots in turn (a provider's own subclass of OnnxWorker, or a fault-injecting one in tests).
+    worker_class: str = "ciro_ray.worker:OnnxWorker"
     #: Verification level of jobs that do not name one: none | receipt (quorum and zk: not served yet).
     verification: str = "receipt"
 

@@ -14,6 +14,7 @@ The tree (a domain base also subclasses the stdlib type callers already catch)::
     │   ├── JobNotFoundError (LookupError)  unknown job id
     │   ├── JobFailedError (RuntimeError)   the job ended in ``failed``
     │   ├── JobCancelledError               the job was cancelled
+    │   ├── NoQuorumError (JobFailedError)  fewer than 2f+1 of k workers agreed
     │   └── JobTimeoutError (TimeoutError)  waited longer than asked
     ├── WorkerError (RuntimeError)          a worker died or could not run the model
     └── GatewayError
@@ -44,9 +45,11 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "ModelTooLargeError",
+    "NoQuorumError",
     "PayloadTooLargeError",
     "ProtocolError",
     "WorkerError",
+    "error_class",
     "error_from_payload",
 ]
 
@@ -124,6 +127,11 @@ class JobFailedError(JobError, RuntimeError):
     http_status = 409
 
 
+class NoQuorumError(JobFailedError):
+    code = "no_quorum"
+    http_status = 409
+
+
 class JobCancelledError(JobError):
     code = "job_cancelled"
     http_status = 409
@@ -161,6 +169,11 @@ def _all_subclasses(cls: type[CiroError]) -> list[type[CiroError]]:
     return out
 
 
+def error_class(code: str) -> type[CiroError]:
+    """The error class whose ``code`` this is; :class:`GatewayError` for an unknown code."""
+    return {c.code: c for c in _all_subclasses(CiroError)}.get(code, GatewayError)
+
+
 def error_from_payload(payload: Any, *, status: int) -> CiroError:
     """Rebuild the error a gateway sent; unknown shapes become :class:`ProtocolError`."""
     err = payload.get("error") if isinstance(payload, dict) else None
@@ -169,6 +182,5 @@ def error_from_payload(payload: Any, *, status: int) -> CiroError:
             f"The gateway answered HTTP {status} with an unexpected body: {str(payload)[:200]!r}. "
             "Check that the URL points at a Ciro gateway (GET /healthz)."
         )
-    by_code = {c.code: c for c in _all_subclasses(CiroError)}
-    cls = by_code.get(str(err.get("code")), GatewayError)
+    cls = error_class(str(err.get("code")))
     return cls(str(err["message"]), detail=err.get("detail") or {})

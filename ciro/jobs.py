@@ -43,8 +43,10 @@ class VerificationLevel(enum.StrEnum):
     ``NONE``: the output and its commitments only; nothing about who computed it.
     ``RECEIPT`` (the default): the worker's Stark-key signature over the job's commitments; it
     proves which worker vouched for this output, not that the output is correct.
-    ``QUORUM`` and ``ZKML`` (k-of-n re-execution, EZKL proof) are defined for the API but not
-    served by this build: asking for them is an error, never a silent downgrade.
+    ``QUORUM``: the job runs on k = 3f+1 distinct workers and is accepted when 2f+1 agree; it
+    proves agreement of that many independently keyed workers, not correctness.
+    ``ZKML`` (an EZKL proof) is defined for the API but not served by this build: asking for it is
+    an error, never a silent downgrade.
     """
 
     NONE = "none"
@@ -66,7 +68,7 @@ class VerificationLevel(enum.StrEnum):
         return aliases[text]
 
 
-SERVED_LEVELS = frozenset({VerificationLevel.NONE, VerificationLevel.RECEIPT})
+SERVED_LEVELS = frozenset({VerificationLevel.NONE, VerificationLevel.RECEIPT, VerificationLevel.QUORUM})
 
 
 def new_job_id() -> str:
@@ -196,6 +198,8 @@ class JobResult:
     options: dict[str, Any] = field(default_factory=dict)
     #: The worker's signed receipt (levels receipt and quorum).
     receipt: Receipt | None = None
+    #: Quorum evidence: the policy and every vote (receipt, outputs, whether it agrees).
+    quorum: dict[str, Any] | None = None
     #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
@@ -214,6 +218,7 @@ class JobResult:
             proof_hash=d.get("proof_hash"), settlement_tx=d.get("settlement_tx"),
             on_chain_verified=bool(d.get("on_chain_verified", False)),
             receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
+            quorum=d.get("quorum"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,7 +229,7 @@ class JobResult:
             "output_commitment": self.output_commitment, "worker": self.worker, "attempts": self.attempts,
             "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "outputs": encode_json(self.outputs, list_limit=1 << 62) if self.outputs is not None else None,
-            "receipt": self.receipt.to_dict() if self.receipt else None, "error": self.error,
+            "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "error": self.error,
             "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
             "on_chain_verified": self.on_chain_verified,
         }

@@ -21,7 +21,9 @@ import numpy as np
 from .errors import InputError
 from .jobs import JobResult, VerificationLevel
 from .modelstore import read_model_file
-from .tensors import commitment
+from .quorum import QuorumPolicy, agree
+from .receipts import Receipt
+from .tensors import commitment, decode_json
 
 __all__ = ["Check", "VerificationReport", "verify"]
 
@@ -30,6 +32,9 @@ _PROVES = {
                             "model, inputs and outputs the result refers to",
     VerificationLevel.RECEIPT: "that the worker holding the signing key vouched for exactly these model, input and "
                                "output commitments; not that the output is correct",
+    VerificationLevel.QUORUM: "that at least 2f+1 distinct worker keys each signed an output agreeing with this one "
+                              "under the stated policy; agreement, not correctness (colluding or identically "
+                              "wrong workers agree too)",
 }
 
 
@@ -112,6 +117,8 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
                    f"the given model hashes to {mh[:16]}..., the result claims {r.model_hash[:16]}...")
     if r.verification is VerificationLevel.RECEIPT:
         _check_receipt(report, r, trusted_workers)
+    elif r.verification is VerificationLevel.QUORUM:
+        _check_quorum(report, r, trusted_workers)
     elif r.verification is not VerificationLevel.NONE:
         report.add("evidence", False, f"level {r.verification.value!r} is not verifiable by this build")
     return report
@@ -135,3 +142,53 @@ def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[s
         known = int(rc.worker_key, 16) in keys
         report.add("worker key", known, "is in the trusted list" if known else
                    f"{rc.worker_key[:18]}... is not among the {len(keys)} trusted worker key(s)")
+
+
+def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None) -> None:
+    q = r.quorum
+    if not isinstance(q, dict) or not isinstance(q.get("votes"), list):
+        report.add("quorum evidence", False, "the result carries no quorum votes")
+        return
+    try:
+        policy = QuorumPolicy.from_options(q)
+    except InputError as exc:
+        report.add("quorum policy", False, str(exc))
+        return
+    consistent = q.get("k") == policy.k and q.get("threshold") == policy.threshold
+    report.add("quorum policy", consistent, f"f={policy.f}: k={policy.k}, {policy.threshold} must agree, "
+               f"rtol={policy.rtol}, atol={policy.atol}" if consistent else
+               f"k={q.get('k')} / threshold={q.get('threshold')} do not follow from f={policy.f}")
+    assert r.outputs is not None
+    expected = {"job_id": r.job_id, "model_hash": r.model_hash, "input_commitment": r.input_commitment,
+                "level": VerificationLevel.QUORUM.value}
+    agreeing: dict[int, str] = {}
+    problems: list[str] = []
+    for i, vote in enumerate(q["votes"]):
+        try:
+            rc = Receipt.from_dict(vote["receipt"])
+            outputs = decode_json(vote["outputs"])
+        except (InputError, KeyError, TypeError) as exc:
+            problems.append(f"vote {i}: malformed ({exc})")
+            continue
+        wrong = sorted(k for k, v in expected.items() if getattr(rc, k) != v)
+        if wrong:
+            problems.append(f"vote {i}: receipt {', '.join(wrong)} differ from the result's")
+        elif not rc.signature_valid():
+            problems.append(f"vote {i}: invalid signature by {rc.worker_key[:18]}...")
+        elif commitment(outputs) != rc.output_commitment:
+            problems.append(f"vote {i}: outputs do not hash to the receipt's output commitment")
+        elif agree(outputs, r.outputs, policy):
+            agreeing[int(rc.worker_key, 16)] = rc.output_commitment
+    report.add("quorum votes", not problems, f"{len(q['votes'])} vote(s), every receipt valid" if not problems
+               else "; ".join(problems))
+    enough = len(agreeing) >= policy.threshold
+    report.add("quorum agreement", enough,
+               f"{len(agreeing)} distinct worker keys signed outputs that agree with the result"
+               + ("" if enough else f"; {policy.threshold} are needed"))
+    if r.output_commitment not in agreeing.values():
+        report.add("quorum output", False, "no agreeing vote signed the result's output commitment")
+    if trusted is not None:
+        keys = {int(k, 16) for k in trusted}
+        unknown = [k for k in agreeing if k not in keys]
+        report.add("worker keys", not unknown, "every agreeing key is trusted" if not unknown else
+                   f"{len(unknown)} agreeing key(s) are not in the trusted list")

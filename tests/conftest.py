@@ -63,10 +63,19 @@ class Cluster:
         return Config.load(home=self.home, port=self.port, gateway_url=self.url)
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def with_tests_on_path(env: dict[str, str]) -> dict[str, str]:
+    """Ray worker processes and gateways import the Byzantine worker fixtures from tests/."""
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)}
+
+
 def _ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                                 *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                 *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=with_tests_on_path(dict(os.environ)))
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from ciro import (
     JobStatus,
     ModelInfo,
     ModelStore,
+    QuorumPolicy,
     VerificationLevel,
     __version__,
     canonical_bytes,
@@ -117,6 +118,13 @@ class Gateway:
             )
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
+        if level is VerificationLevel.QUORUM:
+            policy = QuorumPolicy.from_options(options)
+            have = self.pool.eligible_count() if self.pool else 0
+            if have < policy.k:
+                raise InputError(
+                    f"Quorum with f={policy.f} needs k={policy.k} distinct workers; this gateway has {have}. "
+                    f"Start more workers (ciro up --workers {policy.k}), lower f, or use verification='receipt'.")
         new, pending = [], []
         for job_id, inputs in zip(new_job_ids(len(items)), items, strict=True):
             info.check_inputs(inputs)
@@ -165,7 +173,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
         "finished_at": o.finished_at, "error": o.error, "options": p.options,
-        "receipt": (o.evidence or {}).get("receipt"),
+        "receipt": (o.evidence or {}).get("receipt"), "quorum": (o.evidence or {}).get("quorum"),
     }
 
 
@@ -176,7 +184,7 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
-        "receipt": (r.evidence or {}).get("receipt"),
+        "receipt": (r.evidence or {}).get("receipt"), "quorum": (r.evidence or {}).get("quorum"),
     }
 
 
@@ -361,6 +369,12 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         if status is JobStatus.CANCELLED:
             gw.sched.notify(job_id, Outcome(JobStatus.CANCELLED, finished_at=time.time()))
         return _json(_out_from_row(gw.row(job_id), outputs=False))
+
+    @app.get("/v1/faults", tags=["workers"])
+    async def list_faults(worker_key: str | None = None, limit: int = Query(1000, ge=1, le=100_000)) -> Response:
+        """Evidence recorded against workers: ``invalid_compute`` (a dissenting quorum vote, with its signed
+        receipt) and ``bad_evidence`` (a reply whose receipt or commitment did not match the job)."""
+        return _json(gw.store.faults(worker_key=worker_key, limit=limit))
 
     # -- workers -------------------------------------------------------------------------
     @app.get("/v1/workers", tags=["workers"], response_model=list[WorkerOut])

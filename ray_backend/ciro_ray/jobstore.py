@@ -46,6 +46,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    worker_key TEXT NOT NULL,
+    worker TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faults_worker ON faults(worker_key);
 """
 
 
@@ -207,6 +217,22 @@ class JobStore:
         with self._lock:
             cur = self._db.execute("UPDATE jobs SET status='queued', worker=NULL WHERE status='running'")
             return cur.rowcount
+
+    def record_faults(self, faults: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> None:
+        """Store (job_id, worker_key, worker, kind, detail) evidence against workers (e.g. invalid compute)."""
+        now = time.time()
+        with self._transaction() as db:
+            db.executemany("INSERT INTO faults (job_id, worker_key, worker, kind, detail, recorded_at) "
+                           "VALUES (?,?,?,?,?,?)", [(*f[:4], json.dumps(f[4]), now) for f in faults])
+
+    def faults(self, *, worker_key: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        clause, args = ("WHERE worker_key=?", (worker_key,)) if worker_key else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, job_id, worker_key, worker, kind, detail, recorded_at FROM faults {clause} "
+                "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [{"id": r[0], "job_id": r[1], "worker_key": r[2], "worker": r[3], "kind": r[4],
+                 "detail": json.loads(r[5]), "recorded_at": r[6]} for r in rows]
 
     # -- reads --------------------------------------------------------------------------
     def get(self, job_id: str, *, with_inputs: bool = False) -> JobRow | None:

@@ -23,6 +23,8 @@ class Metrics:
         self.queue_depth = Gauge("ciro_queue_depth", "Jobs waiting for a worker", registry=r)
         self.workers_alive = Gauge("ciro_workers_alive", "Live worker actors", registry=r)
         self.worker_deaths = Counter("ciro_worker_deaths", "Worker actors lost and replaced", registry=r)
+        self.invalid_compute = Counter("ciro_invalid_compute", "Dissenting quorum votes recorded as faults",
+                                       registry=r)
         self.retries = Counter("ciro_job_retries", "Job attempts repeated after a worker death", registry=r)
 
     def render(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 import ray
 
-from ciro import Config
+from ciro import Config, ConfigError
 
 from .worker import OnnxWorker
 
@@ -33,6 +34,17 @@ class WorkerHandle:
     created_at: float = field(default_factory=time.time)
 
 
+def _load_class(path: str) -> type:
+    module_name, _, cls_name = path.strip().partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"Cannot load worker class {path!r} ({exc}). Give worker_class as 'module:Class'.") from exc
+    if not (isinstance(cls, type) and issubclass(cls, OnnxWorker)):
+        raise ConfigError(f"Worker class {path!r} must be a subclass of ciro_ray.worker.OnnxWorker.")
+    return cls
+
+
 class WorkerPool:
     """Keeps ``num_workers`` live actors. Actors are owned by the gateway process."""
 
@@ -40,7 +52,8 @@ class WorkerPool:
         self.cfg = cfg
         self.workers: dict[str, WorkerHandle] = {}
         self._seq = 0
-        self._remote = ray.remote(OnnxWorker)
+        paths = [p for p in cfg.worker_class.split(",") if p.strip()]
+        self._classes: list[Any] = [ray.remote(_load_class(path)) for path in paths]
         self.replacements = 0
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called when a worker becomes eligible (the scheduler wakes up on it).
@@ -51,7 +64,8 @@ class WorkerPool:
         self._seq += 1
         wid = f"w{self._seq}"
         name = f"ciro-worker-{wid}-{int(time.time() * 1000)}"
-        actor = self._remote.options(
+        remote = self._classes[slot % len(self._classes)]
+        actor = remote.options(
             name=name,
             namespace=NAMESPACE,
             num_cpus=self.cfg.worker_num_cpus,
@@ -104,6 +118,24 @@ class WorkerPool:
         # A worker is eligible once it has reported its capabilities (and so its key).
         live = [w for w in self.workers.values() if w.alive and w.info and w.inflight < limit]
         return min(live, key=lambda w: (w.inflight, w.id)) if live else None
+
+    def pick_distinct(self, k: int, limit: int) -> list[WorkerHandle] | None:
+        """``k`` distinct eligible workers, spread over as many nodes as possible; None if fewer are free."""
+        live = sorted((w for w in self.workers.values() if w.alive and w.info and w.inflight < limit),
+                      key=lambda w: (w.inflight, w.id))
+        if len(live) < k:
+            return None
+        chosen: list[WorkerHandle] = []
+        nodes: set[Any] = set()
+        for w in live:  # first one per node, then fill up
+            if w.info.get("node_id") not in nodes:
+                chosen.append(w)
+                nodes.add(w.info.get("node_id"))
+        chosen += [w for w in live if w not in chosen]
+        return chosen[:k]
+
+    def eligible_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.alive)
 
     def idle(self) -> bool:
         return any(w.alive and w.inflight == 0 for w in self.workers.values())

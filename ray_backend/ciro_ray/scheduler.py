@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,18 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ciro import Config, JobStatus, ModelStore, WorkerError, canonical_bytes
+from ciro import (
+    CiroError,
+    Config,
+    JobStatus,
+    ModelStore,
+    NoQuorumError,
+    QuorumPolicy,
+    WorkerError,
+    canonical_bytes,
+    encode_json,
+)
+from ciro.quorum import group_votes
 
 from .jobstore import JobStore
 from .metrics import Metrics
@@ -49,6 +61,10 @@ class Pending:
     attempt: int = 0
     enqueued_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def quorum(self) -> QuorumPolicy | None:
+        return QuorumPolicy.from_options(self.options) if self.verification == "quorum" else None
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -63,6 +79,29 @@ class Outcome:
     finished_at: float | None = None
     error: dict[str, Any] | None = None
     evidence: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Vote:
+    worker: WorkerHandle
+    outputs: Tensors
+    commit: str
+    receipt: dict[str, Any]
+
+
+def _take(q: deque[Pending], n: int, fits: Callable[[Pending], bool]) -> list[Pending]:
+    """Up to ``n`` jobs from the head of ``q`` while they fit the batch's kind."""
+    batch: list[Pending] = []
+    while q and len(batch) < n and fits(q[0]):
+        batch.append(q.popleft())
+    return batch
+
+
+def _vote_problem(out: Tensors, commit: str, receipt: dict[str, Any] | None, p: Pending,
+                  worker: WorkerHandle) -> str | None:
+    if hashlib.sha256(canonical_bytes(out)).hexdigest() != commit:
+        return "an output commitment that does not match its outputs"
+    return _receipt_problem(receipt, p, commit, worker)
 
 
 def _receipt_problem(receipt: dict[str, Any] | None, p: Pending, commit: str, worker: WorkerHandle) -> str | None:
@@ -153,6 +192,14 @@ class Scheduler:
             # The model whose head job has waited longest goes first.
             model = min(models, key=lambda m: self.queues[m][0].enqueued_at)
             q = self.queues[model]
+            policy = q[0].quorum
+            if policy is not None:  # the same batch goes to k distinct workers
+                workers = self.pool.pick_distinct(policy.k, PIPELINE)
+                if workers is None:
+                    return None  # not enough free workers: a finishing batch or a new worker wakes us
+                batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol)  # type: ignore[misc]
+                self._launch(self._execute_quorum(workers, model, batch, policy), workers)
+                continue
             worker = self.pool.pick(PIPELINE)
             if worker is None:
                 return None  # a finishing batch wakes us
@@ -160,12 +207,16 @@ class Scheduler:
                 due = q[0].enqueued_at + wait_s - time.monotonic()
                 if due > 0:
                     return due if next_due is None else min(due, next_due)
-            batch = [q.popleft() for _ in range(min(max_n, len(q)))]
-            self.metrics.queue_depth.set(self.depth())
-            worker.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._execute(worker, model, batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            batch = _take(q, max_n, lambda p: p.verification != "quorum")
+            self._launch(self._execute(worker, model, batch), [worker])
+
+    def _launch(self, coro: Coroutine[Any, Any, None], workers: list[WorkerHandle]) -> None:
+        self.metrics.queue_depth.set(self.depth())
+        for w in workers:
+            w.inflight += 1
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _model_box(self, model_hash: str) -> list[Any]:
         box = self._model_boxes.get(model_hash)
@@ -173,6 +224,87 @@ class Scheduler:
             box = [ray.put(self.models.read_bytes(model_hash))]
             self._model_boxes[model_hash] = box
         return box
+
+    async def _execute_quorum(self, workers: list[WorkerHandle], model: str, batch: list[Pending],
+                              policy: QuorumPolicy) -> None:
+        try:
+            moved = self.store.mark_running([p.id for p in batch], "quorum:" + ",".join(w.id for w in workers))
+            batch = [p for p in batch if p.id in moved]
+            for p in batch:
+                p.attempt = moved[p.id]
+            if not batch:
+                return
+            self.metrics.batch_size.observe(len(batch))
+            started = time.time()
+            metas = [JobMeta(p.id, p.verification, p.input_commitment) for p in batch]
+            box = self._model_box(model)
+            replies = await asyncio.gather(
+                *(w.actor.run.remote(model, box, [p.inputs for p in batch], metas) for w in workers),
+                return_exceptions=True)
+            votes: list[list[Vote]] = [[] for _ in batch]
+            faults: list[tuple[str, str, str, str, dict[str, Any]]] = []
+            worker_died = False
+            for w, reply in zip(workers, replies, strict=True):
+                if isinstance(reply, RayActorError):
+                    worker_died = True
+                    self.metrics.worker_deaths.inc()
+                    self.pool.mark_dead(w, reply)
+                    continue
+                if isinstance(reply, BaseException):
+                    log.warning("quorum replica on %s failed: %s", w.id, reply)
+                    continue
+                for j, (out, commit, receipt) in enumerate(reply):
+                    p = batch[j]
+                    problem = _vote_problem(out, commit, receipt, p, w)
+                    if problem:
+                        faults.append((p.id, str(w.info.get("worker_key")), w.id, "bad_evidence", {"problem": problem}))
+                    else:
+                        votes[j].append(Vote(w, out, commit, receipt or {}))
+            for p, job_votes in zip(batch, votes, strict=True):
+                faults += self._decide(p, job_votes, policy, started, retry=worker_died)
+            if faults:
+                self.store.record_faults(faults)
+                self.metrics.invalid_compute.inc(sum(1 for f in faults if f[3] == "invalid_compute"))
+        except Exception:
+            log.exception("quorum dispatch of %d jobs failed", len(batch))
+            self._fail(batch, WorkerError("Internal error while running the quorum. See the gateway log."))
+        finally:
+            for w in workers:
+                w.inflight -= 1
+            self._wake.set()
+
+    def _decide(self, p: Pending, votes: list[Vote], policy: QuorumPolicy, started: float,
+                *, retry: bool) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+        """Accept the output 2f+1 workers agree on, or fail the job; returns fault records of dissenters."""
+        groups = group_votes([v.outputs for v in votes], policy)
+        if not groups or len(groups[0]) < policy.threshold:
+            if retry and p.attempt < self.cfg.max_attempts:
+                self._retry([p], "a quorum worker died")
+                return []
+            sizes = ", ".join(str(len(g)) for g in groups) or "none"
+            self._fail([p], NoQuorumError(
+                f"No quorum: {len(votes)} of k={policy.k} workers answered and the largest agreeing group has "
+                f"{len(groups[0]) if groups else 0} (groups: {sizes}); {policy.threshold} must agree. The job fails "
+                "rather than guess; resubmit it, or check GET /v1/faults."))
+            return []
+        agreeing = [votes[i] for i in groups[0]]
+        rep = agreeing[0]
+        evidence = {"receipt": rep.receipt, "quorum": {**policy.to_dict(), "votes": [
+            {"worker": v.worker.id, "agrees": i in groups[0], "receipt": v.receipt,
+             "outputs": encode_json(v.outputs)} for i, v in enumerate(votes)]}}
+        done = self.store.complete([(p.id, p.attempt, rep.commit, canonical_bytes(rep.outputs), rep.worker.id,
+                                     json.dumps(evidence))])
+        if p.id not in done:
+            return []
+        now = time.time()
+        self.metrics.jobs_finished.labels("done").inc()
+        self.metrics.job_latency.observe(now - p.submitted_at)
+        self.notify(p.id, Outcome(JobStatus.DONE, rep.outputs, rep.commit, rep.worker.id, p.attempt, started, now,
+                                  evidence=evidence))
+        return [(p.id, str(v.receipt.get("worker_key")), v.worker.id, "invalid_compute",
+                 {"output_commitment": v.commit, "majority_output_commitment": rep.commit, "receipt": v.receipt,
+                  "policy": policy.to_dict()})
+                for i, v in enumerate(votes) if i not in groups[0]]
 
     async def _execute(self, worker: WorkerHandle, model: str, batch: list[Pending]) -> None:
         try:
@@ -251,7 +383,7 @@ class Scheduler:
                 f"The job failed {self.cfg.max_attempts} times because its worker died ({reason}). "
                 "Check the workers (GET /v1/workers) and resubmit."))
 
-    def _fail(self, batch: list[Pending], err: WorkerError) -> None:
+    def _fail(self, batch: list[Pending], err: CiroError) -> None:
         payload = err.to_payload()["error"]
         failed = self.store.fail([(p.id, p.attempt, payload) for p in batch])
         now = time.time()

@@ -62,6 +62,8 @@ class JobOut(BaseModel):
     error: dict[str, Any] | None = None
     options: dict[str, Any] = {}
     receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
+    quorum: dict[str, Any] | None = Field(
+        default=None, description="quorum evidence: policy and every vote (receipt, outputs, agrees)")
     proof_hash: str | None = None
     settlement_tx: str | None = None
     on_chain_verified: bool = False

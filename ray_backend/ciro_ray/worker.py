@@ -119,13 +119,8 @@ class OnnxWorker:
         )
         return sess
 
-    def run(self, model_hash: str, model_box: list[Any], batch: list[Tensors],
-            metas: list[JobMeta] | None = None) -> list[tuple[Tensors, str, dict[str, Any] | None]]:
-        """Run a batch of jobs; returns (outputs, output commitment, receipt or None) per job, in order.
-
-        A receipt is signed for each job whose level asks for one, over the input commitment this
-        worker computed itself from the inputs it received (it never signs a claim it did not check).
-        """
+    def _infer(self, model_hash: str, model_box: list[Any], batch: list[Tensors]) -> list[Tensors]:
+        """The outputs of each job of the batch (one onnxruntime call when the batch stacks)."""
         sess = self._session(model_hash, model_box)
         names = [o.name for o in sess.get_outputs()]
         results: list[Tensors] | None = None
@@ -133,6 +128,16 @@ class OnnxWorker:
             results = _run_concatenated(sess, names, batch)
         if results is None:
             results = [dict(zip(names, sess.run(names, job), strict=True)) for job in batch]
+        return results
+
+    def run(self, model_hash: str, model_box: list[Any], batch: list[Tensors],
+            metas: list[JobMeta] | None = None) -> list[tuple[Tensors, str, dict[str, Any] | None]]:
+        """Run a batch of jobs; returns (outputs, output commitment, receipt or None) per job, in order.
+
+        A receipt is signed for each job whose level asks for one, over the input commitment this
+        worker computed itself from the inputs it received (it never signs a claim it did not check).
+        """
+        results = self._infer(model_hash, model_box, batch)
         self.jobs_done += len(batch)
         out: list[tuple[Tensors, str, dict[str, Any] | None]] = []
         for i, res in enumerate(results):
