@@ -88,6 +88,15 @@ class Config:
         cfg._validate()
         return cfg
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as ``CIRO_*`` variables, to hand this exact configuration to a child process."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out["CIRO_" + f.name.upper()] = str(value)
+        return out
+
     @property
     def local_url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -156,7 +156,8 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
     _write_state(cfg, {**ray_state, "gateway_url": url})
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CIRO_HOME": str(cfg.home), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
+    env = {**os.environ, **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
+    env.pop("CIRO_GATEWAY_URL", None)
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
     if num_workers:
         cmd += ["--workers", str(num_workers)]

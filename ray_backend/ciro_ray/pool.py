@@ -82,7 +82,14 @@ class WorkerPool:
     async def start(self, *, timeout_s: float = 120.0) -> None:
         for slot in range(self.cfg.num_workers):
             self._spawn(slot)
-        await asyncio.wait_for(self.refresh(), timeout=timeout_s)
+        try:
+            await asyncio.wait_for(self.refresh(), timeout=timeout_s)
+        except TimeoutError:
+            free = ray.available_resources()
+            raise ConfigError(
+                f"{self.cfg.num_workers} workers of {self.cfg.worker_num_cpus} CPU / {self.cfg.worker_num_gpus} GPU "
+                f"did not start within {timeout_s:.0f}s; the cluster has {free.get('CPU', 0)} CPU and "
+                f"{free.get('GPU', 0)} GPU free. Lower num_workers or worker_num_cpus, or add Ray nodes.") from None
 
     async def refresh(self) -> None:
         """Ask every live worker for its capabilities (also waits until each one is up)."""

@@ -1,0 +1,83 @@
+"""Throughput of the verification levels on the demo model: none vs receipt vs quorum (k = 4).
+
+    python bench/quorum.py [--jobs 1000]
+
+Starts its own embedded default with 4 workers of 0.5 CPU each (a quorum of f = 1 needs k = 4
+distinct workers) under a temporary CIRO_HOME, measures each level in the same process, and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ciro import AsyncCiroClient, Config
+from ciro.demo import build_digits_model, digits_inputs
+from ciro.local import ensure_running, stop
+
+LEVELS = ("none", "receipt", "quorum")
+
+
+async def measure(url: str, cfg: Config, model_path: Path, jobs: int) -> dict[str, dict[str, float]]:
+    client = AsyncCiroClient(url, config=cfg)
+    x = digits_inputs()
+    rows = np.concatenate([x] * (jobs // len(x) + 1))[:jobs]
+    out: dict[str, dict[str, float]] = {}
+    try:
+        model = (await client.deploy(model_path)).hash
+        for level in LEVELS:
+            await client.infer_batch(model, rows[:64], verification=level)  # warm-up
+            t = time.perf_counter()
+            results = await client.infer_batch(model, rows, verification=level)
+            batched = jobs / (time.perf_counter() - t)
+            assert len(results) == jobs
+            sem = asyncio.Semaphore(16)
+
+            async def one(i: int, level: str = level, sem: asyncio.Semaphore = sem) -> None:
+                async with sem:
+                    await client.infer(model, rows[i:i + 1], verification=level)
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(jobs // 2)))
+            c16 = (jobs // 2) / (time.perf_counter() - t)
+            out[level] = {"batched": batched, "c16": c16}
+            print(f"{level:8s} batched {batched:8,.0f} jobs/s   concurrency 16 {c16:8,.0f} jobs/s", flush=True)
+    finally:
+        await client.aclose()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "quorum.json")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ciro-quorum-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = Config.load(home=work / "home", port=port, num_workers=4, worker_num_cpus=0.5)
+    url = ensure_running(cfg, progress=True, num_workers=4)
+    try:
+        res = asyncio.run(measure(url, cfg, build_digits_model(work / "digits.onnx"), args.jobs))
+    finally:
+        stop(cfg)
+    ratios: dict[str, Any] = {f"{lvl}/receipt": {k: res[lvl][k] / res["receipt"][k] for k in res[lvl]}
+                              for lvl in LEVELS}
+    for name, r in ratios.items():
+        print(f"{name:16s} batched {r['batched']:.2f}x   concurrency 16 {r['c16']:.2f}x")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "jobs": args.jobs, "results": res,
+                                     "ratios": ratios}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
