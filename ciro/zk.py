@@ -1,0 +1,357 @@
+"""Zero-knowledge proofs of inference with EZKL (Halo2 + KZG), set up once per model.
+
+Set-up (``zk_setup``): settings with the model's weights ``fixed`` (so the verifying key binds the
+model), calibration, circuit compilation, an SRS, proving and verifying keys. Cached under the
+model's folder in the model store. Proving (``zk_prove``) makes a witness from a job's exact inputs
+and a proof whose public instances are the quantised inputs and outputs. ``zk_check`` verifies a
+proof artifact offline and binds its instances to a result's outputs (and inputs, when given).
+
+SRS: with ``srs_dir`` set, ``kzg{logrows}.srs`` must be listed with its SHA-256 in
+``srs_dir/SHA256SUMS`` (public-ceremony files, pinned by the operator). Without it a development
+SRS is generated locally: a proof against it is NOT sound against whoever generated that SRS (they
+could forge proofs), and every artifact made with one says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, InputError, InvalidModelError
+
+__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "zk_check", "zk_prove", "zk_setup"]
+
+DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
+                   "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
+VISIBILITIES = ("public",)
+
+
+def _ezkl() -> Any:
+    try:
+        import ezkl
+    except ImportError as exc:
+        raise ConfigError("Zero-knowledge proofs need EZKL: pip install 'ciro-network[zk]'.") from exc
+    return ezkl
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """EZKL's Rust code prints tables to file descriptor 1; send them to /dev/null instead."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SrsInfo:
+    kind: str  # "pinned" or "development"
+    logrows: int
+    path: Path
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "logrows": self.logrows, "name": self.path.name, "sha256": self.sha256}
+
+
+def find_srs(logrows: int, *, srs_dir: Path | None, home: Path, create: bool = True) -> SrsInfo:
+    """The SRS for ``logrows``: pinned from ``srs_dir``, else a cached development SRS."""
+    if srs_dir is not None:
+        path = srs_dir / f"kzg{logrows}.srs"
+        pins = _read_pins(srs_dir / "SHA256SUMS")
+        if not path.is_file() or path.name not in pins:
+            raise ConfigError(
+                f"CIRO_SRS_DIR={srs_dir} has no pinned {path.name} (a file plus its SHA-256 in SHA256SUMS). Add the "
+                "public-ceremony file, or unset CIRO_SRS_DIR to use a development SRS (not sound).")
+        digest = sha256_file(path)
+        if digest != pins[path.name]:
+            raise ConfigError(f"{path} has SHA-256 {digest}, not the pinned {pins[path.name]}. Replace the file.")
+        return SrsInfo("pinned", logrows, path, digest)
+    path = home / "srs" / f"dev-kzg{logrows}.srs"
+    if not path.is_file():
+        if not create:
+            raise ConfigError(f"No development SRS for logrows={logrows} at {path}.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with _quiet():
+            _ezkl().gen_srs(str(tmp), logrows)
+        os.replace(tmp, path)
+    return SrsInfo("development", logrows, path, sha256_file(path))
+
+
+def _read_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                pins[parts[1].lstrip("*")] = parts[0].lower()
+    return pins
+
+
+@dataclass(frozen=True)
+class ZkSetup:
+    dir: Path
+    logrows: int
+    num_rows: int
+    settings_hash: str
+    vk_hash: str
+    srs: SrsInfo
+    input_visibility: str
+    output_visibility: str
+    calibration_max_abs_error: float
+
+    @property
+    def settings_path(self) -> Path:
+        return self.dir / "settings.json"
+
+    @property
+    def compiled_path(self) -> Path:
+        return self.dir / "model.compiled"
+
+    @property
+    def pk_path(self) -> Path:
+        return self.dir / "pk.key"
+
+    @property
+    def vk_path(self) -> Path:
+        return self.dir / "vk.key"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "ready", "logrows": self.logrows, "num_rows": self.num_rows,
+                "settings_hash": self.settings_hash, "vk_hash": self.vk_hash, "srs": self.srs.to_dict(),
+                "input_visibility": self.input_visibility, "output_visibility": self.output_visibility,
+                "calibration_max_abs_error": self.calibration_max_abs_error,
+                "pk_bytes": self.pk_path.stat().st_size, "vk_bytes": self.vk_path.stat().st_size}
+
+    @classmethod
+    def load(cls, d: Path, srs_path: Path) -> ZkSetup:
+        meta = json.loads((d / "setup.json").read_text())
+        srs = SrsInfo(meta["srs"]["kind"], int(meta["srs"]["logrows"]), srs_path, meta["srs"]["sha256"])
+        return cls(d, int(meta["logrows"]), int(meta["num_rows"]), meta["settings_hash"], meta["vk_hash"], srs,
+                   meta["input_visibility"], meta["output_visibility"], float(meta["calibration_max_abs_error"]))
+
+
+def _input_json(inputs: list[np.ndarray]) -> dict[str, Any]:
+    return {"input_data": [np.asarray(a, dtype=np.float64).reshape(-1).tolist() for a in inputs]}
+
+
+def _symbolic_dims(model_bytes: bytes) -> list[tuple[str, int]]:
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    names: list[str] = []
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param and d.dim_param not in names:
+                names.append(d.dim_param)
+    return [(n, 1) for n in names]  # one proof proves one row-batch of size 1 per symbolic dim
+
+
+def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray], srs_dir: Path | None,
+             home: Path, input_visibility: str = "public", output_visibility: str = "public") -> ZkSetup:
+    """Settings, calibration, circuit, SRS and keys for a model, cached in ``out_dir``."""
+    for v in (input_visibility, output_visibility):
+        if v not in VISIBILITIES:
+            raise InputError(f"Visibility {v!r} is not supported yet; use one of {VISIBILITIES}.")
+    if (out_dir / "setup.json").is_file():
+        meta = json.loads((out_dir / "setup.json").read_text())
+        srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=srs_dir, home=home)
+        return ZkSetup.load(out_dir, srs.path)
+    ezkl = _ezkl()
+    work = Path(tempfile.mkdtemp(prefix=".zk-", dir=out_dir.parent))
+    try:
+        (work / "model.onnx").write_bytes(model_bytes)
+        ra = ezkl.PyRunArgs()
+        ra.input_visibility, ra.output_visibility, ra.param_visibility = input_visibility, output_visibility, "fixed"
+        ra.variables = _symbolic_dims(model_bytes)
+        data = work / "calibration.json"
+        data.write_text(json.dumps(_input_json(calibration)))
+        settings = work / "settings.json"
+        try:
+            with _quiet():
+                ezkl.gen_settings(str(work / "model.onnx"), str(settings), py_run_args=ra)
+                ezkl.calibrate_settings(str(data), str(work / "model.onnx"), str(settings), "resources")
+                ezkl.compile_circuit(str(work / "model.onnx"), str(work / "model.compiled"), str(settings))
+        except RuntimeError as exc:
+            raise InvalidModelError(
+                f"EZKL cannot build a circuit for this model: {str(exc).splitlines()[0][:300]}. It still serves "
+                "receipt and quorum jobs.") from exc
+        s = json.loads(settings.read_text())
+        logrows = int(s["run_args"]["logrows"])
+        srs = find_srs(logrows, srs_dir=srs_dir, home=home)
+        with _quiet():
+            ezkl.setup(str(work / "model.compiled"), str(work / "vk.key"), str(work / "pk.key"), str(srs.path))
+            ezkl.gen_witness(str(data), str(work / "model.compiled"), str(work / "witness.json"))
+        error = _calibration_error(work, model_bytes, calibration, s)
+        meta = {"logrows": logrows, "num_rows": int(s.get("num_rows", 0)), "settings_hash": sha256_file(settings),
+                "vk_hash": sha256_file(work / "vk.key"), "srs": srs.to_dict(), "input_visibility": input_visibility,
+                "output_visibility": output_visibility, "calibration_max_abs_error": error,
+                "ezkl_version": getattr(ezkl, "__version__", "?")}
+        (work / "setup.json").write_text(json.dumps(meta, indent=1))
+        for tmp in ("model.onnx", "calibration.json", "witness.json"):
+            (work / tmp).unlink(missing_ok=True)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, out_dir)
+    finally:
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return ZkSetup.load(out_dir, srs.path)
+
+
+def _calibration_error(work: Path, model_bytes: bytes, calibration: list[np.ndarray], s: dict[str, Any]) -> float:
+    """Max |EZKL fixed-point output - onnxruntime output| on the calibration input."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    feeds = {i.name: a for i, a in zip(sess.get_inputs(), calibration, strict=True)}
+    want = [np.asarray(o, dtype=np.float64).reshape(-1) for o in sess.run(None, feeds)]
+    witness = json.loads((work / "witness.json").read_text())
+    got = _decode(witness["outputs"], s["model_output_scales"])
+    return float(max(np.max(np.abs(g - w)) for g, w in zip(got, want, strict=True)))
+
+
+def _decode(felts: list[list[str]], scales: list[int]) -> list[np.ndarray]:
+    ezkl = _ezkl()
+    return [np.array([ezkl.felt_to_float(f, sc) for f in group]) for group, sc in zip(felts, scales, strict=True)]
+
+
+def zk_prove(setup: ZkSetup, inputs: list[np.ndarray], *, model_hash: str, input_commitment: str,
+             output_commitment: str) -> dict[str, Any]:
+    """Prove one job; returns the proof artifact (JSON-able, self-contained for offline checks)."""
+    ezkl = _ezkl()
+    with tempfile.TemporaryDirectory(prefix="ciro-prove-") as tmp:
+        t = Path(tmp)
+        (t / "input.json").write_text(json.dumps(_input_json(inputs)))
+        with _quiet():
+            ezkl.gen_witness(str(t / "input.json"), str(setup.compiled_path), str(t / "witness.json"))
+            ezkl.prove(str(t / "witness.json"), str(setup.compiled_path), str(setup.pk_path), str(t / "proof.json"),
+                       str(setup.srs.path))
+        proof = json.loads((t / "proof.json").read_text())
+    proof = {k: proof[k] for k in ("protocol", "instances", "proof", "split", "version", "timestamp") if k in proof}
+    artifact = {
+        "scheme": "ezkl-halo2-kzg", "model_hash": model_hash, "input_commitment": input_commitment,
+        "output_commitment": output_commitment, "settings": json.loads(setup.settings_path.read_text()),
+        "settings_hash": setup.settings_hash, "vk_hash": setup.vk_hash,
+        "vk_b64": base64.b64encode(setup.vk_path.read_bytes()).decode(), "srs": setup.srs.to_dict(),
+        "calibration_max_abs_error": setup.calibration_max_abs_error, "proof": proof,
+        "proof_hash": hashlib.sha256(bytes(proof["proof"])).hexdigest(),
+    }
+    if setup.srs.kind == "development":
+        artifact["warning"] = DEV_SRS_WARNING
+    return artifact
+
+
+def output_tolerance(artifact: Mapping[str, Any]) -> float:
+    """How far a proven (fixed-point) output may be from the float output: 10x the error measured at
+    set-up, and never below 4 units of the smallest output scale."""
+    scales = artifact["settings"].get("model_output_scales") or [0]
+    return max(10 * float(artifact.get("calibration_max_abs_error", 0.0)), 4 * 2.0 ** -min(scales))
+
+
+def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: list[np.ndarray] | None,
+             srs_path: Path, rebuild_from: bytes | None = None) -> list[tuple[str, bool, str]]:
+    """Checks of a proof artifact: (name, ok, detail) each."""
+    ezkl = _ezkl()
+    checks: list[tuple[str, bool, str]] = []
+    settings = dict(artifact["settings"])
+    vk = base64.b64decode(artifact["vk_b64"])
+    checks.append(("zk vk hash", hashlib.sha256(vk).hexdigest() == artifact["vk_hash"],
+                   "the shipped vk matches vk_hash"))
+    srs_ok = sha256_file(srs_path) == artifact["srs"]["sha256"]
+    checks.append(("zk srs", srs_ok, f"{artifact['srs']['kind']} SRS {srs_path.name} matches the artifact's hash"
+                   if srs_ok else f"{srs_path} does not have the SRS hash the proof was made with"))
+    with tempfile.TemporaryDirectory(prefix="ciro-verify-") as tmp:
+        t = Path(tmp)
+        (t / "settings.json").write_text(json.dumps(settings))
+        (t / "vk.key").write_bytes(vk)
+        (t / "proof.json").write_text(json.dumps(artifact["proof"]))
+        if rebuild_from is not None:
+            (t / "model.onnx").write_bytes(rebuild_from)
+            try:
+                with _quiet():
+                    ezkl.compile_circuit(str(t / "model.onnx"), str(t / "m.compiled"), str(t / "settings.json"))
+                    ezkl.setup(str(t / "m.compiled"), str(t / "vk2.key"), str(t / "pk2.key"), str(srs_path))
+                same = (t / "vk2.key").read_bytes() == vk
+                checks.append(("zk vk rebuilt", same, "rebuilt from the ONNX + settings + SRS: identical" if same
+                               else "the vk rebuilt from this model differs: the proof is not for this model"))
+            except RuntimeError as exc:
+                checks.append(("zk vk rebuilt", False, f"EZKL could not rebuild the vk: {str(exc)[:200]}"))
+        try:
+            with _quiet():
+                ok = bool(ezkl.verify(str(t / "proof.json"), str(t / "settings.json"), str(t / "vk.key"),
+                                      str(srs_path)))
+            detail = "Halo2/KZG proof verifies against the vk" if ok else "the proof does not verify"
+        except RuntimeError as exc:  # EZKL raises rather than returning False on a bad proof
+            ok, detail = False, f"the proof does not verify ({str(exc).splitlines()[0][:160]})"
+        checks.append(("zk proof", ok, detail))
+    instances = artifact["proof"].get("instances") or [[]]
+    flat = list(instances[0])
+    in_scales, out_scales = settings.get("model_input_scales", []), settings.get("model_output_scales", [])
+    n_in = sum(int(np.asarray(a).size) for a in inputs) if inputs is not None else _count(settings, "input")
+    proven_out = _split(_decode_flat(flat[n_in:], out_scales, [int(np.asarray(o).size) for o in outputs]))
+    tol = output_tolerance(artifact)
+    worst = max((float(np.max(np.abs(p - np.asarray(o, dtype=np.float64).reshape(-1)))) if p.size == np.size(o)
+                 else math.inf for p, o in zip(proven_out, outputs, strict=False)), default=math.inf)
+    checks.append(("zk outputs", worst <= tol, f"proven outputs within {worst:.2g} of the result's (tolerance "
+                   f"{tol:.2g})" if worst <= tol else f"proven outputs differ from the result's by {worst:.3g} "
+                   f"(tolerance {tol:.2g})"))
+    if inputs is not None:
+        proven_in = _split(_decode_flat(flat[:n_in], in_scales, [int(np.asarray(a).size) for a in inputs]))
+        step = 2.0 ** -min(in_scales or [0])
+        worst_in = max((float(np.max(np.abs(p - np.asarray(a, dtype=np.float64).reshape(-1))))
+                        if p.size == np.size(a) else math.inf for p, a in zip(proven_in, inputs, strict=False)),
+                       default=math.inf)
+        checks.append(("zk inputs", worst_in <= step,
+                       "the proof's public inputs are the given inputs, quantised" if worst_in <= step
+                       else f"the proof's public inputs differ from the given ones by {worst_in:.3g}"))
+    return checks
+
+
+def _count(settings: Mapping[str, Any], kind: str) -> int:
+    shapes = settings.get("model_instance_shapes") or []
+    n_inputs = len(settings.get("model_input_scales", []))
+    sel = shapes[:n_inputs] if kind == "input" else shapes[n_inputs:]
+    return sum(math.prod(s) for s in sel)
+
+
+def _decode_flat(felts: list[str], scales: list[int], sizes: list[int]) -> list[tuple[list[str], int]]:
+    out, pos = [], 0
+    for size, scale in zip(sizes, scales or [0] * len(sizes), strict=False):
+        out.append((felts[pos:pos + size], scale))
+        pos += size
+    return out
+
+
+def _split(groups: list[tuple[list[str], int]]) -> list[np.ndarray]:
+    ezkl = _ezkl()
+    return [np.array([ezkl.felt_to_float(f, sc) for f in fs]) for fs, sc in groups]
