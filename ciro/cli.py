@@ -131,13 +131,23 @@ def status(ctx: click.Context, job_id: str | None) -> None:
 @cli.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="A name to refer to the model by (default: the file name).")
+@click.option("--zk", is_flag=True, help="Also run the EZKL set-up (proving/verifying keys) for zk jobs.")
 @click.pass_context
 @handle_errors
-def deploy(ctx: click.Context, model: Path, name: str | None) -> None:
+def deploy(ctx: click.Context, model: Path, name: str | None, zk: bool) -> None:
     """Validate and upload an ONNX model; prints its hash (the model ref)."""
+    if zk:
+        click.echo("zk: running the EZKL set-up once for this model (settings, circuit, SRS, keys) ...", err=True)
     with _client(ctx) as client:
-        info = client.deploy(model, name=name)
+        info = client.deploy(model, name=name, zk=zk)
     click.echo(f"deployed {info.name}: {info.hash}")
+    if info.zk:
+        srs = info.zk["srs"]
+        click.echo(f"  zk     ready: logrows {info.zk['logrows']}, vk {info.zk['vk_hash'][:16]}..., "
+                   f"{srs['kind']} SRS {srs['name']}")
+        if srs["kind"] == "development":
+            click.echo("  zk     WARNING: development SRS: proofs are not sound against whoever made it "
+                       "(set CIRO_SRS_DIR to pinned public-ceremony files)")
     for kind, specs in (("input", info.inputs), ("output", info.outputs)):
         for s in specs:
             click.echo(f"  {kind:<6} {s.name}: {s.dtype}{[d if d is not None else '?' for d in s.shape]}")
@@ -194,7 +204,7 @@ def _print_job(r: JobResult) -> None:
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the result (.json/.npz/.npy).")
 @click.option("--verify", "verification", default=None,
-              help="Verification level: receipt (default) or none; quorum and zk are not served yet.")
+              help="Verification level: receipt (default), none, quorum or zk (model deployed with --zk).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
 @click.pass_context
 @handle_errors
@@ -266,9 +276,14 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
               help="The input file the job ran on: check the input commitment against it.")
 @click.option("--input-name", help="The model input's name, when --input is a bare array (.npy or a plain list).")
 @click.option("--worker-key", "worker_keys", multiple=True, help="A trusted worker public key (repeatable).")
+@click.option("--srs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="SRS file for a zk proof (default: found by hash in CIRO_SRS_DIR or $CIRO_HOME/srs).")
+@click.option("--rebuild-vk", is_flag=True, help="zk: rebuild the verifying key from --model + settings + SRS "
+              "and compare it, trusting no shipped key.")
+@click.pass_context
 @handle_errors
-def verify_cmd(result: Path, model: Path | None, input_path: Path | None, input_name: str | None,
-               worker_keys: tuple[str, ...]) -> None:
+def verify_cmd(ctx: click.Context, result: Path, model: Path | None, input_path: Path | None,
+               input_name: str | None, worker_keys: tuple[str, ...], srs: Path | None, rebuild_vk: bool) -> None:
     """Check a saved result offline (no network). Exit 0 only when every check passes."""
     from .verify import verify
 
@@ -282,7 +297,10 @@ def verify_cmd(result: Path, model: Path | None, input_path: Path | None, input_
         else:
             raise click.UsageError("--input holds a bare array: name the model input with --input-name NAME, "
                                    "or save the input as .npz (np.savez(f, NAME=x)).")
-    report = verify(result, inputs=inputs, model=model, trusted_workers=list(worker_keys) or None)
+    if rebuild_vk and model is None:
+        raise click.UsageError("--rebuild-vk needs --model MODEL.onnx.")
+    report = verify(result, inputs=inputs, model=model, trusted_workers=list(worker_keys) or None, srs=srs,
+                    rebuild_vk=rebuild_vk, config=_cfg(ctx))
     click.echo(report.text())
     if not report.valid:
         sys.exit(EXIT_ERROR)

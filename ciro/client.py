@@ -118,18 +118,23 @@ class AsyncCiroClient:
         return result
 
     # -- models ----------------------------------------------------------------------------
-    async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ModelInfo:
-        """Upload an ONNX model (path or bytes). Returns its :class:`ModelInfo`; ``.hash`` is the model ref."""
+    async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
+                     zk: bool = False) -> ModelInfo:
+        """Upload an ONNX model (path or bytes). Returns its :class:`ModelInfo`; ``.hash`` is the model ref.
+
+        ``zk=True`` also runs the EZKL set-up once (seconds to minutes) so the model can serve zk jobs."""
         if isinstance(model, bytes | bytearray):
             data = bytes(model)
         else:
             path = Path(model)
             data = read_model_file(path, max_bytes=self.config.max_model_bytes)
             name = name or path.stem
-        params = {"name": name} if name else {}
+        params: dict[str, Any] = {"name": name} if name else {}
+        if zk:
+            params["zk"] = "true"
         info = ModelInfo.from_dict(await self._request(
             "POST", "/v1/models", data=data, params=params,
-            headers={"content-type": "application/octet-stream"}, read_timeout=120.0))
+            headers={"content-type": "application/octet-stream"}, read_timeout=1800.0 if zk else 120.0))
         self._models[info.hash] = info
         return info
 
@@ -363,8 +368,9 @@ class CiroClient:
     def workers(self) -> list[dict[str, Any]]:
         return self._run(self._async.workers())
 
-    def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ModelInfo:
-        return self._run(self._async.deploy(model, name=name))
+    def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
+               zk: bool = False) -> ModelInfo:
+        return self._run(self._async.deploy(model, name=name, zk=zk))
 
     def model(self, ref: str) -> ModelInfo:
         return self._run(self._async.model(ref))

@@ -55,8 +55,12 @@ class Config:
     #: Worker actor class(es) as import paths "module:Class", comma-separated and assigned to worker
     #: slots in turn (a provider's own subclass of OnnxWorker, or a fault-injecting one in tests).
     worker_class: str = "ciro_ray.worker:OnnxWorker"
-    #: Verification level of jobs that do not name one: none | receipt (quorum and zk: not served yet).
+    #: Verification level of jobs that do not name one: none | receipt | quorum | zk.
     verification: str = "receipt"
+    #: Folder of public-ceremony KZG SRS files, pinned by SHA256SUMS. Unset: a development SRS (not sound).
+    srs_dir: str | None = None
+    #: Proofs made at the same time (each holds the proving key in memory).
+    max_concurrent_proofs: int = 1
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -28,6 +28,7 @@ __all__ = [
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PROVING = "proving"
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -45,8 +46,8 @@ class VerificationLevel(enum.StrEnum):
     proves which worker vouched for this output, not that the output is correct.
     ``QUORUM``: the job runs on k = 3f+1 distinct workers and is accepted when 2f+1 agree; it
     proves agreement of that many independently keyed workers, not correctness.
-    ``ZKML`` (an EZKL proof) is defined for the API but not served by this build: asking for it is
-    an error, never a silent downgrade.
+    ``ZKML``: an EZKL proof that the output is the fixed-point evaluation of the committed model on
+    the committed input; only sound when the SRS did not come from the prover (see docs).
     """
 
     NONE = "none"
@@ -68,7 +69,7 @@ class VerificationLevel(enum.StrEnum):
         return aliases[text]
 
 
-SERVED_LEVELS = frozenset({VerificationLevel.NONE, VerificationLevel.RECEIPT, VerificationLevel.QUORUM})
+SERVED_LEVELS = frozenset(VerificationLevel)
 
 
 def new_job_id() -> str:
@@ -130,12 +131,14 @@ class ModelInfo:
     outputs: list[TensorSpec]
     created_at: float
     producer: str = ""
+    #: Zero-knowledge set-up of this model (logrows, vk hash, SRS kind), when it was deployed with zk.
+    zk: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "hash": self.hash, "name": self.name, "size": self.size, "opset": dict(self.opset),
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
-            "created_at": self.created_at, "producer": self.producer,
+            "created_at": self.created_at, "producer": self.producer, "zk": self.zk,
         }
 
     @classmethod
@@ -144,7 +147,7 @@ class ModelInfo:
             hash=d["hash"], name=d.get("name", ""), size=int(d["size"]), opset=dict(d.get("opset", {})),
             inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
             outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-            created_at=float(d.get("created_at", 0.0)), producer=d.get("producer", ""),
+            created_at=float(d.get("created_at", 0.0)), producer=d.get("producer", ""), zk=d.get("zk"),
         )
 
     @property
@@ -200,6 +203,8 @@ class JobResult:
     receipt: Receipt | None = None
     #: Quorum evidence: the policy and every vote (receipt, outputs, whether it agrees).
     quorum: dict[str, Any] | None = None
+    #: Zero-knowledge proof artifact (level zk): proof, vk, settings, SRS identity.
+    zk: dict[str, Any] | None = None
     #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
@@ -215,10 +220,11 @@ class JobResult:
             worker=d.get("worker"), attempts=int(d.get("attempts", 0)),
             submitted_at=float(d.get("submitted_at") or 0.0), started_at=d.get("started_at"),
             finished_at=d.get("finished_at"), error=d.get("error"), options=dict(d.get("options") or {}),
-            proof_hash=d.get("proof_hash"), settlement_tx=d.get("settlement_tx"),
+            proof_hash=d.get("proof_hash") or (d.get("zk") or {}).get("proof_hash"),
+            settlement_tx=d.get("settlement_tx"),
             on_chain_verified=bool(d.get("on_chain_verified", False)),
             receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
-            quorum=d.get("quorum"),
+            quorum=d.get("quorum"), zk=d.get("zk"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +235,8 @@ class JobResult:
             "output_commitment": self.output_commitment, "worker": self.worker, "attempts": self.attempts,
             "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "outputs": encode_json(self.outputs, list_limit=1 << 62) if self.outputs is not None else None,
-            "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "error": self.error,
+            "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "zk": self.zk,
+            "error": self.error,
             "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
             "on_chain_verified": self.on_chain_verified,
         }

@@ -138,6 +138,17 @@ class ModelStore:
     def get(self, digest: str) -> ModelInfo:
         return self.resolve(digest)
 
+    def zk_dir(self, digest: str) -> Path:
+        """Where the model's zero-knowledge set-up lives (settings, circuit, keys)."""
+        return self.root / digest / "zk"
+
+    def zk_status(self, digest: str) -> dict[str, Any] | None:
+        meta = self.zk_dir(digest) / "setup.json"
+        if not meta.is_file():
+            return None
+        status: dict[str, Any] = json.loads(meta.read_text())
+        return {"status": "ready", **status}
+
     def read_bytes(self, digest: str) -> bytes:
         info = self.resolve(digest)
         return (self.root / info.hash / "model.onnx").read_bytes()

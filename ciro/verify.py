@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import Config
 from .errors import InputError
 from .jobs import JobResult, VerificationLevel
 from .modelstore import read_model_file
@@ -32,6 +33,9 @@ _PROVES = {
                             "model, inputs and outputs the result refers to",
     VerificationLevel.RECEIPT: "that the worker holding the signing key vouched for exactly these model, input and "
                                "output commitments; not that the output is correct",
+    VerificationLevel.ZKML: "that the output is the fixed-point evaluation of the model whose verifying key the "
+                            "proof checks against, on the proof's public input, within the stated tolerance; only "
+                            "sound if the prover did not make the SRS",
     VerificationLevel.QUORUM: "that at least 2f+1 distinct worker keys each signed an output agreeing with this one "
                               "under the stated policy; agreement, not correctness (colluding or identically "
                               "wrong workers agree too)",
@@ -50,6 +54,8 @@ class VerificationReport:
     job_id: str
     level: VerificationLevel
     checks: list[Check] = field(default_factory=list)
+    #: Caveats that do not fail the check but limit what it proves (e.g. a development SRS).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -69,6 +75,7 @@ class VerificationReport:
     def text(self) -> str:
         lines = [f"job {self.job_id}: level {self.level.value}"]
         lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        lines += [f"  NOTE: {n}" for n in self.notes]
         lines.append(f"{'VALID' if self.valid else 'INVALID'}" + (f": proves {self.proves}." if self.valid else
                      f": {len(self.failures)} check(s) failed."))
         return "\n".join(lines)
@@ -94,9 +101,14 @@ def _load(result: JobResult | Mapping[str, Any] | str | os.PathLike[str]) -> Job
 
 def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
            inputs: Mapping[str, np.ndarray] | None = None, model: str | os.PathLike[str] | bytes | None = None,
-           trusted_workers: Iterable[str] | None = None) -> VerificationReport:
-    """Check a result offline. ``inputs``, ``model`` and ``trusted_workers`` bind it further when given."""
+           trusted_workers: Iterable[str] | None = None, srs: str | os.PathLike[str] | None = None,
+           rebuild_vk: bool = False, config: Config | None = None) -> VerificationReport:
+    """Check a result offline. ``inputs``, ``model`` and ``trusted_workers`` bind it further when given.
+
+    zk results also need the SRS the proof was made with (``srs``, else found by its hash in
+    ``srs_dir`` or ``$CIRO_HOME/srs``); ``rebuild_vk`` (with ``model``) rebuilds the verifying key."""
     r = _load(result)
+    model_bytes: bytes | None = None
     report = VerificationReport(r.job_id, r.verification)
     if r.outputs is None or r.output_commitment is None:
         report.add("outputs", False, f"the result has no outputs (status {r.status.value})")
@@ -112,6 +124,7 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
                    f"the given inputs hash to {ic[:16]}..., the result claims {r.input_commitment[:16]}...")
     if model is not None:
         data = bytes(model) if isinstance(model, bytes | bytearray) else read_model_file(model, max_bytes=1 << 62)
+        model_bytes = data
         mh = hashlib.sha256(data).hexdigest()
         report.add("model hash", mh == r.model_hash, "matches the given model" if mh == r.model_hash else
                    f"the given model hashes to {mh[:16]}..., the result claims {r.model_hash[:16]}...")
@@ -119,6 +132,9 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
         _check_receipt(report, r, trusted_workers)
     elif r.verification is VerificationLevel.QUORUM:
         _check_quorum(report, r, trusted_workers)
+    elif r.verification is VerificationLevel.ZKML:
+        _check_receipt(report, r, trusted_workers)
+        _check_zk(report, r, inputs, srs, model_bytes if rebuild_vk else None, config or Config.load())
     elif r.verification is not VerificationLevel.NONE:
         report.add("evidence", False, f"level {r.verification.value!r} is not verifiable by this build")
     return report
@@ -192,3 +208,46 @@ def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[st
         unknown = [k for k in agreeing if k not in keys]
         report.add("worker keys", not unknown, "every agreeing key is trusted" if not unknown else
                    f"{len(unknown)} agreeing key(s) are not in the trusted list")
+
+
+def _check_zk(report: VerificationReport, r: JobResult, inputs: Mapping[str, np.ndarray] | None,
+              srs: str | os.PathLike[str] | None, rebuild_from: bytes | None, cfg: Config) -> None:
+    from .zk import DEV_SRS_WARNING, sha256_file, zk_check
+
+    art = r.zk
+    if not isinstance(art, dict) or "proof" not in art:
+        report.add("zk proof", False, "the result carries no proof artifact")
+        return
+    fields = {"model_hash": r.model_hash, "input_commitment": r.input_commitment,
+              "output_commitment": r.output_commitment}
+    wrong = sorted(k for k, v in fields.items() if art.get(k) != v)
+    report.add("zk artifact", not wrong, "names this result's model and commitments" if not wrong else
+               f"artifact {', '.join(wrong)} differ from the result's")
+    srs_path = Path(srs) if srs else _find_srs_by_hash(art["srs"]["sha256"], cfg, sha256_file)
+    if srs_path is None:
+        report.add("zk srs", False, f"SRS {art['srs']['name']} (sha256 {art['srs']['sha256'][:16]}...) not found: "
+                   "pass --srs PATH")
+        return
+    assert r.outputs is not None
+    names_in = sorted(inputs) if inputs is not None else None
+    try:
+        checks = zk_check(art, outputs=list(r.outputs.values()),
+                          inputs=[inputs[n] for n in names_in] if inputs is not None and names_in else None,
+                          srs_path=srs_path, rebuild_from=rebuild_from)
+    except (KeyError, TypeError, ValueError) as exc:
+        report.add("zk artifact", False, f"malformed proof artifact ({exc})")
+        return
+    for name, ok, detail in checks:
+        report.add(name, ok, detail)
+    if art["srs"].get("kind") != "pinned":
+        report.notes.append(DEV_SRS_WARNING)
+
+
+def _find_srs_by_hash(digest: str, cfg: Config, sha256_file: Any) -> Path | None:
+    folders = [Path(cfg.srs_dir)] if cfg.srs_dir else []
+    folders.append(cfg.home / "srs")
+    for folder in folders:
+        for cand in sorted(folder.glob("*.srs")) if folder.is_dir() else []:
+            if sha256_file(cand) == digest:
+                return cand
+    return None

@@ -93,8 +93,10 @@ def test_wrong_inputs_are_rejected_with_clear_errors(client: CiroClient, mlp: Mo
         client.infer(mlp.hash, np.ones((1, 15), np.float32))
     with pytest.raises(InputError, match="missing \\['x'\\]"):
         client.infer(mlp.hash, {"wrong": np.ones((1, 16), np.float32)})
-    with pytest.raises(InputError, match="not available"):
+    with pytest.raises(InputError, match="no zk set-up"):
         client.infer(mlp.hash, np.ones((1, 16), np.float32), verification=VerificationLevel.ZKML)
+    with pytest.raises(InputError, match="Unknown verification level"):
+        client.infer(mlp.hash, np.ones((1, 16), np.float32), verification="blockchain-magic")
     with pytest.raises(ModelNotFoundError, match="Deploy it first"):
         client.infer("f" * 64, np.ones((1, 16), np.float32))
     assert len(client.jobs(limit=10_000)) == before  # nothing half-written

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from ciro import (
     CiroError,
     Config,
     InputError,
+    InvalidModelError,
     JobNotFoundError,
     JobStatus,
     ModelInfo,
@@ -70,6 +72,7 @@ class Gateway:
         self.models = ModelStore(cfg.home / "models", max_bytes=cfg.max_model_bytes)
         self.store = JobStore(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync)
         self.committer = GroupCommitter(self.store)
+        self._zk_lock = asyncio.Lock()
         self.pool: WorkerPool | None = None
         self.scheduler: Scheduler | None = None
         self.started_at = time.time()
@@ -106,6 +109,29 @@ class Gateway:
             raise CiroError("The gateway is still starting. Retry in a moment.")
         return self.scheduler
 
+    def model_dict(self, info: ModelInfo) -> dict[str, Any]:
+        return {**info.to_dict(), "zk": self.models.zk_status(info.hash)}
+
+    async def zk_setup(self, info: ModelInfo, data: bytes) -> None:
+        """EZKL set-up for a model, once; refuses clearly when EZKL cannot handle it."""
+        from ciro.zk import zk_setup
+
+        if self.models.zk_status(info.hash) is not None:
+            return
+        rng = np.random.default_rng(0)
+        calibration = [rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(t.dtype)
+                       if t.dtype.startswith("float") else np.zeros([d if isinstance(d, int) else 1 for d in t.shape],
+                                                                      dtype=t.dtype) for t in info.inputs]
+        srs_dir = Path(self.cfg.srs_dir) if self.cfg.srs_dir else None
+        try:
+            async with self._zk_lock:
+                await asyncio.to_thread(zk_setup, data, self.models.zk_dir(info.hash), calibration=calibration,
+                                        srs_dir=srs_dir, home=self.cfg.home)
+        except InvalidModelError as exc:
+            raise InvalidModelError(
+                f"Model {info.hash[:12]} is deployed and serves receipt and quorum jobs, but not zk: {exc.message}",
+                detail={"model_hash": info.hash, "deployed": True}) from exc
+
     # -- accepting jobs --------------------------------------------------------------------
     async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
                *, batch_id: str | None = None) -> tuple[ModelInfo, list[Pending]]:
@@ -118,6 +144,16 @@ class Gateway:
             )
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
+        if level is VerificationLevel.ZKML:
+            if self.models.zk_status(info.hash) is None:
+                raise InputError(f"Model {info.hash[:12]} has no zk set-up. Deploy it with zk=True "
+                                 "(ciro deploy --zk MODEL.onnx), then submit zk jobs.")
+            for inputs in items:
+                for spec in info.inputs:
+                    dims = inputs[spec.name].shape if spec.name in inputs else ()
+                    if any(not isinstance(d, int) and n != 1 for d, n in zip(spec.shape, dims, strict=False)):
+                        raise InputError(f"A zk job proves one row: input {spec.name!r} must have 1 in its free "
+                                         "dimensions. Split larger inputs into jobs (infer_batch).")
         if level is VerificationLevel.QUORUM:
             policy = QuorumPolicy.from_options(options)
             have = self.pool.eligible_count() if self.pool else 0
@@ -173,7 +209,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
         "finished_at": o.finished_at, "error": o.error, "options": p.options,
-        "receipt": (o.evidence or {}).get("receipt"), "quorum": (o.evidence or {}).get("quorum"),
+        **_evidence(o.evidence),
     }
 
 
@@ -184,8 +220,15 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
-        "receipt": (r.evidence or {}).get("receipt"), "quorum": (r.evidence or {}).get("quorum"),
+        **_evidence(r.evidence),
     }
+
+
+def _evidence(ev: dict[str, Any] | None) -> dict[str, Any]:
+    ev = ev or {}
+    zk = ev.get("zk")
+    return {"receipt": ev.get("receipt"), "quorum": ev.get("quorum"), "zk": zk,
+            "proof_hash": zk.get("proof_hash") if zk else None}
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -269,19 +312,25 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/models", tags=["models"], status_code=201, response_model=ModelOut, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-    async def upload_model(request: Request, name: str | None = Query(None, max_length=200)) -> Response:
-        """Upload ONNX bytes. Validated (protobuf, onnx.checker, onnxruntime load, size) before storing."""
+    async def upload_model(request: Request, name: str | None = Query(None, max_length=200),
+                           zk: bool = Query(False, description="also run the EZKL set-up (keys) for zk jobs"),
+                           ) -> Response:
+        """Upload ONNX bytes. Validated (protobuf, onnx.checker, onnxruntime load, size) before storing. With
+        ``zk=true`` the EZKL set-up runs once (seconds to minutes); a model EZKL cannot handle is still
+        deployed for receipt and quorum jobs, and the answer says why zk is unavailable (422)."""
         data = await request.body()
         info = await asyncio.to_thread(gw.models.add_bytes, data, name=name)
-        return _json(info.to_dict(), 201)
+        if zk:
+            await gw.zk_setup(info, data)
+        return _json(gw.model_dict(info), 201)
 
     @app.get("/v1/models", tags=["models"], response_model=list[ModelOut])
     async def list_models() -> Response:
-        return _json([m.to_dict() for m in gw.models.list()])
+        return _json([gw.model_dict(m) for m in gw.models.list()])
 
     @app.get("/v1/models/{ref}", tags=["models"], response_model=ModelOut, responses=_ERRORS)
     async def get_model(ref: str) -> Response:
-        return _json(gw.models.resolve(ref).to_dict())
+        return _json(gw.model_dict(gw.models.resolve(ref)))
 
     # -- jobs ----------------------------------------------------------------------------
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)

@@ -170,11 +170,22 @@ class JobStore:
                     f"WITH v(id, attempt, oc, out, worker, ev) AS (VALUES {values}) "
                     "UPDATE jobs SET status='done', output_commitment=v.oc, outputs=v.out, worker=v.worker, "
                     "evidence=v.ev, finished_at=? FROM v "
-                    "WHERE jobs.id=v.id AND jobs.status='running' AND jobs.attempts=v.attempt RETURNING jobs.id",
+                    "WHERE jobs.id=v.id AND jobs.status IN ('running','proving') "
+                    "AND jobs.attempts=v.attempt RETURNING jobs.id",
                     (*(x for row in chunk for x in row), now),
                 ).fetchall()
                 done.update(r[0] for r in rows)
         return done
+
+    def mark_proving(self, job_id: str, attempt: int, output_commitment: str, outputs: bytes, worker: str,
+                     evidence: str | None) -> bool:
+        """running -> proving: the outputs are known and kept; the proof is still being made."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status='proving', output_commitment=?, outputs=?, worker=?, evidence=? "
+                "WHERE id=? AND status='running' AND attempts=?",
+                (output_commitment, outputs, worker, evidence, job_id, attempt))
+            return cur.rowcount == 1
 
     def fail(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> set[str]:
         now = time.time()
@@ -183,7 +194,7 @@ class JobStore:
             for job_id, attempt, error in items:
                 cur = db.execute(
                     "UPDATE jobs SET status='failed', error=?, finished_at=? "
-                    "WHERE id=? AND status='running' AND attempts=?",
+                    "WHERE id=? AND status IN ('running','proving') AND attempts=?",
                     (json.dumps(error), now, job_id, attempt),
                 )
                 if cur.rowcount == 1:
@@ -206,7 +217,8 @@ class JobStore:
         """Cancel a queued or running job. Returns the status after the call, None if unknown."""
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status='cancelled', finished_at=? WHERE id=? AND status IN ('queued','running')",
+                "UPDATE jobs SET status='cancelled', finished_at=? WHERE id=? "
+                "AND status IN ('queued','running','proving')",
                 (time.time(), job_id),
             )
             row = self._db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -215,7 +227,8 @@ class JobStore:
     def recover(self) -> int:
         """At start-up: jobs left running by a dead gateway go back to the queue."""
         with self._lock:
-            cur = self._db.execute("UPDATE jobs SET status='queued', worker=NULL WHERE status='running'")
+            cur = self._db.execute(
+                "UPDATE jobs SET status='queued', worker=NULL WHERE status IN ('running','proving')")
             return cur.rowcount
 
     def record_faults(self, faults: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> None:

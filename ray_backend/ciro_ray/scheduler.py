@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ciro import (
     CiroError,
@@ -39,6 +40,7 @@ from ciro.quorum import group_votes
 from .jobstore import JobStore
 from .metrics import Metrics
 from .pool import WorkerHandle, WorkerPool
+from .proving import prove_job
 from .worker import RECEIPT_LEVELS, JobMeta
 
 __all__ = ["Outcome", "Pending", "Scheduler"]
@@ -130,6 +132,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         pool.on_ready = self._wake.set
+        self._proof_slots = asyncio.Semaphore(cfg.max_concurrent_proofs)
+        self._prove_remote: Any = None
 
     # -- queue ---------------------------------------------------------------------------
     def enqueue(self, jobs: list[Pending], *, front: bool = False) -> None:
@@ -214,9 +218,7 @@ class Scheduler:
         self.metrics.queue_depth.set(self.depth())
         for w in workers:
             w.inflight += 1
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn_task(coro)
 
     def _model_box(self, model_hash: str) -> list[Any]:
         box = self._model_boxes.get(model_hash)
@@ -348,17 +350,18 @@ class Scheduler:
                   results: list[tuple[Tensors, str, dict[str, Any] | None]], started: float) -> None:
         rows, bad = [], []
         for p, (out, commit, receipt) in zip(batch, results, strict=True):
-            blob = canonical_bytes(out)
-            problem = None
-            if hashlib.sha256(blob).hexdigest() != commit:  # the worker's claim must match its outputs
-                problem = "an output commitment that does not match its outputs"
-            elif p.verification in RECEIPT_LEVELS:
-                problem = _receipt_problem(receipt, p, commit, worker)
+            problem = _vote_problem(out, commit, receipt, p, worker) if p.verification in RECEIPT_LEVELS else (
+                None if hashlib.sha256(canonical_bytes(out)).hexdigest() == commit
+                else "an output commitment that does not match its outputs")
             if problem:
                 bad.append((p, problem))
-            else:
-                rows.append((p.id, p.attempt, commit, blob, worker.id,
-                             json.dumps({"receipt": receipt}) if receipt else None))
+                continue
+            evidence = json.dumps({"receipt": receipt}) if receipt else None
+            if p.verification == "zk":  # outputs are kept now; the job is done when its proof is
+                if self.store.mark_proving(p.id, p.attempt, commit, canonical_bytes(out), worker.id, evidence):
+                    self._spawn_task(self._prove(p, out, commit, receipt, worker.id, started))
+                continue
+            rows.append((p.id, p.attempt, commit, canonical_bytes(out), worker.id, evidence))
         for p, problem in bad:
             self._fail([p], WorkerError(f"Worker {worker.id} returned {problem}. Report this worker; "
                                         "resubmit the job."))
@@ -366,11 +369,44 @@ class Scheduler:
         now = time.time()
         for p, (out, commit, receipt) in zip(batch, results, strict=True):
             if p.id not in done:
-                continue  # cancelled meanwhile, a stale attempt, or refused above
+                continue  # cancelled meanwhile, a stale attempt, refused above, or still proving
             self.metrics.jobs_finished.labels("done").inc()
             self.metrics.job_latency.observe(now - p.submitted_at)
             self.notify(p.id, Outcome(JobStatus.DONE, out, commit, worker.id, p.attempt, started, now,
                                       evidence={"receipt": receipt} if receipt else None))
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prove(self, p: Pending, out: Tensors, commit: str, receipt: dict[str, Any] | None, worker_id: str,
+                     started: float) -> None:
+        """Prove one zk job in a Ray task on the gateway's node, then complete it with the artifact."""
+        if self._prove_remote is None:
+            self._prove_remote = ray.remote(prove_job).options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=False))
+        order = [s.name for s in self.models.get(p.model_hash).inputs]
+        async with self._proof_slots:
+            try:
+                artifact = await self._prove_remote.remote(
+                    str(self.models.zk_dir(p.model_hash)), self.cfg.srs_dir, str(self.cfg.home),
+                    [p.inputs[n] for n in order], p.model_hash, p.input_commitment, commit)
+            except Exception as exc:  # a failed proof fails the job; it never passes as proven
+                cause = getattr(exc, "cause", None) or exc
+                self._fail([p], WorkerError(f"Proving failed: {str(cause).splitlines()[0][:300]}. Resubmit; if "
+                                            "it fails again, check the model's zk set-up (GET /v1/models/REF)."))
+                return
+        evidence = {"receipt": receipt, "zk": artifact}
+        done = self.store.complete([(p.id, p.attempt, commit, canonical_bytes(out), worker_id,
+                                     json.dumps(evidence))])
+        if p.id in done:
+            now = time.time()
+            self.metrics.jobs_finished.labels("done").inc()
+            self.metrics.job_latency.observe(now - p.submitted_at)
+            self.notify(p.id, Outcome(JobStatus.DONE, out, commit, worker_id, p.attempt, started, now,
+                                      evidence=evidence))
 
     def _retry(self, batch: list[Pending], reason: str) -> None:
         again = [p for p in batch if p.attempt < self.cfg.max_attempts]

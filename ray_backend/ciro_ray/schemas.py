@@ -64,6 +64,8 @@ class JobOut(BaseModel):
     receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
     quorum: dict[str, Any] | None = Field(
         default=None, description="quorum evidence: policy and every vote (receipt, outputs, agrees)")
+    zk: dict[str, Any] | None = Field(
+        default=None, description="EZKL proof artifact: proof, vk, settings, SRS identity (docs/verification.md)")
     proof_hash: str | None = None
     settlement_tx: str | None = None
     on_chain_verified: bool = False
@@ -90,6 +92,7 @@ class ModelOut(BaseModel):
     outputs: list[TensorSpecOut]
     created_at: float
     producer: str = ""
+    zk: dict[str, Any] | None = None
 
 
 class WorkerOut(BaseModel):

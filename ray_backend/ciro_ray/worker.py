@@ -22,7 +22,7 @@ from ciro import Config, KeyStore, WorkerError, commitment, sign_receipt
 __all__ = ["RECEIPT_LEVELS", "JobMeta", "OnnxWorker"]
 
 #: Levels whose results carry a worker-signed receipt.
-RECEIPT_LEVELS = frozenset({"receipt", "quorum"})
+RECEIPT_LEVELS = frozenset({"receipt", "quorum", "zk"})
 
 Tensors = dict[str, np.ndarray]
 

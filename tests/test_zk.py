@@ -1,0 +1,92 @@
+"""Zero-knowledge jobs end to end: EZKL set-up at deploy, proving in a Ray task, offline verification."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import Cluster
+
+from ciro import CiroClient, InputError, InvalidModelError, JobStatus, verify
+from ciro.demo import build_tiny_mlp
+
+
+@pytest.fixture(scope="module")
+def zk_model(client: CiroClient, models_dir: Path):  # type: ignore[no-untyped-def]
+    path = build_tiny_mlp(models_dir / "zk-mlp.onnx", in_dim=8, hidden=8, out_dim=3, seed=3)
+    return path, client.deploy(path, zk=True)
+
+
+def test_zk_job_is_proven_and_verifies_offline(client: CiroClient, cluster: Cluster, zk_model) -> None:  # type: ignore[no-untyped-def]
+    path, info = zk_model
+    assert info.zk["status"] == "ready" and info.zk["srs"]["kind"] == "development"
+    assert client.deploy(path, zk=True).zk["vk_hash"] == info.zk["vk_hash"]  # set-up is cached, not redone
+    x = np.random.default_rng(4).standard_normal((1, 8)).astype(np.float32)
+    job = client.submit(info.hash, x, verification="zk")
+    seen = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not seen or not seen[-1].terminal):
+        seen.append(client.status(job).status)
+        time.sleep(0.05)
+    assert JobStatus.PROVING in seen  # the proof takes seconds: status says so meanwhile
+    result = client.wait(job, timeout=300)
+    assert result.status is JobStatus.DONE and result.zk is not None and result.proof_hash
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(result.output, want, rtol=1e-5, atol=1e-6)
+    assert "DEVELOPMENT SRS" in result.zk["warning"]
+    report = verify(result, inputs={"x": x}, model=path, rebuild_vk=True, config=cluster.config)
+    assert report.valid, report.text()
+    names = {c.name for c in report.checks}
+    assert {"zk proof", "zk vk rebuilt", "zk outputs", "zk inputs", "receipt signature"} <= names
+    assert any("DEVELOPMENT SRS" in n for n in report.notes)
+
+    def failing(d: dict, **kw: object) -> set[str]:
+        return {c.name for c in verify(d, config=cluster.config, **kw).failures}  # type: ignore[arg-type]
+
+    base = result.to_dict()
+    d = json.loads(json.dumps(base))
+    d["zk"]["proof"]["proof"][40] ^= 1  # one proof byte
+    assert "zk proof" in failing(d)
+    d = json.loads(json.dumps(base))  # one output value (and the commitment, to get past that check)
+    d["outputs"]["y"]["data"][0] += 1.0
+    assert "output commitment" in failing(d)
+    assert "zk inputs" in failing(base, inputs={"x": x + 0.5})  # one input value
+    other = build_tiny_mlp(path.parent / "zk-other.onnx", in_dim=8, hidden=8, out_dim=3, seed=9)
+    assert "zk vk rebuilt" in failing(base, model=other, rebuild_vk=True)  # another model
+    other_info = client.deploy(other, zk=True)
+    other_result = client.infer(other_info.hash, x, verification="zk")
+    d = json.loads(json.dumps(base))  # swap in the other model's vk
+    d["zk"]["vk_b64"], d["zk"]["vk_hash"] = other_result.zk["vk_b64"], other_result.zk["vk_hash"]
+    assert "zk proof" in failing(d)
+
+
+def test_cli_zk_flow(cluster: Cluster, zk_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path, _ = zk_model
+    out = cluster.ciro("deploy", "--zk", str(path), "--name", "zk-cli").stdout
+    assert "zk     ready" in out and "WARNING: development SRS" in out
+    np.savez(tmp_path / "x.npz", x=np.full((1, 8), 0.25, np.float32))
+    cluster.ciro("infer", "zk-cli", "--verify", "zk", "-i", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r.json"),
+                 timeout=600)
+    ok = cluster.ciro("verify", str(tmp_path / "r.json"), "--model", str(path), "--rebuild-vk",
+                      "-i", str(tmp_path / "x.npz"))
+    assert "[ok] zk proof" in ok.stdout and "[ok] zk vk rebuilt" in ok.stdout and "NOTE:" in ok.stdout
+
+
+def test_a_model_ezkl_cannot_handle_is_refused_for_zk_only(client: CiroClient, digits_path: Path) -> None:
+    with pytest.raises(InvalidModelError, match="serves receipt and quorum jobs, but not zk") as err:
+        client.deploy(digits_path, zk=True)  # skl2onnx's LinearClassifier (ai.onnx.ml) has no circuit
+    model_hash = err.value.detail["model_hash"]
+    x = np.zeros((1, 64), np.float32)
+    assert client.infer(model_hash, x).status is JobStatus.DONE  # still serves receipt jobs
+    with pytest.raises(InputError, match="no zk set-up"):
+        client.infer(model_hash, x, verification="zk")
+
+
+def test_zk_jobs_prove_one_row(client: CiroClient, zk_model) -> None:  # type: ignore[no-untyped-def]
+    _, info = zk_model
+    with pytest.raises(InputError, match="proves one row"):
+        client.infer(info.hash, np.zeros((2, 8), np.float32), verification="zk")
