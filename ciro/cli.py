@@ -306,6 +306,29 @@ def verify_cmd(ctx: click.Context, result: Path, model: Path | None, input_path:
         sys.exit(EXIT_ERROR)
 
 
+@cli.command("estimate")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@handle_errors
+def estimate_cmd(model: Path) -> None:
+    """Predict the cost of a zk set-up and proof of MODEL on this machine, before paying for either."""
+    from .estimate import estimate
+
+    e = estimate(model)
+    gib = 2**30
+    rows = [
+        ("circuit", f"2^{e['logrows']} rows (logrows {e['logrows']}; {e['num_rows']:,} used)"),
+        ("set-up (once)", f"~{e['setup_s']:.1f} s"),
+        ("prove (per job)", f"~{e['prove_s']:.1f} s on {e['cores']} cores"),
+        ("peak memory", f"~{e['peak_rss_bytes'] / gib:.2f} GiB"),
+        ("proving key", f"~{e['pk_bytes'] / 2**20:,.0f} MiB"),
+        ("verifying key", f"~{e['vk_bytes'] / 2**10:,.0f} KiB"),
+        ("basis", e["basis"]),
+    ]
+    for k, v in rows:
+        click.echo(f"{k:<16} {v}")
+    click.echo(e["message"])
+
+
 @cli.group()
 def keys() -> None:
     """Stark-curve key pairs in $CIRO_HOME/keys (clients, workers, validators)."""

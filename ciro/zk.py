@@ -47,19 +47,23 @@ def _ezkl() -> Any:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """EZKL's Rust code prints tables to file descriptor 1; send them to /dev/null instead."""
+    """EZKL's Rust code prints tables to file descriptors 1 and 2; send them to /dev/null instead
+    (its errors still arrive as Python exceptions)."""
     import sys
 
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -170,8 +174,10 @@ def _symbolic_dims(model_bytes: bytes) -> list[tuple[str, int]]:
     names: list[str] = []
     for vi in list(proto.graph.input) + list(proto.graph.output):
         for d in vi.type.tensor_type.shape.dim:
-            if d.dim_param and d.dim_param not in names:
-                names.append(d.dim_param)
+            # a dim with neither a value nor a name is called "batch_size" by EZKL's ONNX loader
+            name = d.dim_param or ("batch_size" if not d.HasField("dim_value") else "")
+            if name and name not in names:
+                names.append(name)
     return [(n, 1) for n in names]  # one proof proves one row-batch of size 1 per symbolic dim
 
 

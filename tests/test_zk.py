@@ -90,3 +90,19 @@ def test_zk_jobs_prove_one_row(client: CiroClient, zk_model) -> None:  # type: i
     _, info = zk_model
     with pytest.raises(InputError, match="proves one row"):
         client.infer(info.hash, np.zeros((2, 8), np.float32), verification="zk")
+
+
+def test_estimate_before_any_heavy_work(cluster: Cluster, zk_model, digits_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ciro.estimate import estimate, scaling_runs
+
+    path, info = zk_model
+    e = estimate(path)
+    assert e["logrows"] == info.zk["logrows"]  # the same circuit size the real set-up found
+    assert 0 < e["setup_s"] < 600 and 0 < e["prove_s"] < 600 and e["pk_bytes"] > 1e6 and e["fits"]
+    assert e["basis"].startswith(f"{len(scaling_runs())} measured runs")
+    small = estimate(path, memory_bytes=10 * 2**20)
+    assert not small["fits"] and small["message"].startswith("will not fit in 0.0 GiB")
+    out = cluster.ciro("estimate", str(path)).stdout
+    assert f"logrows {info.zk['logrows']}" in out and "prove (per job)" in out and "fits:" in out
+    bad = cluster.ciro("estimate", str(digits_path), check=False)
+    assert bad.returncode == 4 and "LinearClassifier" in bad.stderr and "receipt and quorum" in bad.stderr
