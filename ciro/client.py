@@ -37,6 +37,8 @@ from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
 __all__ = ["AsyncCiroClient", "CiroClient"]
 
 T = TypeVar("T")
+#: The gateway holds a request open at most this long; the client keeps waiting with `wait()`.
+MAX_SERVER_WAIT_S = 300.0
 _START_HINT = "Start the embedded default with `ciro up` (or CiroClient.local()), or pass the URL of a running gateway."
 
 
@@ -174,6 +176,7 @@ class AsyncCiroClient:
         spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
                        verification=VerificationLevel(self._level(verification)),
                        options={**self.default_options, **options})
+        wait = min(wait, MAX_SERVER_WAIT_S)  # longer waits continue in `wait()`
         result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"wait": wait},
                                                      read_timeout=wait)
         return result
@@ -200,7 +203,7 @@ class AsyncCiroClient:
                      wait: float) -> dict[str, Any]:
         info = await self.model(model)
         level = self._level(verification)
-        params: dict[str, Any] = {"wait": wait}
+        params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
         if isinstance(items, np.ndarray | Mapping):  # stacked: send binary
             stacked = _normalize(info, items)
             params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +49,7 @@ from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
 from .pool import WorkerPool
+from .proving import run_setup
 from .scheduler import Outcome, Pending, Scheduler
 from .schemas import BatchRequest, BatchResponse, ErrorResponse, JobOut, JobRequest, ModelOut, WorkerOut
 
@@ -114,19 +114,16 @@ class Gateway:
 
     async def zk_setup(self, info: ModelInfo, data: bytes) -> None:
         """EZKL set-up for a model, once; refuses clearly when EZKL cannot handle it."""
-        from ciro.zk import zk_setup
-
         if self.models.zk_status(info.hash) is not None:
             return
         rng = np.random.default_rng(0)
         calibration = [rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(t.dtype)
                        if t.dtype.startswith("float") else np.zeros([d if isinstance(d, int) else 1 for d in t.shape],
                                                                       dtype=t.dtype) for t in info.inputs]
-        srs_dir = Path(self.cfg.srs_dir) if self.cfg.srs_dir else None
         try:
             async with self._zk_lock:
-                await asyncio.to_thread(zk_setup, data, self.models.zk_dir(info.hash), calibration=calibration,
-                                        srs_dir=srs_dir, home=self.cfg.home)
+                await asyncio.to_thread(run_setup, data, self.models.zk_dir(info.hash), calibration,
+                                        self.cfg.srs_dir, str(self.cfg.home))
         except InvalidModelError as exc:
             raise InvalidModelError(
                 f"Model {info.hash[:12]} is deployed and serves receipt and quorum jobs, but not zk: {exc.message}",
@@ -280,7 +277,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b[:100].decode("latin-1")})
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return _json({"error": {"code": "invalid_request",
+        return _json({"error": {"code": InputError.code,
                                 "message": f"Invalid request at {where}: {first.get('msg', 'invalid')}. "
                                            "See /docs for the request schema.",
                                 "detail": {"errors": errors}}}, 422)
