@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from ciro import AsyncCiroClient, CiroClient, Config
 from ciro.demo import build_digits_model, build_tiny_mlp, digits_inputs
-from ciro.local import ensure_running, read_state, stop
+from ciro.local import ensure_running, ray_env, read_state, stop
 
 BATCH_JOBS = 1000
 CONCURRENCY = (1, 16, 256)
@@ -186,6 +186,7 @@ def main() -> None:
     url = ensure_running(cfg, progress=True)
     import ray
 
+    os.environ.update(ray_env(os.environ))  # join with the same token authentication as the head
     ray.init(address=read_state(cfg)["ray_address"], logging_level="ERROR", log_to_driver=False)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} "
                               f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",

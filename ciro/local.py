@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -108,6 +109,26 @@ def _ray_exe() -> str:
     return found
 
 
+def ray_env(base: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """Environment for Ray processes we start and for the gateway that joins them.
+
+    Ray 2.60 turns token authentication on for `ray start` whenever ~/.ray/auth_token exists, but a
+    driver joining with `ray.init(address=...)` does not follow that rule by itself; naming the mode
+    explicitly on both sides keeps them consistent. `ray start` does not create a missing token, so
+    this makes one (owner-only) the first time, as `ray get-auth-token --generate` would.
+    """
+    env = dict(base)
+    env.setdefault("RAY_AUTH_MODE", "token")
+    if env["RAY_AUTH_MODE"] == "token" and not env.get("RAY_AUTH_TOKEN") and not env.get("RAY_AUTH_TOKEN_PATH"):
+        token = Path.home() / ".ray" / "auth_token"
+        if not token.exists():
+            token.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    return env
+
+
 def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
     port = _free_port()
     logs = cfg.home / "logs"
@@ -120,7 +141,7 @@ def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
     _say(progress, f"ciro: starting a local Ray head on 127.0.0.1:{port} ...")
     with open(logs / "ray-head.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env=ray_env(os.environ))
     deadline = time.monotonic() + _RAY_START_S
     while not _port_open("127.0.0.1", port):
         if proc.poll() is not None:
@@ -156,7 +177,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
     _write_state(cfg, {**ray_state, "gateway_url": url})
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
+    env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
     env.pop("CIRO_GATEWAY_URL", None)
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
     if num_workers:

@@ -17,6 +17,7 @@ import pytest
 
 from ciro import CiroClient, Config
 from ciro.demo import build_digits_model, build_tiny_mlp
+from ciro.local import ray_env
 
 VENV_BIN = Path(sys.executable).parent
 CIRO = str(VENV_BIN / "ciro")
@@ -75,7 +76,7 @@ def _ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                                  *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=with_tests_on_path(dict(os.environ)))
+                                env=with_tests_on_path(ray_env(os.environ)))
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         procs.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
                                 f"--dashboard-agent-listen-port={free_port()}"], home / "ray-node2.log"))
         port = free_port()
-        env = {**os.environ, "CIRO_HOME": str(home), "CIRO_PORT": str(port),
+        env = {**ray_env(os.environ), "CIRO_HOME": str(home), "CIRO_PORT": str(port),
                "CIRO_MAX_MODEL_BYTES": str(MAX_MODEL_BYTES), "CIRO_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES)}
         env.pop("CIRO_GATEWAY_URL", None)
         c = Cluster(home, port, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{port}", env)
@@ -114,7 +115,7 @@ def _wait_nodes(address: str, n: int, timeout: float = 60.0) -> None:
             f"d=time.time()+{timeout}\n"
             f"while sum(x['Alive'] for x in ray.nodes())<{n} and time.time()<d: time.sleep(0.2)\n"
             f"sys.exit(0 if sum(x['Alive'] for x in ray.nodes())>={n} else 1)\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout + 30)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout + 30, env=ray_env(os.environ))
 
 
 @pytest.fixture(scope="session")

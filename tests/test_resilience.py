@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ciro import CiroClient, JobStatus, ModelInfo
-from ciro.local import read_state
+from ciro.local import ray_env, read_state
 
 
 def _done_counter(url: str) -> float:
@@ -34,7 +34,8 @@ def _killer(ray_address: str, actor_name: str) -> subprocess.Popen[str]:
             "sys.stdin.readline()\n"
             "ray.kill(actor, no_restart=True)\n"
             "print('killed', flush=True)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=ray_env(os.environ))
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
