@@ -63,8 +63,12 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     shape = [1 if not isinstance(d, int) else d for d in sess.get_inputs()[0].shape]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    data = work / "input.json"
+    from ciro.zk import calibration_batch
+
+    data = work / "input.json"  # the job's input
     data.write_text(json.dumps({"input_data": [x.reshape(-1).tolist()]}))
+    cal = work / "calibration.json"  # calibrated as Ciro's set-up does, so both build the same circuit
+    cal.write_text(json.dumps({"input_data": [a.reshape(-1).tolist() for a in calibration_batch([x])]}))
     ra = ezkl.PyRunArgs()
     ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
     ra.variables = [("batch", 1)]
@@ -78,7 +82,7 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
 
     s, c = str(work / "settings.json"), str(work / "model.compiled")
     timed("settings", ezkl.gen_settings, str(model), s, py_run_args=ra)
-    timed("calibrate", ezkl.calibrate_settings, str(data), str(model), s, "resources")
+    timed("calibrate", ezkl.calibrate_settings, str(cal), str(model), s, "resources")
     timed("compile", ezkl.compile_circuit, str(model), c, s)
     settings = json.loads(Path(s).read_text())
     k = int(settings["run_args"]["logrows"])

@@ -61,6 +61,8 @@ class Config:
     srs_dir: str | None = None
     #: Proofs made at the same time (each holds the proving key in memory).
     max_concurrent_proofs: int = 1
+    #: A proof still running after this long is stopped and its job fails.
+    proof_timeout_s: float = 1800.0
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -58,7 +58,7 @@ def fit(runs: Sequence[dict[str, Any]], metric: str, logrows: int, cores: int) -
 def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, Any]] | None = None,
              cores: int | None = None, memory_bytes: int | None = None) -> dict[str, Any]:
     """Circuit size from EZKL, and predicted set-up/prove time, memory and key sizes on this machine."""
-    from .zk import _ezkl, _quiet, _symbolic_dims
+    from .zk import _ezkl, _input_json, _quiet, _symbolic_dims, calibration_batch
 
     ezkl = _ezkl()
     data = bytes(model) if isinstance(model, bytes | bytearray) else read_model_file(model, max_bytes=1 << 62)
@@ -68,12 +68,13 @@ def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, 
     import onnxruntime as ort
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    sample = [np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-              .reshape(-1).tolist() for i in sess.get_inputs()]
+    rng = np.random.default_rng(0)  # the same calibration data as the real set-up (ciro.zk.zk_setup)
+    sample = calibration_batch([rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
+                                .astype(np.float32) for i in sess.get_inputs()])
     with tempfile.TemporaryDirectory(prefix="ciro-estimate-") as tmp:
         t = Path(tmp)
         (t / "model.onnx").write_bytes(data)
-        (t / "input.json").write_text(json.dumps({"input_data": sample}))
+        (t / "input.json").write_text(json.dumps(_input_json(sample)))
         ra = ezkl.PyRunArgs()
         ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
         ra.variables = _symbolic_dims(data)

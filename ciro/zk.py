@@ -167,6 +167,26 @@ def _input_json(inputs: list[np.ndarray]) -> dict[str, Any]:
     return {"input_data": [np.asarray(a, dtype=np.float64).reshape(-1).tolist() for a in inputs]}
 
 
+CALIBRATION_SAMPLES = 32
+
+
+def calibration_batch(inputs: list[np.ndarray], samples: int = CALIBRATION_SAMPLES) -> list[np.ndarray]:
+    """Calibration data around a sample input: the input itself plus ``samples`` draws that spread to 2x
+    its scale (EZKL sizes its lookup tables from what calibration sees; an input outside that range made
+    EZKL 23.0.5 hang while proving, so the range is made generous)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for a in inputs:
+        a = np.asarray(a)
+        if a.dtype.kind != "f":
+            out.append(np.concatenate([a] * (samples + 1)))
+            continue
+        scale = max(float(np.abs(a).max()), 1.0)
+        extra = rng.uniform(-2 * scale, 2 * scale, size=(samples, *a.shape)).astype(a.dtype)
+        out.append(np.concatenate([a[None], extra]).reshape(-1))
+    return out
+
+
 def _symbolic_dims(model_bytes: bytes) -> list[tuple[str, int]]:
     import onnx
 
@@ -199,7 +219,7 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         ra.input_visibility, ra.output_visibility, ra.param_visibility = input_visibility, output_visibility, "fixed"
         ra.variables = _symbolic_dims(model_bytes)
         data = work / "calibration.json"
-        data.write_text(json.dumps(_input_json(calibration)))
+        data.write_text(json.dumps(_input_json(calibration_batch(calibration))))
         settings = work / "settings.json"
         try:
             with _quiet():
@@ -215,14 +235,16 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         srs = find_srs(logrows, srs_dir=srs_dir, home=home)
         with _quiet():
             ezkl.setup(str(work / "model.compiled"), str(work / "vk.key"), str(work / "pk.key"), str(srs.path))
-            ezkl.gen_witness(str(data), str(work / "model.compiled"), str(work / "witness.json"))
+        (work / "sample.json").write_text(json.dumps(_input_json(calibration)))
+        with _quiet():
+            ezkl.gen_witness(str(work / "sample.json"), str(work / "model.compiled"), str(work / "witness.json"))
         error = _calibration_error(work, model_bytes, calibration, s)
         meta = {"logrows": logrows, "num_rows": int(s.get("num_rows", 0)), "settings_hash": sha256_file(settings),
                 "vk_hash": sha256_file(work / "vk.key"), "srs": srs.to_dict(), "input_visibility": input_visibility,
                 "output_visibility": output_visibility, "calibration_max_abs_error": error,
                 "ezkl_version": getattr(ezkl, "__version__", "?")}
         (work / "setup.json").write_text(json.dumps(meta, indent=1))
-        for tmp in ("model.onnx", "calibration.json", "witness.json"):
+        for tmp in ("model.onnx", "calibration.json", "sample.json", "witness.json"):
             (work / tmp).unlink(missing_ok=True)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(work, out_dir)

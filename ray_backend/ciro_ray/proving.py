@@ -21,7 +21,7 @@ __all__ = ["prove_job", "run_setup"]
 
 
 def prove_job(zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarray], model_hash: str,
-              input_commitment: str, output_commitment: str) -> dict[str, Any]:
+              input_commitment: str, output_commitment: str, timeout_s: float = 3600.0) -> dict[str, Any]:
     """Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
     with tempfile.TemporaryDirectory(prefix="ciro-prove-job-") as tmp:
         t = Path(tmp)
@@ -29,8 +29,14 @@ def prove_job(zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarr
         (t / "job.json").write_text(json.dumps({
             "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash,
             "input_commitment": input_commitment, "output_commitment": output_commitment}))
-        proc = subprocess.run([sys.executable, "-m", "ciro_ray.proving", str(t)], capture_output=True, text=True,
-                              timeout=24 * 3600)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "ciro_ray.proving", str(t)], capture_output=True,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"the prover did not finish within {timeout_s:.0f}s and was stopped (EZKL 23.0.5 can hang on an "
+                "input far outside the range its circuit was calibrated for; raise proof_timeout_s if the "
+                "model is just large)") from None
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"the prover exited with code {proc.returncode}: {tail[:400]}")

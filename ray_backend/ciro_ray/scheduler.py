@@ -392,7 +392,7 @@ class Scheduler:
             try:
                 artifact = await self._prove_remote.remote(
                     str(self.models.zk_dir(p.model_hash)), self.cfg.srs_dir, str(self.cfg.home),
-                    [p.inputs[n] for n in order], p.model_hash, p.input_commitment, commit)
+                    [p.inputs[n] for n in order], p.model_hash, p.input_commitment, commit, self.cfg.proof_timeout_s)
             except Exception as exc:  # a failed proof fails the job; it never passes as proven
                 cause = getattr(exc, "cause", None) or exc
                 self._fail([p], WorkerError(f"Proving failed: {str(cause).splitlines()[0][:300]}. Resubmit; if "
