@@ -64,7 +64,7 @@ def bench_ort(path: Path, name: str, x: np.ndarray, jobs: int) -> dict[str, Any]
             t = time.perf_counter()
             list(pool.map(lambda r: sess.run(None, {name: r}), rows))
             out[f"c{c}"] = jobs / (time.perf_counter() - t)
-    big = np.concatenate(rows[:BATCH_JOBS])
+    big = np.concatenate([rows[i % len(rows)] for i in range(BATCH_JOBS)])
     sess = session(path, threads=os.cpu_count() or 1)  # batched baseline: every core of the machine
     sess.run(None, {name: big})
     t = time.perf_counter()
@@ -105,7 +105,7 @@ def bench_ray(path: Path, name: str, x: np.ndarray, jobs: int) -> dict[str, Any]
                 ray.get(done)
         ray.get(pending)
         out[f"c{c}"] = jobs / (time.perf_counter() - t)
-    big = np.concatenate(rows[:BATCH_JOBS])
+    big = np.concatenate([rows[i % len(rows)] for i in range(BATCH_JOBS)])
     t = time.perf_counter()
     reps = 20
     for _ in range(reps):
@@ -146,7 +146,7 @@ def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> d
 
     async def batched() -> float:
         client = AsyncCiroClient(url, config=cfg)
-        big = np.concatenate(rows[:BATCH_JOBS])
+        big = np.concatenate([rows[i % len(rows)] for i in range(BATCH_JOBS)])
         try:
             await client.infer_batch(model, big)
             reps, t = 5, time.perf_counter()
@@ -184,9 +184,9 @@ def main() -> None:
         port = sock.getsockname()[1]
     cfg = Config.load(home=work / "home", port=port)
     url = ensure_running(cfg, progress=True)
+    os.environ.update(ray_env(os.environ))  # same token authentication as the head; before Ray reads it
     import ray
 
-    os.environ.update(ray_env(os.environ))  # join with the same token authentication as the head
     ray.init(address=read_state(cfg)["ray_address"], logging_level="ERROR", log_to_driver=False)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} "
                               f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
