@@ -269,8 +269,7 @@ def _calibration_error(work: Path, model_bytes: bytes, calibration: list[np.ndar
 
 
 def _decode(felts: list[list[str]], scales: list[int]) -> list[np.ndarray]:
-    ezkl = _ezkl()
-    return [np.array([ezkl.felt_to_float(f, sc) for f in group]) for group, sc in zip(felts, scales, strict=True)]
+    return _split(list(zip(felts, scales, strict=True)))
 
 
 def zk_prove(setup: ZkSetup, inputs: list[np.ndarray], *, model_hash: str, input_commitment: str,

@@ -252,15 +252,6 @@ class JobStore:
         rows = self._select("WHERE id=?", (job_id,), with_inputs=with_inputs)
         return rows[0] if rows else None
 
-    def get_many(self, ids: Sequence[str]) -> dict[str, JobRow]:
-        out: dict[str, JobRow] = {}
-        for i in range(0, len(ids), 500):
-            chunk = list(ids[i:i + 500])
-            marks = ",".join("?" * len(chunk))
-            for row in self._select(f"WHERE id IN ({marks})", chunk, with_inputs=False):
-                out[row.id] = row
-        return out
-
     def queued(self) -> list[JobRow]:
         return self._select("WHERE status='queued' ORDER BY submitted_at", (), with_inputs=True)
 

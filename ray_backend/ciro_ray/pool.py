@@ -54,7 +54,6 @@ class WorkerPool:
         self._seq = 0
         paths = [p for p in cfg.worker_class.split(",") if p.strip()]
         self._classes: list[Any] = [ray.remote(_load_class(path)) for path in paths]
-        self.replacements = 0
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called when a worker becomes eligible (the scheduler wakes up on it).
         self.on_ready: Callable[[], None] = lambda: None
@@ -107,7 +106,6 @@ class WorkerPool:
         w.alive = False
         log.warning("worker %s died (%s); starting a replacement", w.id, reason)
         self.workers.pop(w.id, None)
-        self.replacements += 1
         replacement = self._spawn(w.slot)
         task = asyncio.get_running_loop().create_task(self._describe(replacement))
         self._tasks.add(task)
@@ -144,8 +142,6 @@ class WorkerPool:
     def eligible_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.alive)
 
-    def idle(self) -> bool:
-        return any(w.alive and w.inflight == 0 for w in self.workers.values())
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -87,6 +87,7 @@ class Outcome:
 class Vote:
     worker: WorkerHandle
     outputs: Tensors
+    blob: bytes  # canonical bytes of the outputs
     commit: str
     receipt: dict[str, Any]
 
@@ -99,11 +100,12 @@ def _take(q: deque[Pending], n: int, fits: Callable[[Pending], bool]) -> list[Pe
     return batch
 
 
-def _vote_problem(out: Tensors, commit: str, receipt: dict[str, Any] | None, p: Pending,
-                  worker: WorkerHandle) -> str | None:
-    if hashlib.sha256(canonical_bytes(out)).hexdigest() != commit:
+def _reply_problem(blob: bytes, commit: str, receipt: dict[str, Any] | None, p: Pending,
+                   worker: WorkerHandle) -> str | None:
+    """Why a worker's reply for job ``p`` cannot be accepted (``blob``: the canonical bytes of its outputs)."""
+    if hashlib.sha256(blob).hexdigest() != commit:
         return "an output commitment that does not match its outputs"
-    return _receipt_problem(receipt, p, commit, worker)
+    return _receipt_problem(receipt, p, commit, worker) if p.verification in RECEIPT_LEVELS else None
 
 
 def _receipt_problem(receipt: dict[str, Any] | None, p: Pending, commit: str, worker: WorkerHandle) -> str | None:
@@ -257,11 +259,12 @@ class Scheduler:
                     continue
                 for j, (out, commit, receipt) in enumerate(reply):
                     p = batch[j]
-                    problem = _vote_problem(out, commit, receipt, p, w)
+                    blob = canonical_bytes(out)
+                    problem = _reply_problem(blob, commit, receipt, p, w)
                     if problem:
                         faults.append((p.id, str(w.info.get("worker_key")), w.id, "bad_evidence", {"problem": problem}))
                     else:
-                        votes[j].append(Vote(w, out, commit, receipt or {}))
+                        votes[j].append(Vote(w, out, blob, commit, receipt or {}))
             for p, job_votes in zip(batch, votes, strict=True):
                 faults += self._decide(p, job_votes, policy, started, retry=worker_died)
             if faults:
@@ -294,8 +297,7 @@ class Scheduler:
         evidence = {"receipt": rep.receipt, "quorum": {**policy.to_dict(), "votes": [
             {"worker": v.worker.id, "agrees": i in groups[0], "receipt": v.receipt,
              "outputs": encode_json(v.outputs)} for i, v in enumerate(votes)]}}
-        done = self.store.complete([(p.id, p.attempt, rep.commit, canonical_bytes(rep.outputs), rep.worker.id,
-                                     json.dumps(evidence))])
+        done = self.store.complete([(p.id, p.attempt, rep.commit, rep.blob, rep.worker.id, json.dumps(evidence))])
         if p.id not in done:
             return []
         now = time.time()
@@ -350,18 +352,17 @@ class Scheduler:
                   results: list[tuple[Tensors, str, dict[str, Any] | None]], started: float) -> None:
         rows, bad = [], []
         for p, (out, commit, receipt) in zip(batch, results, strict=True):
-            problem = _vote_problem(out, commit, receipt, p, worker) if p.verification in RECEIPT_LEVELS else (
-                None if hashlib.sha256(canonical_bytes(out)).hexdigest() == commit
-                else "an output commitment that does not match its outputs")
+            blob = canonical_bytes(out)  # stored as is, and hashed once to check the worker's commitment
+            problem = _reply_problem(blob, commit, receipt, p, worker)
             if problem:
                 bad.append((p, problem))
                 continue
             evidence = json.dumps({"receipt": receipt}) if receipt else None
             if p.verification == "zk":  # outputs are kept now; the job is done when its proof is
-                if self.store.mark_proving(p.id, p.attempt, commit, canonical_bytes(out), worker.id, evidence):
-                    self._spawn_task(self._prove(p, out, commit, receipt, worker.id, started))
+                if self.store.mark_proving(p.id, p.attempt, commit, blob, worker.id, evidence):
+                    self._spawn_task(self._prove(p, out, blob, commit, receipt, worker.id, started))
                 continue
-            rows.append((p.id, p.attempt, commit, canonical_bytes(out), worker.id, evidence))
+            rows.append((p.id, p.attempt, commit, blob, worker.id, evidence))
         for p, problem in bad:
             self._fail([p], WorkerError(f"Worker {worker.id} returned {problem}. Report this worker; "
                                         "resubmit the job."))
@@ -380,8 +381,8 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _prove(self, p: Pending, out: Tensors, commit: str, receipt: dict[str, Any] | None, worker_id: str,
-                     started: float) -> None:
+    async def _prove(self, p: Pending, out: Tensors, blob: bytes, commit: str, receipt: dict[str, Any] | None,
+                     worker_id: str, started: float) -> None:
         """Prove one zk job in a Ray task on the gateway's node, then complete it with the artifact."""
         if self._prove_remote is None:
             self._prove_remote = ray.remote(prove_job).options(
@@ -399,8 +400,7 @@ class Scheduler:
                                             "it fails again, check the model's zk set-up (GET /v1/models/REF)."))
                 return
         evidence = {"receipt": receipt, "zk": artifact}
-        done = self.store.complete([(p.id, p.attempt, commit, canonical_bytes(out), worker_id,
-                                     json.dumps(evidence))])
+        done = self.store.complete([(p.id, p.attempt, commit, blob, worker_id, json.dumps(evidence))])
         if p.id in done:
             now = time.time()
             self.metrics.jobs_finished.labels("done").inc()
