@@ -9,11 +9,14 @@ The public surface is re-exported here; everything else is private.
 """
 
 from ._version import __version__
+from .auth import sign_request
 from .client import AsyncCiroClient, CiroClient
 from .config import DEFAULT_PORT, Config
 from .errors import (
+    AuthError,
     CiroError,
     ConfigError,
+    ForbiddenError,
     GatewayError,
     GatewayUnavailableError,
     InputError,
@@ -29,6 +32,7 @@ from .errors import (
     NoQuorumError,
     PayloadTooLargeError,
     ProtocolError,
+    UnauthenticatedError,
     WorkerError,
 )
 from .identity import Identity, KeyStore
@@ -64,10 +68,12 @@ __all__ = [
     "DEFAULT_PORT",
     "SERVED_LEVELS",
     "AsyncCiroClient",
+    "AuthError",
     "CiroClient",
     "CiroError",
     "Config",
     "ConfigError",
+    "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",
     "Identity",
@@ -93,6 +99,7 @@ __all__ = [
     "QuorumPolicy",
     "Receipt",
     "TensorSpec",
+    "UnauthenticatedError",
     "VerificationLevel",
     "VerificationReport",
     "WorkerError",
@@ -109,5 +116,6 @@ __all__ = [
     "new_job_ids",
     "read_model_file",
     "sign_receipt",
+    "sign_request",
     "verify",
 ]

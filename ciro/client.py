@@ -18,6 +18,7 @@ import aiohttp
 import numpy as np
 import orjson
 
+from .auth import is_loopback_url, sign_request
 from .config import Config
 from .errors import (
     ConfigError,
@@ -30,6 +31,7 @@ from .errors import (
     error_class,
     error_from_payload,
 )
+from .identity import Identity, KeyStore
 from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
 from .modelstore import read_model_file
 from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
@@ -47,9 +49,11 @@ class AsyncCiroClient:
 
     def __init__(self, url: str | None = None, *, config: Config | None = None, timeout: float | None = None,
                  retries: int = 2, verification: VerificationLevel | str | bool | None = None,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, identity: Identity | None = None) -> None:
         self.config = config or Config.load()
         self.url = (url or self.config.url).rstrip("/")
+        #: The key that signs this client's POSTs (None: unsigned, only a gateway on this machine takes them).
+        self.identity = identity or self._default_identity()
         self.timeout = timeout or self.config.request_timeout_s
         self.retries = retries
         self.verification = VerificationLevel.parse(
@@ -57,6 +61,12 @@ class AsyncCiroClient:
         self.default_options = dict(options or {})
         self._http: aiohttp.ClientSession | None = None
         self._models: dict[str, ModelInfo] = {}
+
+    def _default_identity(self) -> Identity | None:
+        mode = self.config.sign_requests
+        if mode == "never" or (mode == "auto" and is_loopback_url(self.url)):
+            return None
+        return KeyStore(self.config.home / "keys").get_or_create(self.config.client_key)
 
     async def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -80,6 +90,10 @@ class AsyncCiroClient:
             kw["data"] = orjson.dumps(kw.pop("json"))
             kw["headers"] = {**kw.get("headers", {}), "content-type": "application/json"}
         query = {k: str(v) for k, v in (params or {}).items()}
+        if self.identity is not None and method != "GET":
+            body = kw.get("data") or b""
+            kw["headers"] = {**kw.get("headers", {}), **sign_request(
+                self.identity, method=method, path="/" + path.lstrip("/"), query=query, body=bytes(body))}
         session = await self._session()
         try:
             for attempt in range(self.retries + 1):
@@ -326,7 +340,8 @@ class CiroClient:
 
     def __init__(self, url: str | None = None, *, network: str = "local", timeout: float | None = None,
                  retries: int = 2, verification: VerificationLevel | str | bool | None = None,
-                 gpu_preference: str | None = None, config: Config | None = None, **options: Any) -> None:
+                 gpu_preference: str | None = None, config: Config | None = None,
+                 identity: Identity | None = None, **options: Any) -> None:
         cfg = config or Config.load()
         if network != "local" and url is None and cfg.gateway_url is None:
             raise ConfigError(
@@ -336,7 +351,7 @@ class CiroClient:
             options["gpu"] = gpu_preference
         self._loop = _LoopThread()
         self._async = AsyncCiroClient(url, config=cfg, timeout=timeout, retries=retries,
-                                      verification=verification, options=options)
+                                      verification=verification, options=options, identity=identity)
         # Close the HTTP session and the loop thread when the client is dropped or at exit.
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._async)
 

@@ -63,6 +63,19 @@ class Config:
     max_concurrent_proofs: int = 1
     #: A proof still running after this long is stopped and its job fails.
     proof_timeout_s: float = 1800.0
+    #: Gateway: "auto" accepts unsigned POSTs only from this machine (loopback) and checks every signed
+    #: one; "required" refuses every unsigned POST. Signatures: see ciro.auth.
+    auth: str = "auto"
+    #: Gateway: the longest lifetime (expiry - now) a signed request may claim.
+    max_request_ttl_s: float = 300.0
+    #: Gateway: file of client public keys allowed to submit (one 0x-hex key per line). Unset: any signer.
+    allowed_clients: str | None = None
+    #: Gateway: file of worker public keys allowed to serve. Unset: the workers this gateway starts.
+    allowed_workers: str | None = None
+    #: Client: "auto" signs requests to a gateway that is not on this machine; "always"; "never".
+    sign_requests: str = "auto"
+    #: Client: name of the key (in $CIRO_HOME/keys) that signs requests; created on first use.
+    client_key: str = "client"
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -120,6 +133,9 @@ class Config:
             (0 < self.port < 65536, "port must be between 1 and 65535"),
             (self.jobstore_sync.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},
              "jobstore_sync must be one of OFF, NORMAL, FULL, EXTRA"),
+            (self.auth in {"auto", "required"}, "auth must be 'auto' or 'required'"),
+            (self.sign_requests in {"auto", "always", "never"}, "sign_requests must be 'auto', 'always' or 'never'"),
+            (self.max_request_ttl_s > 0, "max_request_ttl_s must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -17,6 +17,9 @@ The tree (a domain base also subclasses the stdlib type callers already catch)::
     │   ├── NoQuorumError (JobFailedError)  fewer than 2f+1 of k workers agreed
     │   └── JobTimeoutError (TimeoutError)  waited longer than asked
     ├── WorkerError (RuntimeError)          a worker died or could not run the model
+    ├── AuthError (PermissionError)
+    │   ├── UnauthenticatedError            unsigned, forged, expired or replayed request (HTTP 401)
+    │   └── ForbiddenError                  a valid signature from a key not allowed here (HTTP 403)
     └── GatewayError
         ├── GatewayUnavailableError (ConnectionError)  nothing answers at the gateway URL
         └── ProtocolError                   the gateway answered something unexpected
@@ -31,8 +34,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthError",
     "CiroError",
     "ConfigError",
+    "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",
     "InputError",
@@ -48,6 +53,7 @@ __all__ = [
     "NoQuorumError",
     "PayloadTooLargeError",
     "ProtocolError",
+    "UnauthenticatedError",
     "WorkerError",
     "error_class",
     "error_from_payload",
@@ -145,6 +151,21 @@ class JobTimeoutError(JobError, TimeoutError):
 class WorkerError(CiroError, RuntimeError):
     code = "worker_error"
     http_status = 503
+
+
+class AuthError(CiroError, PermissionError):
+    code = "auth_error"
+    http_status = 401
+
+
+class UnauthenticatedError(AuthError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class ForbiddenError(AuthError):
+    code = "forbidden"
+    http_status = 403
 
 
 class GatewayError(CiroError):

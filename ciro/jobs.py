@@ -208,6 +208,8 @@ class JobResult:
     #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
+    #: Public key that signed the submission (None: unsigned, from the gateway's own machine).
+    client: str | None = None
     on_chain_verified: bool = False
 
     @classmethod
@@ -221,7 +223,7 @@ class JobResult:
             submitted_at=float(d.get("submitted_at") or 0.0), started_at=d.get("started_at"),
             finished_at=d.get("finished_at"), error=d.get("error"), options=dict(d.get("options") or {}),
             proof_hash=d.get("proof_hash") or (d.get("zk") or {}).get("proof_hash"),
-            settlement_tx=d.get("settlement_tx"),
+            settlement_tx=d.get("settlement_tx"), client=d.get("client"),
             on_chain_verified=bool(d.get("on_chain_verified", False)),
             receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
             quorum=d.get("quorum"), zk=d.get("zk"),
@@ -238,7 +240,7 @@ class JobResult:
             "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "zk": self.zk,
             "error": self.error,
             "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
-            "on_chain_verified": self.on_chain_verified,
+            "on_chain_verified": self.on_chain_verified, "client": self.client,
         }
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 import ray
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -27,6 +27,7 @@ from ciro import (
     SERVED_LEVELS,
     CiroError,
     Config,
+    ForbiddenError,
     InputError,
     InvalidModelError,
     JobNotFoundError,
@@ -44,6 +45,7 @@ from ciro import (
     new_job_ids,
 )
 
+from .auth import NonceStore, RequestAuth, read_keys
 from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
@@ -58,7 +60,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("ciro.gateway")
 Tensors = dict[str, np.ndarray]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 503)
 }
 MAX_WAIT_S = 300.0
 
@@ -73,6 +75,11 @@ class Gateway:
         self.store = JobStore(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync)
         self.committer = GroupCommitter(self.store)
         self._zk_lock = asyncio.Lock()
+        self.allowed_workers = read_keys(cfg.allowed_workers) if cfg.allowed_workers else None
+        self.nonces = NonceStore(cfg.home / "nonces.db")
+        self.auth = RequestAuth(cfg, self.nonces, self.known_workers)
+        #: Last signed heartbeat per worker key (unix seconds).
+        self.heartbeats: dict[str, float] = {}
         self.pool: WorkerPool | None = None
         self.scheduler: Scheduler | None = None
         self.started_at = time.time()
@@ -86,7 +93,7 @@ class Gateway:
                      log_to_driver=False, configure_logging=False)
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, previous)
-        self.pool = WorkerPool(self.cfg)
+        self.pool = WorkerPool(self.cfg, allowed_keys=self.allowed_workers)
         await self.pool.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
         recovered = self.store.recover()
@@ -102,6 +109,13 @@ class Gateway:
         if self.pool:
             self.pool.shutdown()
         self.store.close()
+        self.nonces.close()
+
+    def known_workers(self) -> set[int]:
+        """Worker keys this gateway admits: the allowed_workers list, else the workers it started."""
+        if self.allowed_workers is not None:
+            return self.allowed_workers
+        return self.pool.keys() if self.pool else set()
 
     @property
     def sched(self) -> Scheduler:
@@ -131,7 +145,7 @@ class Gateway:
 
     # -- accepting jobs --------------------------------------------------------------------
     async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
-               *, batch_id: str | None = None) -> tuple[ModelInfo, list[Pending]]:
+               *, batch_id: str | None = None, client: str | None = None) -> tuple[ModelInfo, list[Pending]]:
         info = self.models.resolve(model_ref)
         level = VerificationLevel.parse(verification)
         if level not in SERVED_LEVELS:
@@ -163,8 +177,8 @@ class Gateway:
             info.check_inputs(inputs)
             blob = canonical_bytes(inputs)  # stored as is; its SHA-256 is the input commitment
             ic = hashlib.sha256(blob).hexdigest()
-            new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id))
-            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0, options))
+            new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id, client))
+            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0, options, client=client))
         submitted = await self.committer.insert(new)  # durable before we answer
         for p in pending:
             p.submitted_at = submitted
@@ -196,7 +210,7 @@ class Gateway:
 def _pending_from_row(r: JobRow) -> Pending:
     assert r.inputs is not None
     return Pending(r.id, r.model_hash, decode_canonical(r.inputs), r.input_commitment, r.verification,
-                   r.submitted_at, r.options, r.attempts)
+                   r.submitted_at, r.options, r.attempts, client=r.client)
 
 
 def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
@@ -205,7 +219,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "input_commitment": p.input_commitment, "output_commitment": o.output_commitment,
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
-        "finished_at": o.finished_at, "error": o.error, "options": p.options,
+        "finished_at": o.finished_at, "error": o.error, "options": p.options, "client": p.client,
         **_evidence(o.evidence),
     }
 
@@ -217,7 +231,7 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
-        **_evidence(r.evidence),
+        "client": r.client, **_evidence(r.evidence),
     }
 
 
@@ -260,9 +274,12 @@ def create_app(cfg: Config | None = None) -> FastAPI:
             await gw.stop()
 
     app = FastAPI(
-        title="Ciro gateway", version=__version__, lifespan=lifespan,
+        title="Ciro gateway", version=__version__, lifespan=lifespan, dependencies=[Depends(gw.auth)],
         description="Submit ONNX inference jobs to Ray workers. Every job is stored durably before it is "
-                    "acknowledged. Errors are JSON: {\"error\": {\"code\", \"message\", \"detail\"}}.",
+                    "acknowledged. Errors are JSON: {\"error\": {\"code\", \"message\", \"detail\"}}. "
+                    "POSTs from other machines must be signed (x-ciro-account, x-ciro-nonce, x-ciro-expiry, "
+                    "x-ciro-signature; see docs/encoding.md): unsigned, forged, expired or replayed ones get 401, "
+                    "keys not allowed here 403.",
     )
     app.state.gw = gw
     app.add_middleware(BodyLimitMiddleware, default_limit=cfg.max_payload_bytes,
@@ -331,9 +348,11 @@ def create_app(cfg: Config | None = None) -> FastAPI:
 
     # -- jobs ----------------------------------------------------------------------------
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)
-    async def submit_job(body: JobRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+    async def submit_job(body: JobRequest, request: Request,
+                         wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds."""
-        _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options)
+        _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options,
+                                     client=request.state.account)
         return await _submitted(pending, wait)
 
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
@@ -342,7 +361,8 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "receipt",
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
-        _, pending = await gw.accept(model, [decode_binary(await request.body())], verification, {})
+        _, pending = await gw.accept(model, [decode_binary(await request.body())], verification, {},
+                                     client=request.state.account)
         return await _submitted(pending, wait)
 
     async def _submitted(pending: list[Pending], wait: float) -> Response:
@@ -353,13 +373,14 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return _json(_out_from_row(gw.row(pending[0].id), outputs=False), 202)
 
     @app.post("/v1/jobs/batch", tags=["jobs"], response_model=BatchResponse, status_code=202, responses=_ERRORS)
-    async def submit_batch(body: BatchRequest, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+    async def submit_batch(body: BatchRequest, request: Request,
+                           wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit many jobs in one request: ``items`` (one input dict each) or stacked ``inputs``."""
         if (body.items is None) == (body.inputs is None):
             raise InputError('Give exactly one of "items" (a list of input dicts) or "inputs" (stacked tensors).')
         items = ([_tensors(i) for i in body.items] if body.items is not None
                  else _split_stacked(_tensors(body.inputs or {}), body.rows_per_job))
-        return await _batch(body.model, items, body.verification, body.options, wait)
+        return await _batch(body.model, items, body.verification, body.options, wait, request.state.account)
 
     @app.post("/v1/jobs/batch/binary", tags=["jobs"], response_model=BatchResponse, status_code=202,
               responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
@@ -369,12 +390,12 @@ def create_app(cfg: Config | None = None) -> FastAPI:
                                   wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)
-        return await _batch(model, items, verification, {}, wait)
+        return await _batch(model, items, verification, {}, wait, request.state.account)
 
     async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
-                     wait: float) -> Response:
+                     wait: float, client: str | None) -> Response:
         batch_id = uuid.uuid4().hex
-        _, pending = await gw.accept(model, items, verification, options, batch_id=batch_id)
+        _, pending = await gw.accept(model, items, verification, options, batch_id=batch_id, client=client)
         results = await gw.wait_for(pending, wait)
         body: dict[str, Any] = {"batch_id": batch_id, "job_ids": [p.id for p in pending], "results": results}
         return _json(body, 200 if results else 202)
@@ -408,9 +429,13 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return _json(_out_from_row(row, outputs=True), 200 if row.status.terminal else 202)
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
-    async def cancel_job(job_id: str) -> Response:
-        """Cancel a queued or running job; a finished job is left as it is."""
-        gw.row(job_id)
+    async def cancel_job(job_id: str, request: Request) -> Response:
+        """Cancel a queued or running job; a finished job is left as it is. A job submitted with a signature
+        can be cancelled only by a request signed with the same key."""
+        row = gw.row(job_id)
+        if row.client is not None and request.state.account != row.client:
+            raise ForbiddenError(f"Job {job_id} was submitted by {row.client}; only a request signed by that key "
+                                 "can cancel it.", detail={"reason": "not_owner"})
         status = gw.store.cancel(job_id)
         if status is JobStatus.CANCELLED:
             gw.sched.notify(job_id, Outcome(JobStatus.CANCELLED, finished_at=time.time()))
@@ -432,5 +457,12 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         except TimeoutError:
             log.warning("worker refresh timed out; showing the last known capabilities")
         return _json(gw.pool.describe())
+
+    @app.post("/v1/workers/heartbeat", tags=["workers"], responses=_ERRORS)
+    async def worker_heartbeat(request: Request) -> Response:
+        """A worker says it is alive. Signed by the worker's key; a key this gateway does not admit gets 403."""
+        key = request.state.account
+        gw.heartbeats[key] = now = time.time()
+        return _json({"worker_key": key, "admitted": True, "last_seen": now})
 
     return app

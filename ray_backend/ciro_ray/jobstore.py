@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     batch_id TEXT,
     submitted_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
@@ -68,6 +69,8 @@ class NewJob:
     input_commitment: str
     inputs: bytes  # canonical encoding (docs/encoding.md)
     batch_id: str | None = None
+    #: The account (public key) that signed the submission; None for an unsigned local one.
+    client: str | None = None
 
 
 @dataclass
@@ -89,10 +92,11 @@ class JobRow:
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    client: str | None = None
 
 
 _COLS = ("id, model_hash, status, verification, options, input_commitment, {inputs}, output_commitment, "
-         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at")
+         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at, client")
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
@@ -112,8 +116,9 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if "evidence" not in columns:  # a job store written before receipts existed
-            self._db.execute("ALTER TABLE jobs ADD COLUMN evidence TEXT")
+        for col in ("evidence", "client"):  # a job store written before receipts / signed requests existed
+            if col not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -136,9 +141,9 @@ class JobStore:
         with self._transaction() as db:
             db.executemany(
             "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, "
-            "batch_id, submitted_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "batch_id, submitted_at, client) VALUES (?,?,?,?,?,?,?,?,?,?)",
             [(j.id, j.model_hash, JobStatus.QUEUED.value, j.verification, json.dumps(j.options),
-              j.input_commitment, j.inputs, j.batch_id, now) for j in jobs],
+              j.input_commitment, j.inputs, j.batch_id, now, j.client) for j in jobs],
             )
         return now
 
@@ -281,7 +286,7 @@ class JobStore:
                 input_commitment=r[5], inputs=r[6], output_commitment=r[7], outputs=r[8],
                 error=json.loads(r[9]) if r[9] else None, evidence=json.loads(r[10]) if r[10] else None,
                 worker=r[11], attempts=r[12], batch_id=r[13], submitted_at=r[14], started_at=r[15],
-                finished_at=r[16],
+                finished_at=r[16], client=r[17],
             )
             for r in rows
         ]

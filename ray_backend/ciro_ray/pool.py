@@ -32,6 +32,8 @@ class WorkerHandle:
     alive: bool = True
     info: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    #: False when its key is not on the gateway's allowed_workers list: it never gets a job.
+    admitted: bool = True
 
 
 def _load_class(path: str) -> type:
@@ -48,8 +50,10 @@ def _load_class(path: str) -> type:
 class WorkerPool:
     """Keeps ``num_workers`` live actors. Actors are owned by the gateway process."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, allowed_keys: set[int] | None = None) -> None:
         self.cfg = cfg
+        #: Worker keys allowed to serve; None admits every worker this pool starts.
+        self.allowed_keys = allowed_keys
         self.workers: dict[str, WorkerHandle] = {}
         self._seq = 0
         paths = [p for p in cfg.worker_class.split(",") if p.strip()]
@@ -98,7 +102,15 @@ class WorkerPool:
             if isinstance(info, BaseException):
                 self.mark_dead(w, info)
             else:
-                w.info = info
+                self._set_info(w, info)
+
+    def _set_info(self, w: WorkerHandle, info: dict[str, Any]) -> None:
+        w.info = info
+        key = int(str(info.get("worker_key", "0")), 16)
+        w.admitted = self.allowed_keys is None or key in self.allowed_keys
+        if not w.admitted:
+            log.warning("worker %s has key %s, which is not on the allowed_workers list: it gets no jobs. Add the "
+                        "key to the list to admit it.", w.id, info.get("worker_key"))
 
     def mark_dead(self, w: WorkerHandle, reason: BaseException | str) -> None:
         if not w.alive:
@@ -113,7 +125,7 @@ class WorkerPool:
 
     async def _describe(self, w: WorkerHandle) -> None:
         try:
-            w.info = await w.actor.info.remote()
+            self._set_info(w, await w.actor.info.remote())
         except Exception as exc:  # a replacement that fails to start is replaced again
             self.mark_dead(w, exc)
         self.on_ready()
@@ -121,12 +133,12 @@ class WorkerPool:
     def pick(self, limit: int) -> WorkerHandle | None:
         """The live worker with the fewest in-flight batches, if it has fewer than ``limit``."""
         # A worker is eligible once it has reported its capabilities (and so its key).
-        live = [w for w in self.workers.values() if w.alive and w.info and w.inflight < limit]
+        live = [w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit]
         return min(live, key=lambda w: (w.inflight, w.id)) if live else None
 
     def pick_distinct(self, k: int, limit: int) -> list[WorkerHandle] | None:
         """``k`` distinct eligible workers, spread over as many nodes as possible; None if fewer are free."""
-        live = sorted((w for w in self.workers.values() if w.alive and w.info and w.inflight < limit),
+        live = sorted((w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit),
                       key=lambda w: (w.inflight, w.id))
         if len(live) < k:
             return None
@@ -140,13 +152,18 @@ class WorkerPool:
         return chosen[:k]
 
     def eligible_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.alive)
+        return sum(1 for w in self.workers.values() if w.alive and w.admitted)
+
+    def keys(self) -> set[int]:
+        """Keys of the admitted workers."""
+        return {int(str(w.info["worker_key"]), 16) for w in self.workers.values()
+                if w.admitted and w.info.get("worker_key")}
 
 
     def describe(self) -> list[dict[str, Any]]:
         return [
             {**w.info, "id": w.id, "actor_name": w.name, "namespace": NAMESPACE, "alive": w.alive,
-             "inflight_batches": w.inflight}
+             "admitted": w.admitted, "inflight_batches": w.inflight}
             for w in self.workers.values()
         ]
 

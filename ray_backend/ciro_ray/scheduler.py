@@ -62,6 +62,7 @@ class Pending:
     options: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
     enqueued_at: float = field(default_factory=time.monotonic)
+    client: str | None = None
 
     @property
     def quorum(self) -> QuorumPolicy | None:

@@ -61,6 +61,8 @@ class JobOut(BaseModel):
     finished_at: float | None = None
     error: dict[str, Any] | None = None
     options: dict[str, Any] = {}
+    client: str | None = Field(default=None, description="public key that signed the submission (None: unsigned, "
+                                                          "from the gateway's own machine)")
     receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
     quorum: dict[str, Any] | None = Field(
         default=None, description="quorum evidence: policy and every vote (receipt, outputs, agrees)")
