@@ -72,6 +72,9 @@ class Config:
     allowed_clients: str | None = None
     #: Gateway: file of worker public keys allowed to serve. Unset: the workers this gateway starts.
     allowed_workers: str | None = None
+    #: Provider: who runs this node's workers (set it where `ray start` runs). Quorum jobs go to workers of
+    #: distinct providers where the cluster has them. Unset: each Ray node counts as its own provider.
+    provider: str | None = None
     #: Client: "auto" signs requests to a gateway that is not on this machine; "always"; "never".
     sign_requests: str = "auto"
     #: Client: name of the key (in $CIRO_HOME/keys) that signs requests; created on first use.

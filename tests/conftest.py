@@ -72,11 +72,12 @@ def with_tests_on_path(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)}
 
 
-def _ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _ray_node(args: list[str], log: Path, provider: str) -> subprocess.Popen[bytes]:
+    """One `ray start` node; its workers report ``provider`` (read from the node's environment)."""
     with open(log, "ab") as out:
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                                  *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=with_tests_on_path(ray_env(os.environ)))
+                                env=with_tests_on_path({**ray_env(os.environ), "CIRO_PROVIDER": provider}))
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +85,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     home = tmp_path_factory.mktemp("ciro-home")
     gcs = free_port()
     head = _ray_node(["--head", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=false",
-                      f"--dashboard-agent-listen-port={free_port()}"], home / "ray-head.log")
+                      f"--dashboard-agent-listen-port={free_port()}"], home / "ray-head.log", "provider-a")
     procs = [head]
     try:
         wait_port(gcs)
         procs.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
-                                f"--dashboard-agent-listen-port={free_port()}"], home / "ray-node2.log"))
+                                f"--dashboard-agent-listen-port={free_port()}"], home / "ray-node2.log", "provider-b"))
         port = free_port()
         env = {**ray_env(os.environ), "CIRO_HOME": str(home), "CIRO_PORT": str(port),
                "CIRO_MAX_MODEL_BYTES": str(MAX_MODEL_BYTES), "CIRO_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES)}

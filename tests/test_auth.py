@@ -32,7 +32,8 @@ from ciro_ray.auth import NonceStore, read_keys
 
 
 def _check(headers: dict[str, str], *, method: str = "POST", path: str = "/v1/jobs",
-           query: dict[str, str] | None = None, body: bytes = b"{}", now: float | None = None, ttl: float = 300) -> None:
+           query: dict[str, str] | None = None, body: bytes = b"{}", now: float | None = None,
+           ttl: float = 300) -> None:
     sig = SignedRequest.from_headers(headers)
     assert sig is not None
     sig.check(method=method, target=canonical_target(path, (query or {}).items()), body=body,

@@ -129,7 +129,7 @@ def test_workers_health_metrics_openapi(client: CiroClient, cluster) -> None:  #
     workers = client.workers()
     assert len(workers) == 2 and all(w["alive"] for w in workers)
     assert len({w["node_id"] for w in workers}) == 2  # spread over both Ray nodes of the cluster
-    assert all("CPUExecutionProvider" in w["providers"] for w in workers)
+    assert all("CPUExecutionProvider" in w["execution_providers"] for w in workers)
     assert client.health()["status"] == "ok"
     with urllib.request.urlopen(cluster.url + "/metrics") as r:
         text = r.read().decode()

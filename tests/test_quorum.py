@@ -93,6 +93,8 @@ def test_tampered_quorum_evidence_is_rejected(cluster: Cluster, mlp_path: Path, 
     finally:
         gw.ciro("down", check=False)
     assert r.quorum["rtol"] == 1e-4 and len(r.quorum["votes"]) == 4
+    # the session's two Ray nodes were started as two providers: the votes come from both
+    assert {v["provider"] for v in r.quorum["votes"]} == {"provider-a", "provider-b"}
     assert verify(r).valid
     d = r.to_dict()
 
@@ -118,3 +120,22 @@ def test_quorum_needs_enough_workers(client: CiroClient, mlp: ModelInfo) -> None
         client.infer(mlp.hash, np.ones((1, 16), np.float32), verification="quorum")
     with pytest.raises(InputError, match="f >= 1"):
         client.infer(mlp.hash, np.ones((1, 16), np.float32), verification="quorum", f=0)
+
+
+def test_quorum_picks_distinct_providers_then_nodes(tmp_home: Path) -> None:
+    from ciro import Config
+    from ciro_ray.pool import WorkerHandle, WorkerPool
+
+    pool = WorkerPool(Config.load(), allowed_keys={1, 2, 3, 4, 5})
+    layout = [("a", "n1"), ("a", "n1"), ("a", "n2"), ("b", "n3"), ("b", "n3"), ("c", "n4")]
+    for i, (provider, node) in enumerate(layout):
+        w = WorkerHandle(id=f"w{i}", name=f"w{i}", slot=i, actor=None)
+        pool._set_info(w, {"worker_key": hex(i), "provider": provider, "node_id": node})
+        pool.workers[w.id] = w
+    assert not pool.workers["w0"].admitted and pool.workers["w5"].admitted  # key 0x0 is not on the list
+    picked = pool.pick_distinct(3, limit=1)
+    assert picked is not None and {w.info["provider"] for w in picked} == {"a", "b", "c"}
+    picked = pool.pick_distinct(4, limit=1)  # w1, w2 are the only "a" workers left: a second node is preferred
+    assert picked is not None and [w.id for w in picked] == ["w1", "w3", "w5", "w2"]
+    assert pool.pick_distinct(6, limit=1) is None  # w0 is not admitted: only 5 eligible
+    assert pool.eligible_count() == 5 and pool.keys() == {1, 2, 3, 4, 5}

@@ -137,17 +137,19 @@ class WorkerPool:
         return min(live, key=lambda w: (w.inflight, w.id)) if live else None
 
     def pick_distinct(self, k: int, limit: int) -> list[WorkerHandle] | None:
-        """``k`` distinct eligible workers, spread over as many nodes as possible; None if fewer are free."""
+        """``k`` distinct eligible workers, spread over as many providers, then nodes, as possible; None if
+        fewer are free."""
         live = sorted((w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit),
                       key=lambda w: (w.inflight, w.id))
         if len(live) < k:
             return None
         chosen: list[WorkerHandle] = []
-        nodes: set[Any] = set()
-        for w in live:  # first one per node, then fill up
-            if w.info.get("node_id") not in nodes:
-                chosen.append(w)
-                nodes.add(w.info.get("node_id"))
+        for field_name in ("provider", "node_id"):  # one per provider first, then one per node, then fill up
+            seen = {w.info.get(field_name) for w in chosen}
+            for w in live:
+                if w not in chosen and w.info.get(field_name) not in seen:
+                    chosen.append(w)
+                    seen.add(w.info.get(field_name))
         chosen += [w for w in live if w not in chosen]
         return chosen[:k]
 

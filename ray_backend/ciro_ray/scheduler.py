@@ -296,7 +296,8 @@ class Scheduler:
         agreeing = [votes[i] for i in groups[0]]
         rep = agreeing[0]
         evidence = {"receipt": rep.receipt, "quorum": {**policy.to_dict(), "votes": [
-            {"worker": v.worker.id, "agrees": i in groups[0], "receipt": v.receipt,
+            {"worker": v.worker.id, "provider": v.worker.info.get("provider"), "agrees": i in groups[0],
+             "receipt": v.receipt,
              "outputs": encode_json(v.outputs)} for i, v in enumerate(votes)]}}
         done = self.store.complete([(p.id, p.attempt, rep.commit, rep.blob, rep.worker.id, json.dumps(evidence))])
         if p.id not in done:

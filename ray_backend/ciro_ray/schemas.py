@@ -106,7 +106,10 @@ class WorkerOut(BaseModel):
     hostname: str | None = None
     num_cpus: float | None = None
     num_gpus: float | None = None
-    providers: list[str] = []
+    execution_providers: list[str] = Field(default=[], description="onnxruntime execution providers in use")
+    provider: str | None = Field(default=None, description="the compute provider running this worker")
+    worker_key: str | None = None
+    admitted: bool = True
     models_loaded: list[str] = []
     jobs_done: int = 0
 

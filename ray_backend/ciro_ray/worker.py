@@ -43,13 +43,15 @@ class OnnxWorker:
 
         self.worker_id = worker_id
         # The worker's identity lives in the key store of the node it runs on.
-        keys = KeyStore(Path(home or Config.load().home) / "keys")
+        node_cfg = Config.load()  # this node's settings (the environment `ray start` ran in)
+        keys = KeyStore(Path(home or node_cfg.home) / "keys")
+        self.provider = node_cfg.provider
         self.identity = keys.get_or_create(key_name or f"worker-{worker_id}")
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self._ort = ort
         available = ort.get_available_providers()
-        self.providers = (
+        self.execution_providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
             if num_gpus > 0 and "CUDAExecutionProvider" in available
             else ["CPUExecutionProvider"]
@@ -73,12 +75,13 @@ class OnnxWorker:
             "id": self.worker_id,
             "worker_key": self.identity.public_hex,
             "node_id": node_id,
+            "provider": self.provider or f"node:{node_id}",
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "platform": platform.platform(terse=True),
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
-            "providers": self.providers,
+            "execution_providers": self.execution_providers,
             "onnxruntime": self._ort.__version__,
             "models_loaded": sorted(self._sessions),
             "jobs_done": self.jobs_done,
@@ -111,7 +114,7 @@ class OnnxWorker:
         opts.log_severity_level = 3
         if threads == 1:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sess = self._ort.InferenceSession(data, opts, providers=self.providers)
+        sess = self._ort.InferenceSession(data, opts, providers=self.execution_providers)
         self._sessions[model_hash] = sess
         # A batch can be concatenated along axis 0 only when every input's first dim is free.
         self._batchable[model_hash] = all(
