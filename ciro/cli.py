@@ -125,26 +125,31 @@ def status(ctx: click.Context, job_id: str | None) -> None:
     for w in workers:
         click.echo(f"  {w['id']:<6} {'alive' if w['alive'] else 'dead ':<6} {w.get('hostname', '?')} "
                    f"cpus={w.get('num_cpus')} gpus={w.get('num_gpus')} jobs={w.get('jobs_done', 0)} "
-                   f"providers={','.join(w.get('providers', []))}")
+                   f"providers={','.join(w.get('execution_providers', []))}")
 
 
 @cli.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="A name to refer to the model by (default: the file name).")
 @click.option("--zk", is_flag=True, help="Also run the EZKL set-up (proving/verifying keys) for zk jobs.")
+@click.option("--zk-inputs", type=click.Choice(["public", "hashed"]), default="public", show_default=True,
+              help="zk: the proof shows the quantised inputs, or only a Poseidon hash of them.")
+@click.option("--zk-outputs", type=click.Choice(["public", "hashed"]), default="public", show_default=True,
+              help="zk: the proof shows the quantised outputs, or only a Poseidon hash of them.")
 @click.pass_context
 @handle_errors
-def deploy(ctx: click.Context, model: Path, name: str | None, zk: bool) -> None:
+def deploy(ctx: click.Context, model: Path, name: str | None, zk: bool, zk_inputs: str, zk_outputs: str) -> None:
     """Validate and upload an ONNX model; prints its hash (the model ref)."""
     if zk:
         click.echo("zk: running the EZKL set-up once for this model (settings, circuit, SRS, keys) ...", err=True)
     with _client(ctx) as client:
-        info = client.deploy(model, name=name, zk=zk)
+        info = client.deploy(model, name=name, zk=zk, zk_inputs=zk_inputs, zk_outputs=zk_outputs)
     click.echo(f"deployed {info.name}: {info.hash}")
     if info.zk:
         srs = info.zk["srs"]
         click.echo(f"  zk     ready: logrows {info.zk['logrows']}, vk {info.zk['vk_hash'][:16]}..., "
-                   f"{srs['kind']} SRS {srs['name']}")
+                   f"{srs['kind']} SRS {srs['name']}, inputs {info.zk['input_visibility']}, outputs "
+                   f"{info.zk['output_visibility']}")
         if srs["kind"] == "development":
             click.echo("  zk     WARNING: development SRS: proofs are not sound against whoever made it "
                        "(set CIRO_SRS_DIR to pinned public-ceremony files)")

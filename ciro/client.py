@@ -135,10 +135,11 @@ class AsyncCiroClient:
 
     # -- models ----------------------------------------------------------------------------
     async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
-                     zk: bool = False) -> ModelInfo:
+                     zk: bool = False, zk_inputs: str = "public", zk_outputs: str = "public") -> ModelInfo:
         """Upload an ONNX model (path or bytes). Returns its :class:`ModelInfo`; ``.hash`` is the model ref.
 
-        ``zk=True`` also runs the EZKL set-up once (seconds to minutes) so the model can serve zk jobs."""
+        ``zk=True`` also runs the EZKL set-up once (seconds to minutes) so the model can serve zk jobs;
+        ``zk_inputs``/``zk_outputs`` = "hashed" make the proof show a Poseidon hash instead of the values."""
         if isinstance(model, bytes | bytearray):
             data = bytes(model)
         else:
@@ -147,7 +148,7 @@ class AsyncCiroClient:
             name = name or path.stem
         params: dict[str, Any] = {"name": name} if name else {}
         if zk:
-            params["zk"] = "true"
+            params.update(zk="true", zk_inputs=zk_inputs, zk_outputs=zk_outputs)
         info = ModelInfo.from_dict(await self._request(
             "POST", "/v1/models", data=data, params=params,
             headers={"content-type": "application/octet-stream"}, read_timeout=1800.0 if zk else 120.0))
@@ -387,8 +388,8 @@ class CiroClient:
         return self._run(self._async.workers())
 
     def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
-               zk: bool = False) -> ModelInfo:
-        return self._run(self._async.deploy(model, name=name, zk=zk))
+               zk: bool = False, zk_inputs: str = "public", zk_outputs: str = "public") -> ModelInfo:
+        return self._run(self._async.deploy(model, name=name, zk=zk, zk_inputs=zk_inputs, zk_outputs=zk_outputs))
 
     def model(self, ref: str) -> ModelInfo:
         return self._run(self._async.model(ref))

@@ -239,6 +239,8 @@ def _check_zk(report: VerificationReport, r: JobResult, inputs: Mapping[str, np.
         return
     for name, ok, detail in checks:
         report.add(name, ok, detail)
+    if inputs is None:
+        report.notes.append("the proof's inputs were not compared with the job's inputs (pass them: -i / inputs=)")
     if art["srs"].get("kind") != "pinned":
         report.notes.append(DEV_SRS_WARNING)
 

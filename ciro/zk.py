@@ -34,7 +34,10 @@ __all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "zk_check", "zk_
 
 DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
                    "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
-VISIBILITIES = ("public",)
+#: What the proof's public instances hold for the inputs / the outputs: the quantised values themselves
+#: ("public"), or one Poseidon hash per tensor of them (EZKL's "hashed/public": fewer public values,
+#: and the inputs need not be shown to a verifier, who can check them only if given them).
+VISIBILITIES = {"public": "public", "hashed": "hashed/public"}
 
 
 def _ezkl() -> Any:
@@ -206,17 +209,21 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
     """Settings, calibration, circuit, SRS and keys for a model, cached in ``out_dir``."""
     for v in (input_visibility, output_visibility):
         if v not in VISIBILITIES:
-            raise InputError(f"Visibility {v!r} is not supported yet; use one of {VISIBILITIES}.")
+            raise InputError(f"Visibility {v!r} is not supported; use one of {', '.join(VISIBILITIES)}.")
     if (out_dir / "setup.json").is_file():
         meta = json.loads((out_dir / "setup.json").read_text())
-        srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=srs_dir, home=home)
-        return ZkSetup.load(out_dir, srs.path)
+        if (meta["input_visibility"], meta["output_visibility"]) == (input_visibility, output_visibility):
+            srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=srs_dir, home=home)
+            return ZkSetup.load(out_dir, srs.path)
+        # other settings: build a new set-up, then replace the old one (proofs already made stay verifiable:
+        # each artifact carries its own vk and settings)
     ezkl = _ezkl()
     work = Path(tempfile.mkdtemp(prefix=".zk-", dir=out_dir.parent))
     try:
         (work / "model.onnx").write_bytes(model_bytes)
         ra = ezkl.PyRunArgs()
-        ra.input_visibility, ra.output_visibility, ra.param_visibility = input_visibility, output_visibility, "fixed"
+        ra.input_visibility, ra.output_visibility = VISIBILITIES[input_visibility], VISIBILITIES[output_visibility]
+        ra.param_visibility = "fixed"
         ra.variables = _symbolic_dims(model_bytes)
         data = work / "calibration.json"
         data.write_text(json.dumps(_input_json(calibration_batch(calibration))))
@@ -247,7 +254,14 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         for tmp in ("model.onnx", "calibration.json", "sample.json", "witness.json"):
             (work / tmp).unlink(missing_ok=True)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
         os.replace(work, out_dir)
+        if old.exists():
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if work.exists():
             import shutil
@@ -284,6 +298,7 @@ def zk_prove(setup: ZkSetup, inputs: list[np.ndarray], *, model_hash: str, input
             ezkl.prove(str(t / "witness.json"), str(setup.compiled_path), str(setup.pk_path), str(t / "proof.json"),
                        str(setup.srs.path))
         proof = json.loads((t / "proof.json").read_text())
+        witness_outputs = json.loads((t / "witness.json").read_text())["outputs"]
     proof = {k: proof[k] for k in ("protocol", "instances", "proof", "split", "version", "timestamp") if k in proof}
     artifact = {
         "scheme": "ezkl-halo2-kzg", "model_hash": model_hash, "input_commitment": input_commitment,
@@ -293,6 +308,8 @@ def zk_prove(setup: ZkSetup, inputs: list[np.ndarray], *, model_hash: str, input
         "calibration_max_abs_error": setup.calibration_max_abs_error, "proof": proof,
         "proof_hash": hashlib.sha256(bytes(proof["proof"])).hexdigest(),
     }
+    if setup.output_visibility == "hashed":  # the preimages of the output hashes, to bind them to the outputs
+        artifact["output_felts"] = witness_outputs
     if setup.srs.kind == "development":
         artifact["warning"] = DEV_SRS_WARNING
     return artifact
@@ -344,15 +361,36 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
     instances = artifact["proof"].get("instances") or [[]]
     flat = list(instances[0])
     in_scales, out_scales = settings.get("model_input_scales", []), settings.get("model_output_scales", [])
-    n_in = sum(int(np.asarray(a).size) for a in inputs) if inputs is not None else _count(settings, "input")
-    proven_out = _split(_decode_flat(flat[n_in:], out_scales, [int(np.asarray(o).size) for o in outputs]))
+    in_hashed, out_hashed = _hashed(settings, "input_visibility"), _hashed(settings, "output_visibility")
+    out_sizes = [int(np.asarray(o).size) for o in outputs]
+    if in_hashed:
+        n_in = len(in_scales)
+    else:
+        n_in = sum(int(np.asarray(a).size) for a in inputs) if inputs is not None else _count(settings, "input")
+    if out_hashed:
+        out_felts = [list(map(str, f)) for f in artifact.get("output_felts") or []]
+        hashes_ok = len(out_felts) == len(out_scales) and all(
+            _poseidon(f) == h for f, h in zip(out_felts, flat[n_in:], strict=False))
+        checks.append(("zk output hashes", hashes_ok, "the shipped output values hash to the proof's public output "
+                       "hashes" if hashes_ok else "the shipped output values do not hash to the proof's output "
+                       "hashes"))
+        proven_out = _split(list(zip(out_felts, out_scales, strict=False)))
+    else:
+        proven_out = _split(_decode_flat(flat[n_in:], out_scales, out_sizes))
     tol = output_tolerance(artifact)
     worst = max((float(np.max(np.abs(p - np.asarray(o, dtype=np.float64).reshape(-1)))) if p.size == np.size(o)
                  else math.inf for p, o in zip(proven_out, outputs, strict=False)), default=math.inf)
     checks.append(("zk outputs", worst <= tol, f"proven outputs within {worst:.2g} of the result's (tolerance "
                    f"{tol:.2g})" if worst <= tol else f"proven outputs differ from the result's by {worst:.3g} "
                    f"(tolerance {tol:.2g})"))
-    if inputs is not None:
+    if inputs is not None and in_hashed:
+        ezkl = _ezkl()
+        same = len(inputs) == len(in_scales) and all(
+            _poseidon([ezkl.float_to_felt(float(v), sc) for v in np.asarray(a, dtype=np.float64).reshape(-1)]) == h
+            for a, sc, h in zip(inputs, in_scales, flat[:n_in], strict=False))
+        checks.append(("zk inputs", same, "the given inputs, quantised, hash to the proof's public input hashes"
+                       if same else "the given inputs do not hash to the proof's public input hashes"))
+    elif inputs is not None:
         proven_in = _split(_decode_flat(flat[:n_in], in_scales, [int(np.asarray(a).size) for a in inputs]))
         step = 2.0 ** -min(in_scales or [0])
         worst_in = max((float(np.max(np.abs(p - np.asarray(a, dtype=np.float64).reshape(-1))))
@@ -362,6 +400,17 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
                        "the proof's public inputs are the given inputs, quantised" if worst_in <= step
                        else f"the proof's public inputs differ from the given ones by {worst_in:.3g}"))
     return checks
+
+
+def _hashed(settings: Mapping[str, Any], key: str) -> bool:
+    v = settings.get("run_args", {}).get(key)
+    return isinstance(v, dict) and "Hashed" in v
+
+
+def _poseidon(felts: list[str]) -> str:
+    """EZKL's Poseidon hash of a tensor's field elements (what a hashed/public instance holds)."""
+    out = _ezkl().poseidon_hash(felts)
+    return str(out[0])
 
 
 def _count(settings: Mapping[str, Any], kind: str) -> int:

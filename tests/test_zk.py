@@ -106,3 +106,29 @@ def test_estimate_before_any_heavy_work(cluster: Cluster, zk_model, digits_path:
     assert f"logrows {info.zk['logrows']}" in out and "prove (per job)" in out and "fits:" in out
     bad = cluster.ciro("estimate", str(digits_path), check=False)
     assert bad.returncode == 4 and "LinearClassifier" in bad.stderr and "receipt and quorum" in bad.stderr
+
+
+def test_hashed_visibility_binds_inputs_and_outputs_through_poseidon(client: CiroClient, cluster: Cluster,
+                                                                     models_dir: Path) -> None:
+    path = build_tiny_mlp(models_dir / "zk-hashed.onnx", in_dim=4, hidden=4, out_dim=2, seed=5)
+    info = client.deploy(path, zk=True, zk_inputs="hashed", zk_outputs="hashed")
+    assert (info.zk["input_visibility"], info.zk["output_visibility"]) == ("hashed", "hashed")
+    x = np.random.default_rng(6).standard_normal((1, 4)).astype(np.float32)
+    result = client.infer(info.hash, x, verification="zk", timeout=300)
+    assert len(result.zk["proof"]["instances"][0]) == 2  # one Poseidon hash for the input, one for the output
+    report = verify(result, inputs={"x": x}, config=cluster.config)
+    assert report.valid, report.text()
+    assert {"zk inputs", "zk output hashes", "zk outputs"} <= {c.name for c in report.checks}
+    assert any("not compared" in n for n in verify(result, config=cluster.config).notes)  # no inputs given
+
+    def failing(d: dict, **kw: object) -> set[str]:
+        return {c.name for c in verify(d, config=cluster.config, **kw).failures}  # type: ignore[arg-type]
+
+    base = result.to_dict()
+    assert failing(base, inputs={"x": x + 0.01}) == {"zk inputs", "input commitment"}
+    d = json.loads(json.dumps(base))
+    d["zk"]["output_felts"][0][0] = d["zk"]["output_felts"][0][1]  # a shipped output value that was not proven
+    assert "zk output hashes" in failing(d)
+    public = client.deploy(path, zk=True)  # other settings: a new set-up replaces the old one
+    assert public.zk["input_visibility"] == "public" and public.zk["vk_hash"] != info.zk["vk_hash"]
+    assert verify(base, inputs={"x": x}, config=cluster.config).valid  # the earlier proof carries its own vk

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -126,9 +126,10 @@ class Gateway:
     def model_dict(self, info: ModelInfo) -> dict[str, Any]:
         return {**info.to_dict(), "zk": self.models.zk_status(info.hash)}
 
-    async def zk_setup(self, info: ModelInfo, data: bytes) -> None:
-        """EZKL set-up for a model, once; refuses clearly when EZKL cannot handle it."""
-        if self.models.zk_status(info.hash) is not None:
+    async def zk_setup(self, info: ModelInfo, data: bytes, inputs: str = "public", outputs: str = "public") -> None:
+        """EZKL set-up for a model, once per settings; refuses clearly when EZKL cannot handle it."""
+        status = self.models.zk_status(info.hash)
+        if status is not None and (status["input_visibility"], status["output_visibility"]) == (inputs, outputs):
             return
         rng = np.random.default_rng(0)
         calibration = [rng.standard_normal([d if isinstance(d, int) else 1 for d in t.shape]).astype(t.dtype)
@@ -137,7 +138,7 @@ class Gateway:
         try:
             async with self._zk_lock:
                 await asyncio.to_thread(run_setup, data, self.models.zk_dir(info.hash), calibration,
-                                        self.cfg.srs_dir, str(self.cfg.home))
+                                        self.cfg.srs_dir, str(self.cfg.home), inputs, outputs)
         except InvalidModelError as exc:
             raise InvalidModelError(
                 f"Model {info.hash[:12]} is deployed and serves receipt and quorum jobs, but not zk: {exc.message}",
@@ -328,6 +329,10 @@ def create_app(cfg: Config | None = None) -> FastAPI:
                   "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload_model(request: Request, name: str | None = Query(None, max_length=200),
                            zk: bool = Query(False, description="also run the EZKL set-up (keys) for zk jobs"),
+                           zk_inputs: Literal["public", "hashed"] = Query(
+                               "public", description="zk: public inputs, or a Poseidon hash of them"),
+                           zk_outputs: Literal["public", "hashed"] = Query(
+                               "public", description="zk: public outputs, or a Poseidon hash of them"),
                            ) -> Response:
         """Upload ONNX bytes. Validated (protobuf, onnx.checker, onnxruntime load, size) before storing. With
         ``zk=true`` the EZKL set-up runs once (seconds to minutes); a model EZKL cannot handle is still
@@ -335,7 +340,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         data = await request.body()
         info = await asyncio.to_thread(gw.models.add_bytes, data, name=name)
         if zk:
-            await gw.zk_setup(info, data)
+            await gw.zk_setup(info, data, zk_inputs, zk_outputs)
         return _json(gw.model_dict(info), 201)
 
     @app.get("/v1/models", tags=["models"], response_model=list[ModelOut])

@@ -44,7 +44,8 @@ def prove_job(zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarr
         return artifact
 
 
-def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_dir: str | None, home: str) -> None:
+def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_dir: str | None, home: str,
+              input_visibility: str = "public", output_visibility: str = "public") -> None:
     """``ciro.zk.zk_setup`` in a child process, for the same reason as proving (see the module docstring)."""
     from ciro import InvalidModelError
 
@@ -52,7 +53,9 @@ def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_di
         t = Path(tmp)
         (t / "model.onnx").write_bytes(model)
         np.savez(t / "calibration.npz", *calibration)
-        (t / "job.json").write_text(json.dumps({"out_dir": str(out_dir), "srs_dir": srs_dir, "home": home}))
+        (t / "job.json").write_text(json.dumps({"out_dir": str(out_dir), "srs_dir": srs_dir, "home": home,
+                                                "input_visibility": input_visibility,
+                                                "output_visibility": output_visibility}))
         proc = subprocess.run([sys.executable, "-m", "ciro_ray.proving", str(t), "setup"], capture_output=True,
                               text=True, timeout=24 * 3600)
         if (t / "error.json").is_file():
@@ -71,7 +74,8 @@ def _setup_main(folder: Path) -> None:
         calibration = [z[f"arr_{i}"] for i in range(len(z.files))]
     try:
         zk_setup((folder / "model.onnx").read_bytes(), Path(job["out_dir"]), calibration=calibration,
-                 srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None, home=Path(job["home"]))
+                 srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None, home=Path(job["home"]),
+                 input_visibility=job["input_visibility"], output_visibility=job["output_visibility"])
     except InvalidModelError as exc:
         (folder / "error.json").write_text(json.dumps({"message": exc.message}))
         sys.exit(3)
