@@ -132,3 +132,29 @@ def test_hashed_visibility_binds_inputs_and_outputs_through_poseidon(client: Cir
     public = client.deploy(path, zk=True)  # other settings: a new set-up replaces the old one
     assert public.zk["input_visibility"] == "public" and public.zk["vk_hash"] != info.zk["vk_hash"]
     assert verify(base, inputs={"x": x}, config=cluster.config).valid  # the earlier proof carries its own vk
+
+
+def test_warm_prover_reuses_its_process_and_recovers_from_timeouts_and_errors(
+        cluster: Cluster, zk_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ciro import ModelStore
+    from ciro_ray.proving import Prover
+
+    _, info = zk_model
+    zk_dir = str(ModelStore(cluster.home / "models", max_bytes=1 << 30).zk_dir(info.hash))
+    x = [np.random.default_rng(8).standard_normal((1, 8)).astype(np.float32)]
+    prover = Prover()
+    try:
+        args = (zk_dir, None, str(cluster.home), x, info.hash, "00" * 32, "11" * 32)
+        first = prover.prove(*args)
+        pid = prover._idle[0].proc.pid
+        second = prover.prove(*args)
+        assert prover._idle[0].proc.pid == pid  # the same warm process made both proofs
+        assert first["model_hash"] == second["model_hash"] == info.hash and first["proof_hash"]
+        with pytest.raises(RuntimeError, match="did not finish within 0s"):
+            prover.prove(*args, timeout_s=0.05)
+        assert not prover._idle  # the stuck process was killed, not kept
+        with pytest.raises(RuntimeError, match="No such file"):
+            prover.prove(str(tmp_path / "missing"), *args[1:])
+        assert prover.prove(*args)["proof_hash"]  # and a fresh one takes over
+    finally:
+        prover.stop()

@@ -139,6 +139,7 @@ class Gateway:
             async with self._zk_lock:
                 await asyncio.to_thread(run_setup, data, self.models.zk_dir(info.hash), calibration,
                                         self.cfg.srs_dir, str(self.cfg.home), inputs, outputs)
+            await self.sched.prover().warm.remote()  # the first proof need not wait for EZKL's import
         except InvalidModelError as exc:
             raise InvalidModelError(
                 f"Model {info.hash[:12]} is deployed and serves receipt and quorum jobs, but not zk: {exc.message}",

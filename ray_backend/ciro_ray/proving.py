@@ -1,47 +1,140 @@
-"""Proving as a Ray task, apart from the inference actors (a proof takes seconds; inference, milliseconds).
+"""Proving in a dedicated Ray actor, apart from the inference actors (a proof takes seconds; inference,
+milliseconds).
 
-The Ray task runs EZKL in a child Python process. Called directly inside a Ray worker process,
-``ezkl.prove`` deadlocked here: one of its Rust threads blocked acquiring the GIL (to log) while the
-calling thread held it waiting for that thread. A fresh interpreter has no such interference, and
-its cost (~0.3 s) is measured in bench/proofs.py.
+The actor (:class:`Prover`, one per gateway, on the model store's node) does not call EZKL itself:
+called directly inside a Ray worker process, ``ezkl.prove`` deadlocked here (one of its Rust threads
+blocked acquiring the GIL, to log, while the calling thread held it waiting for that thread). It keeps
+warm child Python processes instead, one per concurrent proof, each with EZKL already imported, and
+hands them one job at a time. A child that fails, or runs past the proof timeout (EZKL 23.0.5 can hang
+on an input far outside the range its circuit was calibrated for), is killed and replaced. Warm
+children save the ~0.5 s of interpreter start and imports a fresh process paid per proof.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["prove_job", "run_setup"]
+__all__ = ["Prover", "run_setup"]
+
+_DONE = "CIRO-PROVER-DONE"
 
 
-def prove_job(zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarray], model_hash: str,
+class _Child:
+    """One warm prover process: reads job folders on stdin, answers ``CIRO-PROVER-DONE <folder>``."""
+
+    def __init__(self) -> None:
+        # stderr to a file, not a pipe: nobody reads it while the child is healthy, and a full pipe would block it
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115  (lives as long as the child; closed in kill)
+        self.proc = subprocess.Popen([sys.executable, "-m", "ciro_ray.proving", "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._err)
+        self._buf = b""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, folder: Path, timeout_s: float) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{folder}\n".encode())
+        self.proc.stdin.flush()
+        want = f"{_DONE} {folder}".encode()
+        deadline = time.monotonic() + timeout_s
+        fd = self.proc.stdout.fileno()
+        while True:
+            while b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                if line.strip() == want:
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise EOFError(self._stderr_tail())
+                self._buf += chunk
+
+    def _stderr_tail(self) -> str:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        self._err.seek(0)
+        err = self._err.read().decode(errors="replace")
+        self.kill()
+        return (err.strip().splitlines() or [f"exit code {self.proc.returncode}"])[-1][:400]
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self._err.close()
+
+
+class Prover:
+    """Ray actor (``max_concurrency`` = concurrent proofs) that proves zk jobs with warm child processes."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Child] = []
+        self._lock = threading.Lock()
+
+    def warm(self) -> int:
+        """Start one child ahead of the first proof (called after a zk set-up); returns the idle count."""
+        with self._lock:
+            if not self._idle:
+                self._idle.append(_Child())
+            return len(self._idle)
+
+    def prove(self, zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarray], model_hash: str,
               input_commitment: str, output_commitment: str, timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
-    with tempfile.TemporaryDirectory(prefix="ciro-prove-job-") as tmp:
-        t = Path(tmp)
-        np.savez(t / "inputs.npz", *inputs)
-        (t / "job.json").write_text(json.dumps({
-            "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash,
-            "input_commitment": input_commitment, "output_commitment": output_commitment}))
-        try:
-            proc = subprocess.run([sys.executable, "-m", "ciro_ray.proving", str(t)], capture_output=True,
-                                  text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(
-                f"the prover did not finish within {timeout_s:.0f}s and was stopped (EZKL 23.0.5 can hang on an "
-                "input far outside the range its circuit was calibrated for; raise proof_timeout_s if the "
-                "model is just large)") from None
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the prover exited with code {proc.returncode}: {tail[:400]}")
-        artifact: dict[str, Any] = json.loads((t / "artifact.json").read_text())
+        """Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
+        child = None
+        with self._lock:
+            while self._idle and child is None:
+                c = self._idle.pop()
+                child = c if c.alive() else None
+        child = child or _Child()
+        with tempfile.TemporaryDirectory(prefix="ciro-prove-job-") as tmp:
+            t = Path(tmp)
+            np.savez(t / "inputs.npz", *inputs)
+            (t / "job.json").write_text(json.dumps({
+                "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash,
+                "input_commitment": input_commitment, "output_commitment": output_commitment}))
+            try:
+                child.run(t, timeout_s)
+            except TimeoutError:
+                child.kill()
+                raise RuntimeError(
+                    f"the prover did not finish within {timeout_s:.0f}s and was stopped (EZKL 23.0.5 can hang on "
+                    "an input far outside the range its circuit was calibrated for; raise proof_timeout_s if the "
+                    "model is just large)") from None
+            except EOFError as exc:
+                raise RuntimeError(f"the prover process died: {exc}") from None
+            if (t / "error.json").is_file():
+                child.kill()  # a failed EZKL call may leave the process in a bad state: start afresh next time
+                raise RuntimeError(json.loads((t / "error.json").read_text())["message"])
+            artifact: dict[str, Any] = json.loads((t / "artifact.json").read_text())
+        with self._lock:
+            self._idle.append(child)
         return artifact
+
+    def stop(self) -> None:
+        with self._lock:
+            for c in self._idle:
+                c.kill()
+            self._idle.clear()
 
 
 def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_dir: str | None, home: str,
@@ -81,7 +174,7 @@ def _setup_main(folder: Path) -> None:
         sys.exit(3)
 
 
-def _main(folder: Path) -> None:
+def _prove_main(folder: Path) -> None:
     from ciro.zk import ZkSetup, find_srs, zk_prove
 
     job = json.loads((folder / "job.json").read_text())
@@ -96,8 +189,25 @@ def _main(folder: Path) -> None:
     (folder / "artifact.json").write_text(json.dumps(artifact))
 
 
+def _serve() -> None:
+    """The warm child: EZKL imported once, then one job folder per stdin line until stdin closes."""
+    import ezkl  # noqa: F401  (the import is the point: paid once, not per proof)
+
+    import ciro.zk  # noqa: F401
+
+    out = os.fdopen(os.dup(1), "w")  # EZKL writes to fd 1 too; our protocol lines are whole lines
+    for line in sys.stdin:
+        folder = Path(line.strip())
+        try:
+            _prove_main(folder)
+        except BaseException as exc:  # EZKL raises pyo3's PanicException, a BaseException
+            (folder / "error.json").write_text(json.dumps({"message": f"{type(exc).__name__}: {exc}"[:2000]}))
+        out.write(f"{_DONE} {folder}\n")
+        out.flush()
+
+
 if __name__ == "__main__":
-    if sys.argv[2:] == ["setup"]:
+    if sys.argv[1:] == ["serve"]:
+        _serve()
+    elif sys.argv[2:] == ["setup"]:
         _setup_main(Path(sys.argv[1]))
-    else:
-        _main(Path(sys.argv[1]))

@@ -40,7 +40,7 @@ from ciro.quorum import group_votes
 from .jobstore import JobStore
 from .metrics import Metrics
 from .pool import WorkerHandle, WorkerPool
-from .proving import prove_job
+from .proving import Prover
 from .worker import RECEIPT_LEVELS, JobMeta
 
 __all__ = ["Outcome", "Pending", "Scheduler"]
@@ -136,7 +136,7 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         pool.on_ready = self._wake.set
         self._proof_slots = asyncio.Semaphore(cfg.max_concurrent_proofs)
-        self._prove_remote: Any = None
+        self._prover: Any = None
 
     # -- queue ---------------------------------------------------------------------------
     def enqueue(self, jobs: list[Pending], *, front: bool = False) -> None:
@@ -179,6 +179,11 @@ class Scheduler:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._prover is not None:
+            try:
+                await asyncio.wait_for(self._prover.stop.remote(), timeout=10)
+            except Exception as exc:  # the actor is gone already
+                log.debug("prover stop: %s", exc)
 
     async def _run(self) -> None:
         while True:
@@ -383,17 +388,22 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def prover(self) -> Any:
+        """The proving actor, started on first use on this (the model store's) node."""
+        if self._prover is None:
+            self._prover = ray.remote(Prover).options(
+                num_cpus=0, max_concurrency=max(1, self.cfg.max_concurrent_proofs),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                   soft=False)).remote()
+        return self._prover
+
     async def _prove(self, p: Pending, out: Tensors, blob: bytes, commit: str, receipt: dict[str, Any] | None,
                      worker_id: str, started: float) -> None:
         """Prove one zk job in a Ray task on the gateway's node, then complete it with the artifact."""
-        if self._prove_remote is None:
-            self._prove_remote = ray.remote(prove_job).options(
-                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=False))
         order = [s.name for s in self.models.get(p.model_hash).inputs]
         async with self._proof_slots:
             try:
-                artifact = await self._prove_remote.remote(
+                artifact = await self.prover().prove.remote(
                     str(self.models.zk_dir(p.model_hash)), self.cfg.srs_dir, str(self.cfg.home),
                     [p.inputs[n] for n in order], p.model_hash, p.input_commitment, commit, self.cfg.proof_timeout_s)
             except Exception as exc:  # a failed proof fails the job; it never passes as proven
