@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 JOBS ?= 1000
 STAMP := $(VENV)/.ciro-installed
 
-.PHONY: venv demo test lint bench lock clean
+.PHONY: venv demo test lint bench lock clean contracts
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ciro needs Python >= 3.11")'
@@ -32,6 +32,10 @@ test: venv lint
 bench: venv
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/cold_start.py
+
+# Compile the Cairo contracts into contracts/compiled (Sierra, CASM, manifest of class hashes).
+contracts: venv
+	$(BIN)/python contracts/build.py
 
 # Re-pin requirements.lock after changing dependencies in pyproject.toml.
 lock: venv

@@ -17,6 +17,9 @@ The tree (a domain base also subclasses the stdlib type callers already catch)::
     │   ├── NoQuorumError (JobFailedError)  fewer than 2f+1 of k workers agreed
     │   └── JobTimeoutError (TimeoutError)  waited longer than asked
     ├── WorkerError (RuntimeError)          a worker died or could not run the model
+    ├── ChainError                          a Starknet node or contract call failed
+    │   ├── ContractRevertedError           a contract refused the call (``reason`` holds its message)
+    │   └── InsufficientEscrowError         a job's on-chain escrow is missing or too small (HTTP 402)
     ├── AuthError (PermissionError)
     │   ├── UnauthenticatedError            unsigned, forged, expired or replayed request (HTTP 401)
     │   └── ForbiddenError                  a valid signature from a key not allowed here (HTTP 403)
@@ -35,12 +38,15 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "ChainError",
     "CiroError",
     "ConfigError",
+    "ContractRevertedError",
     "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",
     "InputError",
+    "InsufficientEscrowError",
     "InvalidModelError",
     "JobCancelledError",
     "JobError",
@@ -151,6 +157,25 @@ class JobTimeoutError(JobError, TimeoutError):
 class WorkerError(CiroError, RuntimeError):
     code = "worker_error"
     http_status = 503
+
+
+class ChainError(CiroError):
+    code = "chain_error"
+    http_status = 502
+
+
+class ContractRevertedError(ChainError):
+    code = "contract_reverted"
+    http_status = 409
+
+    @property
+    def reason(self) -> str:
+        return str(self.detail.get("reason", ""))
+
+
+class InsufficientEscrowError(ChainError):
+    code = "insufficient_escrow"
+    http_status = 402
 
 
 class AuthError(CiroError, PermissionError):

@@ -1,0 +1,43 @@
+"""The compiled Ciro contracts (Sierra + CASM), as committed under ``contracts/compiled``.
+
+A wheel carries them as ``ciro/chain/_compiled``; a source checkout reads ``contracts/compiled``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["CONTRACTS", "abi", "compiled_dir", "load_class"]
+
+#: Every contract the chain side uses.
+CONTRACTS = ("CiroAccount", "UniversalDeployer", "CiroToken", "CDCPool", "JobManager")
+
+
+def compiled_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_compiled", here.parents[1] / "contracts" / "compiled"):
+        if (cand / "manifest.json").is_file():
+            return cand
+    raise ConfigError("The compiled Ciro contracts are missing (contracts/compiled). Rebuild them with "
+                      "`make contracts`, or reinstall ciro-network.")
+
+
+@functools.cache
+def load_class(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Sierra, CASM) of a contract as JSON."""
+    if name not in CONTRACTS:
+        raise ConfigError(f"Unknown contract {name!r}; known: {', '.join(CONTRACTS)}.")
+    d = compiled_dir()
+    sierra = json.loads((d / f"{name}.sierra.json").read_text())
+    casm = json.loads((d / f"{name}.casm.json").read_text())
+    return sierra, casm
+
+
+def abi(name: str) -> list[dict[str, Any]]:
+    raw = load_class(name)[0]["abi"]
+    return json.loads(raw) if isinstance(raw, str) else list(raw)

@@ -1,0 +1,188 @@
+"""Running a devnet: in this process (a background thread) or as a `python -m ciro.devnet` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .accounts import PredeployedAccount
+from .chain import Devnet
+from .rpc import RpcServer
+
+T = TypeVar("T")
+
+
+async def start_server(
+    devnet: Devnet, host: str = "127.0.0.1", port: int = 5050
+) -> tuple[web.AppRunner, str, RpcServer]:
+    """Serve a devnet on the running loop; returns the runner (`await runner.cleanup()` stops it), the URL and the
+    server (whose one worker thread runs every chain call)."""
+    server = RpcServer(devnet)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{bound_port}/rpc", server
+
+
+class DevnetThread:
+    """A devnet serving from a background thread of this process (the chain is `self.devnet`)."""
+
+    def __init__(self, devnet: Devnet, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.devnet = devnet
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(host, port), name="ciro-devnet-rpc", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve(host, port))
+
+    async def _serve(self, host: str, port: int) -> None:
+        try:
+            runner, self.url, self._server = await start_server(self.devnet, host, port)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stopped.wait()
+        await runner.cleanup()
+
+    @property
+    def accounts(self) -> list[PredeployedAccount]:
+        return self.devnet.accounts
+
+    def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call `function(*args, **kwargs)` on the chain's worker thread (between RPC calls), e.g.
+        `thread.run(thread.devnet.deploy_predeclared, class_hash, calldata)` while the server is up."""
+        return self._server.executor.submit(function, *args, **kwargs).result()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> DevnetThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_devnet_thread(*, host: str = "127.0.0.1", port: int = 0, **devnet_options: Any) -> DevnetThread:
+    """Create a `Devnet(**devnet_options)` and serve it from a background thread; `.url`, `.stop()`."""
+    return DevnetThread(Devnet(**devnet_options), host, port)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def rpc_request(url: str, method: str, params: Any = None, timeout: float = 30) -> Any:
+    """One JSON-RPC call with the standard library (for launchers and scripts; tests use starknet-py)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise RuntimeError(f"{method}: {answer['error']}")
+    return answer["result"]
+
+
+class DevnetProcess:
+    """A `python -m ciro.devnet` subprocess; its output goes to `log_path`."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        state_dir: str | Path | None = None,
+        accounts: int | None = None,
+        seed: int | None = None,
+        chain_id: str | None = None,
+        log_path: str | Path | None = None,
+        startup_timeout: float = 90,
+        python: str = sys.executable,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/rpc"
+        command = [python, "-m", "ciro.devnet", "--port", str(self.port)]
+        if state_dir is not None:
+            command += ["--state", str(state_dir)]
+        if accounts is not None:
+            command += ["--accounts", str(accounts)]
+        if seed is not None:
+            command += ["--seed", str(seed)]
+        if chain_id is not None:
+            command += ["--chain-id", chain_id]
+        self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"ciro-devnet-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  (open for the life of the process)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self._wait_ready(startup_timeout)
+        self.accounts = [
+            PredeployedAccount.from_json(a) for a in rpc_request(self.url, "devnet_getPredeployedAccounts")
+        ]
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the devnet exited ({self.process.returncode}):\n{self.log_path.read_text()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/is_alive", timeout=1),
+            ):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"the devnet did not start in {timeout} s:\n{self.log_path.read_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (the chain is saved after every block already), then SIGKILL after `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return int(self.process.returncode)
+
+    def __enter__(self) -> DevnetProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_devnet_process(**options: Any) -> DevnetProcess:
+    """Start `python -m ciro.devnet` on a free port and wait until it answers; `.url`, `.accounts`, `.stop()`."""
+    return DevnetProcess(**options)

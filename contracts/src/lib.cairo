@@ -1,0 +1,10 @@
+// Ciro settlement contracts (Cairo 2.1).
+//   token:       CiroToken, the ERC20 jobs are paid in and workers stake.
+//   pool:        CDCPool, worker registration, staking, reputation, validators, slashing.
+//   job_manager: JobManager, job escrow and on-chain verification of receipts / quorums.
+//   signature:   Stark ECDSA verification with a cached public key point (used by JobManager).
+mod interfaces;
+mod signature;
+mod token;
+mod pool;
+mod job_manager;
