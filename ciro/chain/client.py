@@ -58,8 +58,8 @@ class TxResult:
     block_number: int | None
     #: Events as (from_address, keys, data).
     events: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
-    #: Cairo steps the transaction took, when the node reports them.
-    steps: int | None = None
+    #: L2 gas the transaction used (Cairo steps and builtins, priced), as the node reports it.
+    l2_gas: int = 0
     #: Fee charged (fri), 0 where the node charges none.
     fee: int = 0
 
@@ -190,8 +190,8 @@ class ChainClient:
         if str(status).upper() == "REVERTED":
             raise _revert_error(receipt.revert_reason or "", what)
         resources = getattr(receipt, "execution_resources", None)
-        steps = getattr(resources, "steps", None) if resources is not None else None
+        l2_gas = int(getattr(resources, "l2_gas", 0) or 0)
         fee = getattr(getattr(receipt, "actual_fee", None), "amount", 0) or 0
         events = [(int(e.from_address), [int(k) for k in e.keys], [int(d) for d in e.data]) for e in receipt.events]
         return TxResult(tx_hash=tx_hash, block_number=getattr(receipt, "block_number", None), events=events,
-                        steps=steps, fee=int(fee))
+                        l2_gas=l2_gas, fee=int(fee))

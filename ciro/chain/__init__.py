@@ -1,0 +1,23 @@
+"""The shared Starknet client: contract bindings, accounts from the key store, batched settlement.
+
+Imported on demand (``import ciro.chain``): it needs starknet-py (``pip install 'ciro-network[chain]'``).
+"""
+
+from .client import ChainClient, TxResult, decode_revert
+from .contracts import CDCPool, CiroToken, JobManager, JobState, Violation
+from .network import Network, account_address, deploy_network, ensure_account
+
+__all__ = [
+    "CDCPool",
+    "ChainClient",
+    "CiroToken",
+    "JobManager",
+    "JobState",
+    "Network",
+    "TxResult",
+    "Violation",
+    "account_address",
+    "decode_revert",
+    "deploy_network",
+    "ensure_account",
+]

@@ -1,0 +1,205 @@
+"""Typed bindings for the Ciro contracts over starknet-py, for any node and any account.
+
+Each binding prepares calls (``*_call`` methods return a starknet-py ``Call``, so many can go into one
+transaction with :meth:`ChainClient.execute`), sends single ones, and reads views. Argument names and
+order are the Cairo interfaces' (``contracts/src/interfaces.cairo``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..receipts import short_string
+from .artifacts import abi
+from .client import ChainClient, TxResult, _revert_error
+
+__all__ = ["CDCPool", "CiroToken", "JobManager", "JobState", "Violation", "u256_of"]
+
+#: Job status codes (JobManager).
+STATUS = {0: "none", 1: "submitted", 2: "assigned", 3: "result_submitted", 4: "finalized", 5: "refunded"}
+#: Model level bitmask.
+LEVEL_BITS = {"receipt": 1, "quorum": 2, "zk": 4}
+
+
+class Violation:
+    """CDCPool slashing codes (the seed's matrix)."""
+
+    DOUBLE_SIGNING = 1  # 30 % of stake, reputation -50, banned 90 days
+    DOWNTIME = 2  # 5 %, -10, 30 days
+    INVALID_COMPUTE = 3  # 50 %, -75, 180 days
+    COORDINATED_ATTACK = 4  # 100 %, reputation 0, banned forever
+
+
+def u256_of(hex_digest: str) -> int:
+    """A SHA-256 hex digest (model hash, commitments) as the u256 the contracts store."""
+    return int(hex_digest, 16)
+
+
+class _Bound:
+    NAME: ClassVar[str]
+
+    def __init__(self, chain: ChainClient, address: int) -> None:
+        from starknet_py.contract import Contract
+
+        self.chain = chain
+        self.address = address
+        self._contract = Contract(address=address, abi=abi(self.NAME), provider=chain.account, cairo_version=1)
+
+    def prepare(self, fn: str, *args: Any, **kw: Any) -> Any:
+        return self._contract.functions[fn].prepare_invoke_v3(*args, **kw)
+
+    async def invoke(self, fn: str, *args: Any, **kw: Any) -> TxResult:
+        return await self.chain.execute([self.prepare(fn, *args, **kw)], what=f"{self.NAME}.{fn}")
+
+    async def view(self, fn: str, *args: Any, **kw: Any) -> Any:
+        from starknet_py.net.client_errors import ClientError
+
+        try:
+            out = await self._contract.functions[fn].call(*args, block_number="latest", **kw)
+        except ClientError as exc:
+            raise _revert_error(f"{exc.message} {exc.data or ''}", f"{self.NAME}.{fn}") from exc
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+class CiroToken(_Bound):
+    NAME = "CiroToken"
+
+    async def balance_of(self, account: int) -> int:
+        return int(await self.view("balance_of", account))
+
+    async def allowance(self, owner: int, spender: int) -> int:
+        return int(await self.view("allowance", owner, spender))
+
+    def approve_call(self, spender: int, amount: int) -> Any:
+        return self.prepare("approve", spender, amount)
+
+    def transfer_call(self, recipient: int, amount: int) -> Any:
+        return self.prepare("transfer", recipient, amount)
+
+    def mint_call(self, recipient: int, amount: int) -> Any:
+        return self.prepare("mint", recipient, amount)
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    key: int
+    stake: int
+    pending: int
+    ready_at: int
+    reputation: int
+    banned_until: int
+    eligible: bool
+    validator: bool
+
+
+class CDCPool(_Bound):
+    NAME = "CDCPool"
+
+    async def worker(self, worker: int) -> WorkerState:
+        pending, ready_at = await self.view("pending_unstake", worker)
+        return WorkerState(
+            key=int(await self.view("worker_key", worker)), stake=int(await self.view("stake_of", worker)),
+            pending=int(pending), ready_at=int(ready_at), reputation=int(await self.view("reputation_of", worker)),
+            banned_until=int(await self.view("banned_until", worker)),
+            eligible=bool(await self.view("is_eligible", worker)),
+            validator=bool(await self.view("is_validator", worker)))
+
+    async def is_eligible(self, worker: int) -> bool:
+        return bool(await self.view("is_eligible", worker))
+
+    def register_worker_call(self, public_key: int) -> Any:
+        return self.prepare("register_worker", public_key)
+
+    def stake_call(self, worker: int, amount: int) -> Any:
+        return self.prepare("stake_for_worker", worker, amount)
+
+    def slash_call(self, worker: int, violation: int, evidence: int) -> Any:
+        return self.prepare("slash", worker, violation, evidence)
+
+    def add_validator_call(self, worker: int) -> Any:
+        return self.prepare("add_validator", worker)
+
+
+@dataclass(frozen=True)
+class JobState:
+    client: int
+    model_hash: int
+    input_commitment: int
+    level: str
+    max_payment: int
+    deadline: int
+    worker: int
+    output_commitment: int
+    evidence_hash: int
+    status: str
+    payment: int
+
+
+def _text(felt: int) -> str:
+    return felt.to_bytes(31, "big").lstrip(b"\0").decode("ascii", "replace")
+
+
+class JobManager(_Bound):
+    NAME = "JobManager"
+
+    async def job(self, job_id: str | int) -> JobState:
+        j = await self.view("get_job", _job(job_id))
+        return JobState(client=int(j["client"]), model_hash=int(j["model_hash"]),
+                        input_commitment=int(j["input_commitment"]), level=_text(int(j["level"])),
+                        max_payment=int(j["max_payment"]), deadline=int(j["deadline"]), worker=int(j["worker"]),
+                        output_commitment=int(j["output_commitment"]), evidence_hash=int(j["evidence_hash"]),
+                        status=STATUS.get(int(j["status"]), str(j["status"])), payment=int(j["payment"]))
+
+    def register_model_call(self, model_hash: str, vk_hash: str | None, levels: Sequence[str]) -> Any:
+        bits = sum(LEVEL_BITS[lv] for lv in set(levels))
+        return self.prepare("register_model", u256_of(model_hash), u256_of(vk_hash) if vk_hash else 0, bits)
+
+    def submit_job_call(self, job_id: str, model_hash: str, input_commitment: str, level: str, max_payment: int,
+                        deadline: int) -> Any:
+        return self.prepare("submit_job", _job(job_id), u256_of(model_hash), u256_of(input_commitment),
+                            short_string(level), max_payment, deadline)
+
+    def assign_call(self, job_id: str, worker: int) -> Any:
+        return self.prepare("assign_job", _job(job_id), worker)
+
+    def claim_call(self, job_id: str) -> Any:
+        return self.prepare("claim_job", _job(job_id))
+
+    def submit_result_call(self, job_id: str, output_commitment: str, evidence_hash: int) -> Any:
+        return self.prepare("submit_result", _job(job_id), u256_of(output_commitment), evidence_hash)
+
+    def finalize_receipt_call(self, job_id: str, payment: int, receipt: dict[str, Any]) -> Any:
+        r, s = (int(x, 16) for x in receipt["signature"])
+        return self.prepare("finalize_receipt", _job(job_id), payment, int(receipt["timestamp_ms"]), r, s)
+
+    def finalize_batch_call(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> Any:
+        """One call finalizing many receipt jobs: (job id, payment, receipt dict) each."""
+        payload = []
+        for job_id, payment, receipt in items:
+            r, s = (int(x, 16) for x in receipt["signature"])
+            payload.append({"job_id": _job(job_id), "payment": payment, "timestamp_ms": int(receipt["timestamp_ms"]),
+                            "r": r, "s": s})
+        return self.prepare("finalize_batch", payload)
+
+    def finalize_quorum_call(self, job_id: str, payment: int, f: int,
+                             attestations: Sequence[tuple[int, dict[str, Any]]]) -> Any:
+        """``attestations``: (validator account address, that validator's quorum receipt) each."""
+        payload = []
+        for validator, receipt in attestations:
+            r, s = (int(x, 16) for x in receipt["signature"])
+            payload.append({"validator": validator, "timestamp_ms": int(receipt["timestamp_ms"]), "r": r, "s": s})
+        return self.prepare("finalize_quorum", _job(job_id), payment, f, payload)
+
+    def refund_call(self, job_id: str) -> Any:
+        return self.prepare("refund", _job(job_id))
+
+    def report_invalid_compute_call(self, job_id: str, worker: int, receipt: dict[str, Any]) -> Any:
+        r, s = (int(x, 16) for x in receipt["signature"])
+        return self.prepare("report_invalid_compute", _job(job_id), worker, u256_of(receipt["output_commitment"]),
+                            int(receipt["timestamp_ms"]), r, s)
+
+
+def _job(job_id: str | int) -> int:
+    return job_id if isinstance(job_id, int) else int(job_id, 16)

@@ -1,0 +1,109 @@
+"""A Ciro deployment on a Starknet network: the three contracts' addresses, where they live, and the
+accounts of Ciro's keys (one CiroAccount per key, at an address that follows from the key alone).
+
+``$CIRO_HOME/chain.json`` records the deployment; the local devnet writes it, and for Sepolia or
+mainnet an operator writes it with the addresses of a deployment made with :func:`deploy_network`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..identity import Identity
+from ..receipts import short_string
+from .client import ChainClient
+from .contracts import CDCPool, CiroToken, JobManager
+from .deploy import class_hashes, declare, deploy
+
+__all__ = ["Network", "account_address", "deploy_network", "ensure_account"]
+
+CHAIN_FILE = "chain.json"
+
+
+def _u256(value: int) -> list[int]:
+    return [value & ((1 << 128) - 1), value >> 128]
+
+
+def account_address(public_key: int) -> int:
+    """Where the CiroAccount of a key lives: deployed through the UDC, not unique, salt = the key."""
+    from starknet_py.hash.address import compute_address
+
+    return int(compute_address(class_hash=class_hashes("CiroAccount").sierra, constructor_calldata=[public_key],
+                               salt=public_key, deployer_address=0))
+
+
+@dataclass(frozen=True)
+class Network:
+    rpc_url: str
+    token: int
+    pool: int
+    job_manager: int
+    #: The governance / operator account (mints, assigns jobs, slashes).
+    governance: int
+
+    def save(self, home: Path) -> Path:
+        path = home / CHAIN_FILE
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({k: (hex(v) if isinstance(v, int) else v) for k, v in asdict(self).items()},
+                                  indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, home: Path) -> Network:
+        path = home / CHAIN_FILE
+        try:
+            d: dict[str, Any] = json.loads(path.read_text())
+            return cls(rpc_url=str(d["rpc_url"]), token=int(d["token"], 16), pool=int(d["pool"], 16),
+                       job_manager=int(d["job_manager"], 16), governance=int(d["governance"], 16))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"No Ciro deployment recorded in {path}. Start the local devnet (`ciro devnet`), or "
+                              "write the addresses of your deployment there.") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{path} is malformed ({exc}). Fix it or start the devnet again.") from exc
+
+    def token_on(self, chain: ChainClient) -> CiroToken:
+        return CiroToken(chain, self.token)
+
+    def pool_on(self, chain: ChainClient) -> CDCPool:
+        return CDCPool(chain, self.pool)
+
+    def job_manager_on(self, chain: ChainClient) -> JobManager:
+        return JobManager(chain, self.job_manager)
+
+
+async def deploy_network(gov: ChainClient, *, rpc_url: str, supply: int, min_stake: int, unstake_cooldown_s: int,
+                         name: str = "Ciro", symbol: str = "CIRO", decimals: int = 18) -> Network:
+    """Declare and deploy CiroToken, CDCPool and JobManager with ``gov`` as governance (and token owner)."""
+    token_cls, pool_cls, jm_cls = [await declare(gov, n) for n in ("CiroToken", "CDCPool", "JobManager")]
+    token, _ = await deploy(gov, token_cls, [short_string(name), short_string(symbol), decimals, *_u256(supply),
+                                             gov.address, gov.address], salt=gov.address, what="Deploying CiroToken")
+    pool, _ = await deploy(gov, pool_cls, [gov.address, token, *_u256(min_stake), unstake_cooldown_s],
+                           salt=gov.address, what="Deploying CDCPool")
+    jm, _ = await deploy(gov, jm_cls, [gov.address, token, pool], salt=gov.address, what="Deploying JobManager")
+    net = Network(rpc_url=rpc_url, token=token, pool=pool, job_manager=jm, governance=gov.address)
+    await gov.execute([net.pool_on(gov).prepare("set_job_manager", jm)], what="CDCPool.set_job_manager")
+    return net
+
+
+async def ensure_account(gov: ChainClient, identity: Identity) -> int:
+    """Deploy the CiroAccount of ``identity`` (paid by ``gov``) unless it exists; returns its address."""
+    from starknet_py.net.client_errors import ClientError
+
+    address = account_address(identity.public_key)
+    try:
+        await gov.node.get_class_hash_at(address)
+        return address
+    except ClientError:
+        pass
+    cls = await declare(gov, "CiroAccount")
+    deployed, _ = await deploy(gov, cls, [identity.public_key], salt=identity.public_key,
+                               what=f"Deploying the account of key {identity.name!r}")
+    assert deployed == address, "UDC address differs from the computed one"
+    return address
