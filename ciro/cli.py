@@ -334,6 +334,27 @@ def estimate_cmd(model: Path) -> None:
     click.echo(e["message"])
 
 
+@cli.command("devnet")
+@click.option("--port", type=int, help="JSON-RPC port (default: devnet_port, 5050).")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="Chain state folder, reloaded at start (default: $CIRO_HOME/devnet).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the predeployed accounts' keys.")
+@click.option("--accounts", type=int, default=10, show_default=True, help="Predeployed accounts.")
+@click.pass_context
+@handle_errors
+def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: int, accounts: int) -> None:
+    """Run the local Starknet devnet with the Ciro contracts deployed (foreground; Ctrl-C stops it).
+
+    It executes the compiled Cairo contracts on StarkWare's Cairo VM behind a Starknet JSON-RPC endpoint,
+    records the contracts' addresses in $CIRO_HOME/chain.json and funds your key 'client' with CIRO.
+    Fees are computed, not charged."""
+    from .devnet.__main__ import main as devnet_main
+
+    cfg = _cfg(ctx)
+    devnet_main(["--port", str(port or cfg.devnet_port), "--state", str(state or cfg.home / "devnet"),
+                 "--seed", str(seed), "--accounts", str(accounts), "--home", str(cfg.home)])
+
+
 @cli.group()
 def keys() -> None:
     """Stark-curve key pairs in $CIRO_HOME/keys (clients, workers, validators)."""

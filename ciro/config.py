@@ -72,6 +72,8 @@ class Config:
     allowed_clients: str | None = None
     #: Gateway: file of worker public keys allowed to serve. Unset: the workers this gateway starts.
     allowed_workers: str | None = None
+    #: Port of the local Starknet devnet (`ciro devnet`), the embedded default's chain.
+    devnet_port: int = 5050
     #: Provider: who runs this node's workers (set it where `ray start` runs). Quorum jobs go to workers of
     #: distinct providers where the cluster has them. Unset: each Ray node counts as its own provider.
     provider: str | None = None

@@ -106,6 +106,32 @@ class KeyStore:
             f.write(data)
         return ident
 
+    def import_key(self, name: str, private_key: int, *, replace: bool = False) -> Identity:
+        """Store a key made elsewhere (e.g. a devnet's predeployed account). Refuses to overwrite a different
+        key of that name unless ``replace``."""
+        from fast_stark_crypto import get_public_key
+
+        if not 0 < private_key < EC_ORDER:
+            raise ConfigError(f"Key {name!r}: the private key is not in [1, curve order). Check where it came from.")
+        path = self._path(name)
+        self._ensure_root()
+        if path.exists():
+            old = self.get(name)
+            if old.private_key == private_key:
+                return old
+            if not replace:
+                raise ConfigError(f"A different key named {name!r} already exists in {self.root}. Remove it first "
+                                  "or pick another name.")
+        ident = Identity(name=name, private_key=private_key, public_key=int(get_public_key(private_key)),
+                         created_at=time.time())
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps({"name": name, "private_key": hex(private_key), "public_key": ident.public_hex,
+                                "created_at": ident.created_at, "curve": "stark"}).encode())
+        os.replace(tmp, path)
+        return ident
+
     def get(self, name: str) -> Identity:
         path = self._path(name)
         try:

@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=10, help="predeployed accounts (default: %(default)s)")
     parser.add_argument("--seed", type=int, help="seed of the accounts' keys (default: random, printed)")
     parser.add_argument("--chain-id", default=DEFAULT_CHAIN_ID, help="chain id short string (default: %(default)s)")
+    parser.add_argument("--home", metavar="DIR", help="also deploy the Ciro contracts (unless there already) and "
+                        "record them in DIR/chain.json; fund the key 'client' of DIR/keys")
     parser.add_argument("--verbose", action="store_true", help="log every failed call")
     return parser.parse_args(argv)
 
@@ -62,6 +64,15 @@ async def serve(args: argparse.Namespace) -> None:
     devnet = Devnet(accounts=args.accounts, seed=seed, chain_id=args.chain_id, state_dir=args.state)
     runner, url, _ = await start_server(devnet, args.host, args.port)
     print(banner(devnet, url, devnet.restored), flush=True)
+    if args.home:
+        from pathlib import Path
+
+        from .bootstrap import bootstrap
+
+        net = await bootstrap(url, devnet.accounts[0], Path(args.home))
+        print(f"Ciro contracts: CiroToken {hex(net.token)}, CDCPool {hex(net.pool)}, JobManager "
+              f"{hex(net.job_manager)}; governance {hex(net.governance)} (key 'devnet-governance'); recorded in "
+              f"{Path(args.home) / 'chain.json'}", flush=True)
     print(f"Ready in {time.monotonic() - started:.1f} s", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

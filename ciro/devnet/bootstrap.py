@@ -1,0 +1,54 @@
+"""The embedded default's chain: a devnet with the Ciro contracts deployed and Ciro's keys funded.
+
+Governance is the devnet's first predeployed account (its key goes into the key store as
+``devnet-governance``). The deployment is recorded in ``$CIRO_HOME/chain.json``; with a persistent
+state folder a restart finds the contracts already there and reuses them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..chain.client import ChainClient
+from ..chain.network import Network, deploy_network, ensure_account
+from ..errors import ConfigError
+from ..identity import KeyStore
+from .accounts import PredeployedAccount
+
+__all__ = ["CIRO", "bootstrap"]
+
+#: One CIRO in base units (18 decimals).
+CIRO = 10**18
+SUPPLY = 10**9 * CIRO
+MIN_STAKE = 1_000 * CIRO
+UNSTAKE_COOLDOWN_S = 7 * 24 * 3600
+FAUCET = 10_000 * CIRO
+
+
+async def bootstrap(url: str, governance: PredeployedAccount, home: Path, *,
+                    fund: tuple[str, ...] = ("client",)) -> Network:
+    """Deploy (or find) the Ciro contracts on the devnet at ``url``; fund the named keys' accounts."""
+    from starknet_py.net.client_errors import ClientError
+
+    keys = KeyStore(home / "keys")
+    gov_id = keys.import_key("devnet-governance", governance.private_key, replace=True)
+    gov = await ChainClient.connect(url, address=governance.address, identity=gov_id)
+    net: Network | None = None
+    try:
+        net = Network.load(home)
+        await gov.node.get_class_hash_at(net.job_manager)
+        if net.governance != governance.address:
+            net = None
+    except (ConfigError, ClientError):
+        net = None
+    if net is None:
+        net = await deploy_network(gov, rpc_url=url, supply=SUPPLY, min_stake=MIN_STAKE,
+                                   unstake_cooldown_s=UNSTAKE_COOLDOWN_S)
+        token = net.token_on(gov)
+        for name in fund:
+            address = await ensure_account(gov, keys.get_or_create(name))
+            await gov.execute([token.transfer_call(address, FAUCET)], what=f"Funding key {name!r}")
+    net = Network(rpc_url=url, token=net.token, pool=net.pool, job_manager=net.job_manager,
+                  governance=net.governance)
+    net.save(home)
+    return net
