@@ -61,6 +61,7 @@ class AsyncCiroClient:
         self.default_options = dict(options or {})
         self._http: aiohttp.ClientSession | None = None
         self._models: dict[str, ModelInfo] = {}
+        self._chain: Any = None  # (chain info, ChainClient) once escrow is used
 
     def _default_identity(self) -> Identity | None:
         mode = self.config.sign_requests
@@ -188,47 +189,98 @@ class AsyncCiroClient:
     async def _submit(self, model: str, inputs: Any, verification: Any, options: dict[str, Any],
                       *, wait: float) -> dict[str, Any]:
         info = await self.model(model)
+        options = {**self.default_options, **options}
+        max_payment = options.pop("max_payment", None)
         spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
-                       verification=VerificationLevel(self._level(verification)),
-                       options={**self.default_options, **options})
+                       verification=VerificationLevel(self._level(verification)), options=options)
         wait = min(wait, MAX_SERVER_WAIT_S)  # longer waits continue in `wait()`
+        if max_payment is not None:
+            job = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"escrow": "true"})
+            await self._escrow([job], int(max_payment))
+            if wait <= 0:
+                done: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job['id']}")
+            else:
+                done = await self._request("GET", f"/v1/jobs/{job['id']}/result", params={"wait": wait},
+                                           read_timeout=wait)
+            return done
         result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"wait": wait},
                                                      read_timeout=wait)
         return result
 
+    # -- on-chain payment ------------------------------------------------------------------
+    async def chain_info(self) -> dict[str, Any]:
+        """Where the gateway settles payments (``{"enabled": False}`` when it does not)."""
+        result: dict[str, Any] = await self._request("GET", "/v1/chain")
+        return result
+
+    def payer(self) -> Identity:
+        """The key whose Starknet account pays for escrowed jobs: the signing key, else ``client_key``."""
+        return self.identity or KeyStore(self.config.home / "keys").get_or_create(self.config.client_key)
+
+    async def _escrow(self, jobs: list[dict[str, Any]], max_payment: int) -> str:
+        """Escrow ``max_payment`` for each job in ONE transaction from the payer's account, then tell the gateway."""
+        from .chain import ChainClient, CiroToken, JobManager, account_address
+
+        if self._chain is None:
+            info = await self.chain_info()
+            if not info.get("enabled"):
+                raise ConfigError("This gateway does not settle on chain, so there is nothing to escrow. Drop "
+                                  "max_payment, or use a gateway with a deployment (ciro devnet, then ciro up).")
+            payer = self.payer()
+            self._chain = (info, await ChainClient.connect(info["rpc_url"], address=account_address(payer.public_key),
+                                                           identity=payer))
+        info, chain = self._chain
+        jm, token = JobManager(chain, int(info["job_manager"], 16)), CiroToken(chain, int(info["token"], 16))
+        block = await chain.node.get_block(block_number="latest")
+        deadline = int(block.timestamp) + int(2 * float(info["escrow_window_s"])) + 3600
+        calls = [token.approve_call(jm.address, max_payment * len(jobs))] + [
+            jm.submit_job_call(j["id"], j["model_hash"], j["input_commitment"], j["verification"], max_payment,
+                               deadline) for j in jobs]
+        tx = await chain.execute(calls, what="Escrowing the jobs' payment")
+        await self._request("POST", "/v1/jobs/escrow", json={"job_ids": [j["id"] for j in jobs],
+                                                            "tx_hash": tx.tx_hex})
+        return tx.tx_hex
+
     async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
                            rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
-                           wait: float = 0.0) -> list[str]:
+                           wait: float = 0.0, max_payment: int | None = None) -> list[str]:
         """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items``."""
-        body = await self._batch(model, items, rows_per_job, verification, wait)
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment)
         return [str(i) for i in body["job_ids"]]
 
     async def infer_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
                           rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
-                          timeout: float | None = None) -> list[JobResult]:
+                          timeout: float | None = None, max_payment: int | None = None) -> list[JobResult]:
         """Run many jobs in one request. ``items`` is a list of inputs (one job each), or stacked
-        inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows."""
+        inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows.
+        With ``max_payment`` (CIRO base units per job) every job's payment is escrowed on chain first, in one
+        transaction from :meth:`payer`'s account, and the worker is paid once the result is verified."""
         wait = timeout if timeout is not None else self.timeout
-        body = await self._batch(model, items, rows_per_job, verification, wait)
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment)
         if body.get("results") is None:
             return [_checked(await self.wait(j, timeout=wait)) for j in body["job_ids"]]
         return [_checked(JobResult.from_wire(r)) for r in body["results"]]
 
     async def _batch(self, model: str, items: Any, rows_per_job: int, verification: Any,
-                     wait: float) -> dict[str, Any]:
+                     wait: float, max_payment: int | None = None) -> dict[str, Any]:
         info = await self.model(model)
         level = self._level(verification)
         params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
+        if max_payment is not None:
+            params = {"wait": 0, "escrow": "true"}
         if isinstance(items, np.ndarray | Mapping):  # stacked: send binary
             stacked = _normalize(info, items)
             params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
             result: dict[str, Any] = await self._request(
                 "POST", "/v1/jobs/batch/binary", data=encode_binary(stacked), params=params,
                 headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
-            return result
-        body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
-                "verification": level, "options": dict(self.default_options)}
-        result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
+        else:
+            body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
+                    "verification": level, "options": dict(self.default_options)}
+            result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
+        if max_payment is not None:
+            await self._escrow(result["jobs"], int(max_payment))
+            result["results"] = None
         return result
 
     async def status(self, job_id: str) -> JobResult:
@@ -402,15 +454,20 @@ class CiroClient:
         return self._run(self._async.submit(model, inputs, verification=verification, **options))
 
     def submit_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
-                     verification: VerificationLevel | str | bool | None = None) -> list[str]:
+                     verification: VerificationLevel | str | bool | None = None,
+                     max_payment: int | None = None) -> list[str]:
         return self._run(self._async.submit_batch(model, items, rows_per_job=rows_per_job,
-                                                  verification=verification))
+                                                  verification=verification, max_payment=max_payment))
 
     def infer_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
                     verification: VerificationLevel | str | bool | None = None,
-                    timeout: float | None = None) -> list[JobResult]:
+                    timeout: float | None = None, max_payment: int | None = None) -> list[JobResult]:
         return self._run(self._async.infer_batch(model, items, rows_per_job=rows_per_job,
-                                                 verification=verification, timeout=timeout))
+                                                 verification=verification, timeout=timeout,
+                                                 max_payment=max_payment))
+
+    def chain_info(self) -> dict[str, Any]:
+        return self._run(self._async.chain_info())
 
     def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
         return self._run(self._async.wait(job_id, timeout=timeout))

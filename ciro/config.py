@@ -72,6 +72,18 @@ class Config:
     allowed_clients: str | None = None
     #: Gateway: file of worker public keys allowed to serve. Unset: the workers this gateway starts.
     allowed_workers: str | None = None
+    #: On-chain payment: "auto" settles jobs whose client escrowed them when $CIRO_HOME/chain.json names a
+    #: deployment (others run unpaid); "required" refuses jobs without escrow; "off" ignores the chain.
+    settlement: str = "auto"
+    #: The account key (in $CIRO_HOME/keys) the gateway settles with: the deployment's governance/operator.
+    operator_key: str = "devnet-governance"
+    #: What the gateway charges per job, in CIRO base units (10**18 = 1 CIRO); a job's escrow must cover it.
+    price_per_job: int = 10**15
+    #: A job waits this long for its escrow; the escrow's deadline must be at least this far ahead.
+    escrow_window_s: float = 600.0
+    #: Settlement batches: at most this many jobs per transaction, at least every this many seconds.
+    settle_batch: int = 50
+    settle_interval_s: float = 1.0
     #: Port of the local Starknet devnet (`ciro devnet`), the embedded default's chain.
     devnet_port: int = 5050
     #: Provider: who runs this node's workers (set it where `ray start` runs). Quorum jobs go to workers of
@@ -141,6 +153,8 @@ class Config:
             (self.auth in {"auto", "required"}, "auth must be 'auto' or 'required'"),
             (self.sign_requests in {"auto", "always", "never"}, "sign_requests must be 'auto', 'always' or 'never'"),
             (self.max_request_ttl_s > 0, "max_request_ttl_s must be > 0"),
+            (self.settlement in {"auto", "required", "off"}, "settlement must be 'auto', 'required' or 'off'"),
+            (self.settle_batch >= 1, "settle_batch must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -26,6 +26,8 @@ __all__ = [
 
 
 class JobStatus(enum.StrEnum):
+    #: Accepted, waiting for its payment to be escrowed on chain before it is scheduled.
+    AWAITING_ESCROW = "awaiting_escrow"
     QUEUED = "queued"
     RUNNING = "running"
     PROVING = "proving"
@@ -210,6 +212,10 @@ class JobResult:
     settlement_tx: str | None = None
     #: Public key that signed the submission (None: unsigned, from the gateway's own machine).
     client: str | None = None
+    #: On-chain payment: None (not escrowed), "escrowed", "paid", "refunded" or "error".
+    settlement: str | None = None
+    #: Payment in CIRO base units (what the worker was paid once "paid").
+    payment: int | None = None
     on_chain_verified: bool = False
 
     @classmethod
@@ -223,7 +229,8 @@ class JobResult:
             submitted_at=float(d.get("submitted_at") or 0.0), started_at=d.get("started_at"),
             finished_at=d.get("finished_at"), error=d.get("error"), options=dict(d.get("options") or {}),
             proof_hash=d.get("proof_hash") or (d.get("zk") or {}).get("proof_hash"),
-            settlement_tx=d.get("settlement_tx"), client=d.get("client"),
+            settlement_tx=d.get("settlement_tx"), client=d.get("client"), settlement=d.get("settlement"),
+            payment=int(d["payment"]) if d.get("payment") is not None else None,
             on_chain_verified=bool(d.get("on_chain_verified", False)),
             receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
             quorum=d.get("quorum"), zk=d.get("zk"),
@@ -240,7 +247,8 @@ class JobResult:
             "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "zk": self.zk,
             "error": self.error,
             "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
-            "on_chain_verified": self.on_chain_verified, "client": self.client,
+            "on_chain_verified": self.on_chain_verified, "client": self.client, "settlement": self.settlement,
+            "payment": self.payment,
         }
 
     @property

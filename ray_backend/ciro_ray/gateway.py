@@ -29,6 +29,7 @@ from ciro import (
     Config,
     ForbiddenError,
     InputError,
+    InsufficientEscrowError,
     InvalidModelError,
     JobNotFoundError,
     JobStatus,
@@ -53,16 +54,28 @@ from .metrics import Metrics
 from .pool import WorkerPool
 from .proving import run_setup
 from .scheduler import Outcome, Pending, Scheduler
-from .schemas import BatchRequest, BatchResponse, ErrorResponse, JobOut, JobRequest, ModelOut, WorkerOut
+from .schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    EscrowRequest,
+    JobOut,
+    JobRequest,
+    ModelOut,
+    WorkerOut,
+)
+from .settlement import Settlement, require_settled_level
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("ciro.gateway")
 Tensors = dict[str, np.ndarray]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 402, 403, 404, 409, 413, 422, 503)
 }
 MAX_WAIT_S = 300.0
+_ESCROW_DOC = ("hold the job until its payment is escrowed on chain (then POST /v1/jobs/escrow with the "
+               "transaction); it is then paid to the worker once verified")
 
 
 class Gateway:
@@ -82,6 +95,7 @@ class Gateway:
         self.heartbeats: dict[str, float] = {}
         self.pool: WorkerPool | None = None
         self.scheduler: Scheduler | None = None
+        self.settlement: Settlement | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
@@ -95,6 +109,12 @@ class Gateway:
                 signal.signal(signal.SIGTERM, previous)
         self.pool = WorkerPool(self.cfg, allowed_keys=self.allowed_workers)
         await self.pool.start()
+        self.settlement = await Settlement.open(self.cfg, self.store)
+        if self.settlement is not None:  # only staked workers are scheduled
+            eligible = await self.settlement.onboard(self.pool.keys())
+            self.pool.allowed_keys = eligible if self.allowed_workers is None else eligible & self.allowed_workers
+            self.pool.readmit()
+            self.settlement.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
         recovered = self.store.recover()
         queued = self.store.queued()
@@ -104,6 +124,8 @@ class Gateway:
                  len(self.pool.workers), len(queued), recovered)
 
     async def stop(self) -> None:
+        if self.settlement:
+            await self.settlement.stop()
         if self.scheduler:
             await self.scheduler.stop()
         if self.pool:
@@ -147,8 +169,19 @@ class Gateway:
 
     # -- accepting jobs --------------------------------------------------------------------
     async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
-               *, batch_id: str | None = None, client: str | None = None) -> tuple[ModelInfo, list[Pending]]:
+               *, batch_id: str | None = None, client: str | None = None,
+               escrow: bool = False) -> tuple[ModelInfo, list[Pending]]:
         info = self.models.resolve(model_ref)
+        if escrow:
+            if self.settlement is None:
+                raise InputError("This gateway does not settle on chain (no deployment in its chain.json, or "
+                                 "settlement=off). Submit without max_payment/escrow.")
+            require_settled_level(VerificationLevel.parse(verification).value)
+            zk = self.models.zk_status(info.hash)
+            await self.settlement.ensure_model(info.hash, zk["vk_hash"] if zk else None)
+        elif self.settlement is not None and self.cfg.settlement == "required":
+            raise InsufficientEscrowError("This gateway runs only jobs whose payment is escrowed on chain. Pass "
+                                          "max_payment= (SDK) so the client escrows each job, then submits it.")
         level = VerificationLevel.parse(verification)
         if level not in SERVED_LEVELS:
             raise InputError(
@@ -179,8 +212,10 @@ class Gateway:
             info.check_inputs(inputs)
             blob = canonical_bytes(inputs)  # stored as is; its SHA-256 is the input commitment
             ic = hashlib.sha256(blob).hexdigest()
-            new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id, client))
-            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0, options, client=client))
+            new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id, client,
+                              JobStatus.AWAITING_ESCROW if escrow else JobStatus.QUEUED))
+            pending.append(Pending(job_id, info.hash, inputs, ic, level.value, 0.0, options, client=client,
+                                   settlement="escrowed" if escrow else None))
         submitted = await self.committer.insert(new)  # durable before we answer
         for p in pending:
             p.submitted_at = submitted
@@ -212,7 +247,7 @@ class Gateway:
 def _pending_from_row(r: JobRow) -> Pending:
     assert r.inputs is not None
     return Pending(r.id, r.model_hash, decode_canonical(r.inputs), r.input_commitment, r.verification,
-                   r.submitted_at, r.options, r.attempts, client=r.client)
+                   r.submitted_at, r.options, r.attempts, client=r.client, settlement=r.settlement)
 
 
 def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
@@ -222,6 +257,7 @@ def _out_from_outcome(p: Pending, o: Outcome) -> dict[str, Any]:
         "outputs": encode_json(o.outputs) if o.outputs is not None else None, "worker": o.worker,
         "attempts": o.attempts, "submitted_at": p.submitted_at, "started_at": o.started_at,
         "finished_at": o.finished_at, "error": o.error, "options": p.options, "client": p.client,
+        "settlement": p.settlement,
         **_evidence(o.evidence),
     }
 
@@ -233,7 +269,8 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "outputs": encode_json(decode_canonical(r.outputs)) if outputs and r.outputs else None,
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
-        "client": r.client, **_evidence(r.evidence),
+        "client": r.client, "settlement": r.settlement, "settlement_tx": r.settlement_tx,
+        "payment": str(r.payment) if r.payment is not None else None, **_evidence(r.evidence),
     }
 
 
@@ -354,11 +391,13 @@ def create_app(cfg: Config | None = None) -> FastAPI:
 
     # -- jobs ----------------------------------------------------------------------------
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)
-    async def submit_job(body: JobRequest, request: Request,
-                         wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+    async def submit_job(body: JobRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
+                         escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds."""
         _, pending = await gw.accept(body.model, [_tensors(body.inputs)], body.verification, body.options,
-                                     client=request.state.account)
+                                     client=request.state.account, escrow=escrow)
+        if escrow:
+            return _json(_out_from_row(gw.row(pending[0].id), outputs=False), 202)
         return await _submitted(pending, wait)
 
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
@@ -379,32 +418,68 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return _json(_out_from_row(gw.row(pending[0].id), outputs=False), 202)
 
     @app.post("/v1/jobs/batch", tags=["jobs"], response_model=BatchResponse, status_code=202, responses=_ERRORS)
-    async def submit_batch(body: BatchRequest, request: Request,
-                           wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+    async def submit_batch(body: BatchRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
+                           escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
         """Submit many jobs in one request: ``items`` (one input dict each) or stacked ``inputs``."""
         if (body.items is None) == (body.inputs is None):
             raise InputError('Give exactly one of "items" (a list of input dicts) or "inputs" (stacked tensors).')
         items = ([_tensors(i) for i in body.items] if body.items is not None
                  else _split_stacked(_tensors(body.inputs or {}), body.rows_per_job))
-        return await _batch(body.model, items, body.verification, body.options, wait, request.state.account)
+        return await _batch(body.model, items, body.verification, body.options, wait, request.state.account, escrow)
 
     @app.post("/v1/jobs/batch/binary", tags=["jobs"], response_model=BatchResponse, status_code=202,
               responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
     async def submit_batch_binary(request: Request, model: str = Query(...), rows_per_job: int = Query(1, ge=1),
-                                  verification: str = "receipt",
-                                  wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+                                  verification: str = "receipt", wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
+                                  escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)
-        return await _batch(model, items, verification, {}, wait, request.state.account)
+        return await _batch(model, items, verification, {}, wait, request.state.account, escrow)
 
     async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
-                     wait: float, client: str | None) -> Response:
+                     wait: float, client: str | None, escrow: bool = False) -> Response:
         batch_id = uuid.uuid4().hex
-        _, pending = await gw.accept(model, items, verification, options, batch_id=batch_id, client=client)
+        _, pending = await gw.accept(model, items, verification, options, batch_id=batch_id, client=client,
+                                     escrow=escrow)
+        if escrow:
+            jobs = [_out_from_row(gw.row(p.id), outputs=False) for p in pending]
+            return _json({"batch_id": batch_id, "job_ids": [p.id for p in pending], "results": None, "jobs": jobs},
+                         202)
         results = await gw.wait_for(pending, wait)
         body: dict[str, Any] = {"batch_id": batch_id, "job_ids": [p.id for p in pending], "results": results}
         return _json(body, 200 if results else 202)
+
+    @app.post("/v1/jobs/escrow", tags=["jobs"], responses=_ERRORS)
+    async def confirm_escrow(body: EscrowRequest, request: Request) -> Response:
+        """Tell the gateway the transaction that escrowed jobs submitted with ``escrow=true``. The gateway checks
+        its JobSubmitted events (model, input commitment, level, payment >= price, deadline, client) and then
+        schedules the jobs; a job not covered gets 402 and stays waiting."""
+        if gw.settlement is None:
+            raise InputError("This gateway does not settle on chain. Nothing to confirm.")
+        rows = [gw.row(j) for j in body.job_ids]
+        waiting = [r for r in rows if r.status is JobStatus.AWAITING_ESCROW]
+        if len(waiting) != len(rows):
+            raise InputError(f"{len(rows) - len(waiting)} of these jobs are not waiting for an escrow (already "
+                             "escrowed, finished or expired). Confirm only jobs submitted with escrow=true.")
+        for r in rows:
+            if r.client is not None and request.state.account != r.client:
+                raise ForbiddenError(f"Job {r.id} was submitted by {r.client}; only that key confirms its escrow.",
+                                     detail={"reason": "not_owner"})
+        try:
+            tx_hash = int(body.tx_hash, 16)
+        except ValueError as exc:
+            raise InputError(f"tx_hash {body.tx_hash!r} is not hex.") from exc
+        escrow = await gw.settlement.verify_escrow(rows, tx_hash)
+        moved = gw.store.escrowed(body.job_ids, escrow)
+        gw.sched.enqueue([_pending_from_row(r) for r in (gw.store.get(j, with_inputs=True) for j in body.job_ids)
+                          if r is not None and r.id in moved])
+        return _json({"job_ids": sorted(moved), "status": JobStatus.QUEUED.value, "escrow_tx": hex(tx_hash)})
+
+    @app.get("/v1/chain", tags=["service"])
+    async def chain_info() -> Response:
+        """Where this gateway settles: the network's addresses and the price per job; {"enabled": false} if none."""
+        return _json(gw.settlement.info() if gw.settlement else {"enabled": False})
 
     @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobOut])
     async def list_jobs(status: JobStatus | None = None, model: str | None = None,

@@ -43,8 +43,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    client TEXT
+    client TEXT,
+    escrow TEXT,
+    settlement TEXT,
+    settlement_tx TEXT,
+    payment TEXT
 );
+CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, status);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
 CREATE TABLE IF NOT EXISTS faults (
@@ -71,6 +76,8 @@ class NewJob:
     batch_id: str | None = None
     #: The account (public key) that signed the submission; None for an unsigned local one.
     client: str | None = None
+    #: QUEUED, or AWAITING_ESCROW for a job that runs only once its payment is escrowed on chain.
+    status: JobStatus = JobStatus.QUEUED
 
 
 @dataclass
@@ -93,10 +100,15 @@ class JobRow:
     started_at: float | None
     finished_at: float | None
     client: str | None = None
+    escrow: dict[str, Any] | None = None
+    settlement: str | None = None
+    settlement_tx: str | None = None
+    payment: int | None = None
 
 
 _COLS = ("id, model_hash, status, verification, options, input_commitment, {inputs}, output_commitment, "
-         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at, client")
+         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at, client, "
+         "escrow, settlement, settlement_tx, payment")
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
@@ -116,7 +128,7 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for col in ("evidence", "client"):  # a job store written before receipts / signed requests existed
+        for col in ("evidence", "client", "escrow", "settlement", "settlement_tx", "payment"):  # older stores
             if col not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
 
@@ -142,7 +154,7 @@ class JobStore:
             db.executemany(
             "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, "
             "batch_id, submitted_at, client) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(j.id, j.model_hash, JobStatus.QUEUED.value, j.verification, json.dumps(j.options),
+            [(j.id, j.model_hash, j.status.value, j.verification, json.dumps(j.options),
               j.input_commitment, j.inputs, j.batch_id, now, j.client) for j in jobs],
             )
         return now
@@ -223,11 +235,44 @@ class JobStore:
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET status='cancelled', finished_at=? WHERE id=? "
-                "AND status IN ('queued','running','proving')",
+                "AND status IN ('awaiting_escrow','queued','running','proving')",
                 (time.time(), job_id),
             )
             row = self._db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else JobStatus(row[0])
+
+    # -- settlement ---------------------------------------------------------------------
+    def escrowed(self, ids: Sequence[str], escrow: dict[str, dict[str, Any]]) -> set[str]:
+        """awaiting_escrow -> queued for jobs whose escrow was verified (``escrow[id]`` is recorded)."""
+        moved: set[str] = set()
+        with self._transaction() as db:
+            for job_id in ids:
+                cur = db.execute("UPDATE jobs SET status='queued', escrow=?, settlement='escrowed' WHERE id=? AND "
+                                 "status='awaiting_escrow'", (json.dumps(escrow[job_id]), job_id))
+                if cur.rowcount == 1:
+                    moved.add(job_id)
+        return moved
+
+    def expire_escrow(self, older_than: float) -> int:
+        """Jobs that waited for their escrow past the window fail (nothing was paid, nothing ran)."""
+        err = json.dumps({"code": "insufficient_escrow", "message": "No escrow arrived for this job in time; it "
+                          "was not run. Submit it again and escrow its payment.", "detail": {}})
+        with self._lock:
+            cur = self._db.execute("UPDATE jobs SET status='failed', error=?, finished_at=? WHERE "
+                                   "status='awaiting_escrow' AND submitted_at < ?", (err, time.time(), older_than))
+            return cur.rowcount
+
+    def to_settle(self, limit: int) -> list[JobRow]:
+        """Finished jobs whose escrow still waits: done ones to pay, failed or cancelled ones to refund."""
+        return self._select("WHERE settlement='escrowed' AND status IN ('done','failed','cancelled') "
+                            "ORDER BY finished_at LIMIT ?", (limit,), with_inputs=False)
+
+    def settled(self, items: Sequence[tuple[str, str, str | None, int | None]]) -> None:
+        """Record (id, settlement state, transaction hash, payment) after a settlement transaction."""
+        with self._transaction() as db:
+            db.executemany("UPDATE jobs SET settlement=?, settlement_tx=?, payment=? WHERE id=?",
+                           [(state, tx, str(pay) if pay is not None else None, job_id)
+                            for job_id, state, tx, pay in items])
 
     def recover(self) -> int:
         """At start-up: jobs left running by a dead gateway go back to the queue."""
@@ -243,8 +288,12 @@ class JobStore:
             db.executemany("INSERT INTO faults (job_id, worker_key, worker, kind, detail, recorded_at) "
                            "VALUES (?,?,?,?,?,?)", [(*f[:4], json.dumps(f[4]), now) for f in faults])
 
-    def faults(self, *, worker_key: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        clause, args = ("WHERE worker_key=?", (worker_key,)) if worker_key else ("", ())
+    def faults(self, *, worker_key: str | None = None, job_ids: Sequence[str] | None = None,
+               limit: int = 1000) -> list[dict[str, Any]]:
+        args: tuple[str, ...] = (worker_key,) if worker_key else ()
+        clause = "WHERE worker_key=?" if worker_key else ""
+        if job_ids is not None:
+            clause, args = f"WHERE job_id IN ({','.join('?' * len(job_ids))})", tuple(job_ids)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, job_id, worker_key, worker, kind, detail, recorded_at FROM faults {clause} "
@@ -286,7 +335,8 @@ class JobStore:
                 input_commitment=r[5], inputs=r[6], output_commitment=r[7], outputs=r[8],
                 error=json.loads(r[9]) if r[9] else None, evidence=json.loads(r[10]) if r[10] else None,
                 worker=r[11], attempts=r[12], batch_id=r[13], submitted_at=r[14], started_at=r[15],
-                finished_at=r[16], client=r[17],
+                finished_at=r[16], client=r[17], escrow=json.loads(r[18]) if r[18] else None, settlement=r[19],
+                settlement_tx=r[20], payment=int(r[21]) if r[21] is not None else None,
             )
             for r in rows
         ]

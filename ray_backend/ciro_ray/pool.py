@@ -156,6 +156,12 @@ class WorkerPool:
     def eligible_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.alive and w.admitted)
 
+    def readmit(self) -> None:
+        """Apply a changed ``allowed_keys`` to the running workers."""
+        for w in self.workers.values():
+            if w.info:
+                self._set_info(w, w.info)
+
     def keys(self) -> set[int]:
         """Keys of the admitted workers."""
         return {int(str(w.info["worker_key"]), 16) for w in self.workers.values()

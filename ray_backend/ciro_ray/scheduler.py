@@ -63,6 +63,7 @@ class Pending:
     attempt: int = 0
     enqueued_at: float = field(default_factory=time.monotonic)
     client: str | None = None
+    settlement: str | None = None
 
     @property
     def quorum(self) -> QuorumPolicy | None:

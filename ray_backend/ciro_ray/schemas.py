@@ -63,6 +63,8 @@ class JobOut(BaseModel):
     options: dict[str, Any] = {}
     client: str | None = Field(default=None, description="public key that signed the submission (None: unsigned, "
                                                           "from the gateway's own machine)")
+    settlement: str | None = Field(default=None, description="on-chain payment: escrowed, paid, refunded or error")
+    payment: str | None = Field(default=None, description="what the worker was paid, in CIRO base units")
     receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
     quorum: dict[str, Any] | None = Field(
         default=None, description="quorum evidence: policy and every vote (receipt, outputs, agrees)")
@@ -77,6 +79,12 @@ class BatchResponse(BaseModel):
     batch_id: str
     job_ids: list[str]
     results: list[JobOut] | None = None
+    jobs: list[JobOut] | None = Field(default=None, description="with escrow=true: the jobs awaiting their escrow")
+
+
+class EscrowRequest(BaseModel):
+    job_ids: list[str] = Field(min_length=1, max_length=10_000)
+    tx_hash: str = Field(description="the transaction that called JobManager.submit_job for every one of them")
 
 
 class TensorSpecOut(BaseModel):

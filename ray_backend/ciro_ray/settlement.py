@@ -1,0 +1,283 @@
+"""On-chain payment for the gateway: escrow checks before a job runs, payment and refunds in batches after.
+
+A job is paid on Starknet when its client escrows it (``JobManager.submit_job`` pulls ``max_payment``
+from the client's account) and tells the gateway the escrow transaction. The gateway checks that
+transaction's ``JobSubmitted`` events against the jobs it holds (model, input commitment, level,
+payment >= its price, a deadline ahead) before scheduling them. Finished jobs are settled in batches:
+each worker claims its jobs and submits their output commitments (one transaction per worker), then
+the operator finalizes them all in one transaction (``finalize_batch`` for receipt and zk jobs,
+``finalize_quorum`` with the agreeing workers' receipts for quorum jobs), reports quorum dissenters
+(``report_invalid_compute``, which slashes them), and refunds escrows of failed jobs after their
+deadline. The contracts check every signature again; the gateway is trusted with nothing but timing.
+
+Workers act through their own accounts. On the embedded default their keys are in this
+``CIRO_HOME``'s key store, so the gateway sends their transactions; a worker whose key lives elsewhere
+must submit its own results (its jobs wait as ``escrowed`` until then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from ciro import Config, ConfigError, InputError, KeyStore
+from ciro.chain import ChainClient, Network, account_address, ensure_account
+from ciro.errors import ChainError, InsufficientEscrowError
+from ciro.identity import Identity
+from ciro.receipts import short_string
+
+from .jobstore import JobRow, JobStore
+
+__all__ = ["Settlement"]
+
+log = logging.getLogger("ciro.settlement")
+SETTLED_LEVELS = ("receipt", "quorum", "zk")
+
+
+def _selector(name: str) -> int:
+    from starknet_py.hash.selector import get_selector_from_name
+
+    return int(get_selector_from_name(name))
+
+
+def _u256(low: int, high: int) -> int:
+    return low + (high << 128)
+
+
+def evidence_hash(row: JobRow) -> int:
+    """What ``submit_result`` records as evidence: the proof hash for zk, else the receipt's SHA-256 (as a felt)."""
+    ev = row.evidence or {}
+    zk = ev.get("zk") or {}
+    if zk.get("proof_hash"):
+        return int(zk["proof_hash"], 16) >> 6
+    blob = json.dumps(ev.get("receipt") or {}, sort_keys=True).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest(), "big") >> 6
+
+
+class Settlement:
+    def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.network = network
+        self.operator = operator
+        self.jm = network.job_manager_on(operator)
+        self.keys = KeyStore(cfg.home / "keys")
+        self._workers: dict[int, ChainClient] = {}
+        self._registered: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @classmethod
+    async def open(cls, cfg: Config, store: JobStore) -> Settlement | None:
+        """The settlement of this gateway, or None when it has none (``settlement = off`` or no chain.json)."""
+        if cfg.settlement == "off":
+            return None
+        try:
+            net = Network.load(cfg.home)
+            operator_id = KeyStore(cfg.home / "keys").get(cfg.operator_key)
+            operator = await ChainClient.connect(net.rpc_url, address=net.governance, identity=operator_id)
+        except (ConfigError, ChainError) as exc:
+            if cfg.settlement == "required":
+                raise
+            log.info("no on-chain settlement: %s", exc)
+            return None
+        return cls(cfg, store, net, operator)
+
+    def info(self) -> dict[str, Any]:
+        n = self.network
+        return {"enabled": True, "required": self.cfg.settlement == "required", "rpc_url": n.rpc_url,
+                "token": hex(n.token), "pool": hex(n.pool), "job_manager": hex(n.job_manager),
+                "governance": hex(n.governance), "price_per_job": str(self.cfg.price_per_job),
+                "escrow_window_s": self.cfg.escrow_window_s}
+
+    # -- before a job runs ---------------------------------------------------------------
+    async def ensure_model(self, model_hash: str, vk_hash: str | None) -> None:
+        """Register the model on chain (all levels) unless it is; the client's escrow needs it."""
+        owner, _, _ = await self.jm.view("get_model", int(model_hash, 16))
+        if int(owner) == 0:
+            await self.operator.execute([self.jm.register_model_call(model_hash, vk_hash, SETTLED_LEVELS)],
+                                        what="JobManager.register_model")
+
+    async def verify_escrow(self, rows: list[JobRow], tx_hash: int) -> dict[str, dict[str, Any]]:
+        """Check the escrow transaction covers every job; returns the escrow record per job id."""
+        try:
+            tx = await self.operator.wait(tx_hash, what="The escrow transaction")
+        except ChainError as exc:
+            raise InsufficientEscrowError(f"The escrow transaction {tx_hash:#x} is not usable: {exc.message}",
+                                          detail={"tx_hash": hex(tx_hash)}) from exc
+        block = await self.operator.node.get_block(block_number=tx.block_number)
+        now = int(block.timestamp)
+        sel = _selector("JobSubmitted")
+        events = {}
+        for address, keys, data in tx.events:
+            if address == self.network.job_manager and len(keys) >= 2 and keys[0] == sel:
+                events[keys[1]] = data
+        out, problems = {}, []
+        price, window = self.cfg.price_per_job, self.cfg.escrow_window_s
+        for r in rows:
+            d = events.get(int(r.id, 16))
+            if d is None:
+                problems.append(f"{r.id}: no JobSubmitted event in that transaction")
+                continue
+            client, model, ic = d[0], _u256(d[1], d[2]), _u256(d[3], d[4])
+            level, max_payment, deadline = d[5], _u256(d[6], d[7]), d[8]
+            wrong = [name for name, ok in (
+                ("model hash", model == int(r.model_hash, 16)), ("input commitment", ic == int(r.input_commitment, 16)),
+                ("level", level == short_string(r.verification)),
+                (f"max_payment (below the price {price})", max_payment >= price),
+                (f"deadline (less than {window:.0f}s ahead)", deadline >= now + window),
+                ("client account (not the signer's)", r.client is None or client == account_address(int(r.client, 16))),
+            ) if not ok]
+            if wrong:
+                problems.append(f"{r.id}: wrong {', '.join(wrong)}")
+            else:
+                out[r.id] = {"tx": hex(tx_hash), "client": hex(client), "max_payment": str(max_payment),
+                             "deadline": deadline}
+        if problems:
+            raise InsufficientEscrowError(
+                f"The escrow does not cover {len(problems)} job(s): {'; '.join(problems[:5])}. Escrow each job with "
+                "JobManager.submit_job (the SDK does it when you pass max_payment=) and send that transaction's hash.",
+                detail={"problems": problems})
+        return out
+
+    # -- workers -------------------------------------------------------------------------
+    def _identity(self, public_key: int) -> Identity | None:
+        return next((k for k in self.keys.list() if k.public_key == public_key), None)
+
+    async def _worker_chain(self, ident: Identity) -> ChainClient:
+        if ident.public_key not in self._workers:
+            self._workers[ident.public_key] = await ChainClient.connect(
+                self.network.rpc_url, address=account_address(ident.public_key), identity=ident)
+        return self._workers[ident.public_key]
+
+    async def onboard(self, worker_keys: set[int]) -> set[int]:
+        """Give this gateway's own workers an account, registration, the minimum stake and a validator seat (the
+        governance account pays); returns the keys of every eligible (staked, not banned) worker."""
+        pool = self.network.pool_on(self.operator)
+        token = self.network.token_on(self.operator)
+        min_stake = int(await pool.view("min_stake"))
+        eligible = set()
+        for key in worker_keys:
+            address = account_address(key)
+            ident = self._identity(key)
+            if ident is not None and int(await pool.view("worker_key", address)) == 0:
+                await ensure_account(self.operator, ident)
+                wchain = await self._worker_chain(ident)
+                await wchain.execute([pool.register_worker_call(key)], what="CDCPool.register_worker")
+                await self.operator.execute([token.approve_call(pool.address, min_stake), pool.stake_call(
+                    address, min_stake), pool.add_validator_call(address)], what="Staking a worker")
+            if await pool.is_eligible(address):
+                eligible.add(key)
+        return eligible
+
+    # -- after a job ran -----------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.settle_interval_s)
+            self._wake.clear()
+            try:
+                self.store.expire_escrow(time.time() - self.cfg.escrow_window_s)
+                while await self.settle_once():
+                    pass
+            except Exception:  # a settlement problem must not stop the gateway; it is retried next round
+                log.exception("settlement round failed")
+
+    async def settle_once(self) -> int:
+        """Settle up to ``settle_batch`` finished jobs; returns how many changed state."""
+        rows = self.store.to_settle(self.cfg.settle_batch)
+        if not rows:
+            return 0
+        done = [r for r in rows if r.status.value == "done"]
+        changed = await self._pay(done) if done else 0
+        changed += await self._refund([r for r in rows if r.status.value != "done"])
+        return changed
+
+    async def _pay(self, rows: list[JobRow]) -> int:
+        by_worker: dict[int, list[JobRow]] = defaultdict(list)
+        for r in rows:
+            receipt = (r.evidence or {}).get("receipt") or {}
+            by_worker[int(receipt.get("worker_key", "0x0"), 16)].append(r)
+        ready: list[JobRow] = []
+        for key, rs in by_worker.items():
+            ident = self._identity(key)
+            if ident is None:
+                continue  # that worker submits its own results
+            wchain = await self._worker_chain(ident)
+            calls = [c for r in rs for c in (self.jm.claim_call(r.id), self.jm.submit_result_call(
+                r.id, r.output_commitment or "0" * 64, evidence_hash(r)))]
+            try:
+                await wchain.execute(_plain(calls), what="Submitting results")
+            except ChainError as exc:
+                log.warning("worker %s could not submit results: %s", ident.name, exc)
+                self.store.settled([(r.id, "error", None, None) for r in rs])
+                continue
+            ready.extend(rs)
+        if not ready:
+            return 0
+        price = self.cfg.price_per_job
+        receipts = [(r.id, price, r.evidence["receipt"]) for r in ready if r.verification != "quorum"]  # type: ignore[index]
+        calls = [self.jm.finalize_batch_call(receipts)] if receipts else []
+        reports = []
+        for r in (r for r in ready if r.verification == "quorum"):
+            quorum = (r.evidence or {}).get("quorum") or {}
+            agreeing = [v["receipt"] for v in quorum.get("votes", []) if v.get("agrees")]
+            calls.append(self.jm.finalize_quorum_call(
+                r.id, price, int(quorum.get("f", 1)),
+                [(account_address(int(rc["worker_key"], 16)), rc) for rc in agreeing]))
+        quorum_ids = [r.id for r in ready if r.verification == "quorum"]
+        for f in self.store.faults(job_ids=quorum_ids, limit=100_000) if quorum_ids else []:
+            if f["kind"] == "invalid_compute":
+                rc = f["detail"]["receipt"]
+                reports.append(self.jm.report_invalid_compute_call(f["job_id"], account_address(
+                    int(rc["worker_key"], 16)), rc))
+        try:
+            tx = await self.operator.execute(calls + reports, what="Settling jobs")
+        except ChainError as exc:
+            log.warning("settling %d jobs failed: %s", len(ready), exc)
+            self.store.settled([(r.id, "error", None, None) for r in ready])
+            return len(ready)
+        self.store.settled([(r.id, "paid", tx.tx_hex, price) for r in ready])
+        return len(ready)
+
+    async def _refund(self, rows: list[JobRow]) -> int:
+        if not rows:
+            return 0
+        now = int((await self.operator.node.get_block(block_number="latest")).timestamp)
+        due = [r for r in rows if r.escrow and now > int(r.escrow["deadline"])]
+        if not due:
+            return 0
+        tx = await self.operator.execute([self.jm.refund_call(r.id) for r in due], what="Refunding escrows")
+        self.store.settled([(r.id, "refunded", tx.tx_hex, None) for r in due])
+        return len(due)
+
+
+def _plain(calls: list[Any]) -> list[Any]:
+    """Calls prepared through the operator's binding, as plain (target, selector, calldata) calls: a call does
+    not name its sender, so the worker's account can send them."""
+    from starknet_py.net.client_models import Call
+
+    return [Call(to_addr=c.to_addr, selector=c.selector, calldata=list(c.calldata)) for c in calls]
+
+
+def require_settled_level(level: str) -> None:
+    if level not in SETTLED_LEVELS:
+        raise InputError(f"A {level!r} job cannot be paid on chain: the JobManager settles receipt, quorum and zk "
+                         "jobs (it checks the worker's signed receipt). Submit with verification='receipt' or higher.")

