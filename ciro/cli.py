@@ -250,7 +250,7 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
     """Train a digits classifier, deploy it, run N jobs, check every output against onnxruntime."""
     from tqdm import tqdm
 
-    from .demo import build_digits_model, run_demo
+    from .demo import build_digits_model, run_demo, run_paid_demo
 
     cfg = _cfg(ctx)
     url = cfg.gateway_url or local.ensure_running(cfg, progress=True)
@@ -261,15 +261,20 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
         client = AsyncCiroClient(url, config=cfg)
         try:
             with tqdm(total=n_jobs, unit="job", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-                return await run_demo(client, model_path, jobs=n_jobs, concurrency=concurrency,
-                                      on_done=lambda: bar.update(1))
+                report = await run_demo(client, model_path, jobs=n_jobs, concurrency=concurrency,
+                                        on_done=lambda: bar.update(1))
+            click.echo(report.table())
+            paid = await run_paid_demo(client, model_path)
+            return report, paid
         finally:
             await client.aclose()
 
-    report = asyncio.run(go())
-    click.echo(report.table())
+    report, paid = asyncio.run(go())
+    if paid is not None:
+        click.echo("demo: paid jobs: each escrowed on the local devnet, run, verified and settled in a batch")
+        click.echo(paid.table())
     click.echo(f"demo: {report.matched}/{report.jobs} outputs match onnxruntime")
-    if report.matched != report.jobs:
+    if report.matched != report.jobs or (paid is not None and paid.paid != paid.jobs):
         sys.exit(EXIT_JOB)
 
 

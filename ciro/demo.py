@@ -169,3 +169,52 @@ async def run_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int = 100
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(jobs)))
     return DemoReport(jobs, matched, time.perf_counter() - t0, latencies, info.hash, workers)
+
+
+@dataclass
+class PaidReport:
+    jobs: int
+    paid: int
+    price: int
+    #: (who, before, after) in CIRO base units.
+    balances: list[tuple[str, int, int]]
+    settlement_txs: list[str]
+
+    def table(self) -> str:
+        lines = [f"  paid jobs: {self.paid}/{self.jobs} settled on chain at {self.price / 1e18:g} CIRO each "
+                 f"({len(self.settlement_txs)} settlement transaction(s))"]
+        for who, before, after in self.balances:
+            change = (after - before) / 1e18
+            lines.append(f"  {who:<22} {before / 1e18:>14,.4f} -> {after / 1e18:>14,.4f} CIRO ({change:+.4f})")
+        return "\n".join(lines)
+
+
+async def run_paid_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int = 10,
+                        timeout_s: float = 120.0) -> PaidReport | None:
+    """Escrow, run and settle a few jobs on the gateway's chain; None when it has none."""
+    info = await client.chain_info()
+    if not info.get("enabled"):
+        return None
+    from .chain import ChainClient, CiroToken, account_address
+
+    price = int(info["price_per_job"])
+    model = await client.deploy(model_path, name="digits-demo")
+    workers = [w for w in await client.workers() if w.get("admitted") and w.get("worker_key")]
+    payer = client.payer()
+    who = {"client (you)": account_address(payer.public_key), "JobManager (escrow)": int(info["job_manager"], 16),
+           **{f"worker {w['id']}": account_address(int(w["worker_key"], 16)) for w in workers}}
+    chain = await ChainClient.connect(info["rpc_url"], address=account_address(payer.public_key), identity=payer)
+    token = CiroToken(chain, int(info["token"], 16))
+    before = {k: await token.balance_of(a) for k, a in who.items()}
+    x = digits_inputs()[:jobs]
+    results = await client.infer_batch(model.hash, x, max_payment=2 * price)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = [await client.status(r.job_id) for r in results]
+        if all(r.settlement in ("paid", "error") for r in rows) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.25)
+    after = {k: await token.balance_of(a) for k, a in who.items()}
+    return PaidReport(jobs=len(rows), paid=sum(r.settlement == "paid" for r in rows), price=price,
+                      balances=[(k, before[k], after[k]) for k in who],
+                      settlement_txs=sorted({r.settlement_tx for r in rows if r.settlement_tx}))

@@ -3,7 +3,9 @@
 ``ciro up`` / :func:`ensure_running` start what is missing and record it in
 ``$CIRO_HOME/run/local.json``; ``ciro down`` / :func:`stop` end what they started. A Ray head
 is started with ``ray start --head --block`` so that signalling that one process ends the whole
-local cluster. With ``ray_address`` set, no head is started: the gateway joins that cluster.
+local cluster. With ``ray_address`` set, no head is started: the gateway joins that cluster. Unless
+``settlement`` is off or ``chain.json`` names another network, the local Starknet devnet (the embedded
+default's chain) is started too, with its state under ``$CIRO_HOME/devnet``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = ["ensure_running", "read_state", "running_url", "stop"]
 
 _GATEWAY_START_S = 180.0
 _RAY_START_S = 120.0
+_DEVNET_START_S = 120.0
 
 
 def _state_path(cfg: Config) -> Path:
@@ -153,6 +156,51 @@ def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
     return {"ray_address": f"127.0.0.1:{port}", "ray_pid": proc.pid, "ray_started": True}
 
 
+def _devnet_url(cfg: Config) -> str:
+    return f"http://127.0.0.1:{cfg.devnet_port}/rpc"
+
+
+def _ensure_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """The embedded default's chain: start `python -m ciro.devnet` (state under $CIRO_HOME/devnet, the Ciro
+    contracts deployed or found again) unless settlement is off or chain.json names another network."""
+    chain_file = cfg.home / "chain.json"
+    if cfg.settlement == "off":
+        return {}
+    if chain_file.exists():
+        try:
+            if json.loads(chain_file.read_text()).get("rpc_url") != _devnet_url(cfg):
+                return {}  # a deployment elsewhere (another devnet, Sepolia, mainnet)
+        except (OSError, ValueError):
+            pass
+    if _alive(state.get("devnet_pid")) and _port_open("127.0.0.1", cfg.devnet_port):
+        return {"devnet_pid": state["devnet_pid"]}
+    if _port_open("127.0.0.1", cfg.devnet_port):
+        raise CiroError(f"Port {cfg.devnet_port} is taken, but not by a devnet that `ciro up` started. Stop it, "
+                        "choose another devnet_port (CIRO_DEVNET_PORT), or set settlement=off.")
+    logs = cfg.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / "devnet.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    cmd = [sys.executable, "-m", "ciro.devnet", "--port", str(cfg.devnet_port), "--state", str(cfg.home / "devnet"),
+           "--seed", "0", "--home", str(cfg.home)]
+    _say(progress, f"ciro: starting the local Starknet devnet on {_devnet_url(cfg)} ...")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **cfg.as_env()}, start_new_session=True)
+    deadline = time.monotonic() + _DEVNET_START_S
+    while True:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            if b"Ready in" in f.read():
+                return {"devnet_pid": proc.pid}
+        if proc.poll() is not None:
+            raise CiroError(f"The devnet exited with code {proc.returncode} while starting. See {log_path}.")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise CiroError(f"The devnet did not come up in {_DEVNET_START_S:.0f}s. See {log_path}.")
+        time.sleep(0.2)
+
+
 def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | None = None) -> str:
     """Start whatever of (Ray head, gateway) is not running; return the gateway URL."""
     url = running_url(cfg)
@@ -171,8 +219,11 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         ray_state: dict[str, Any] = {"ray_address": cfg.ray_address, "ray_started": False}
     elif state.get("ray_started") and _alive(state.get("ray_pid")):
         ray_state = {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")}
+        if "devnet_pid" in state:
+            ray_state["devnet_pid"] = state["devnet_pid"]
     else:
         ray_state = _start_ray_head(cfg, progress)
+    ray_state.update(_ensure_devnet(cfg, state, progress))
     url = cfg.local_url
     _write_state(cfg, {**ray_state, "gateway_url": url})
     logs = cfg.home / "logs"
@@ -231,8 +282,11 @@ def stop(cfg: Config, *, keep_ray: bool = False) -> list[str]:
         stopped.append("gateway")
     if not keep_ray and state.get("ray_started") and _terminate(state.get("ray_pid"), 40.0):
         stopped.append("ray head")
+    if not keep_ray and _terminate(state.get("devnet_pid"), 20.0):
+        stopped.append("devnet")
     if keep_ray and state.get("ray_started"):
-        _write_state(cfg, {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")})
+        _write_state(cfg, {k: state[k] for k in ("ray_address", "ray_pid", "ray_started", "devnet_pid")
+                           if k in state})
     else:
         _state_path(cfg).unlink(missing_ok=True)
     return stopped

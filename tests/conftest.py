@@ -92,7 +92,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         procs.append(_ray_node([f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
                                 f"--dashboard-agent-listen-port={free_port()}"], home / "ray-node2.log", "provider-b"))
         port = free_port()
-        env = {**ray_env(os.environ), "CIRO_HOME": str(home), "CIRO_PORT": str(port),
+        env = {**ray_env(os.environ), "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_SETTLEMENT": "off",
                "CIRO_MAX_MODEL_BYTES": str(MAX_MODEL_BYTES), "CIRO_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES)}
         env.pop("CIRO_GATEWAY_URL", None)
         c = Cluster(home, port, f"127.0.0.1:{gcs}", f"http://127.0.0.1:{port}", env)

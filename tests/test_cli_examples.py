@@ -67,16 +67,22 @@ def test_cli_example_script(cluster: Cluster) -> None:
 
 def test_up_demo_down_on_a_fresh_home_starts_its_own_ray(tmp_path: Path) -> None:
     """`make demo`'s path: nothing running, `ciro demo` starts Ray + gateway, checks outputs; `ciro down`."""
-    env = {**os.environ, "CIRO_HOME": str(tmp_path / "home"), "CIRO_PORT": str(free_port())}
+    env = {**os.environ, "CIRO_HOME": str(tmp_path / "home"), "CIRO_PORT": str(free_port()),
+           "CIRO_DEVNET_PORT": str(free_port())}
     env.pop("CIRO_GATEWAY_URL", None)
+    env.pop("CIRO_SETTLEMENT", None)
     try:
-        proc = subprocess.run([CIRO, "demo", "--jobs", "300"], env=env, capture_output=True, text=True, timeout=400)
+        proc = subprocess.run([CIRO, "demo", "--jobs", "300"], env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proc.stdout.rstrip().splitlines()[-1] == "demo: 300/300 outputs match onnxruntime"
         assert "throughput" in proc.stdout and "latency p99" in proc.stdout
+        # the embedded default's chain: the paid jobs were escrowed, run and settled; balances moved
+        assert "paid jobs: 10/10 settled on chain" in proc.stdout, proc.stdout + proc.stderr
+        moved = {line.split()[0]: line for line in proc.stdout.splitlines() if " CIRO (" in line}
+        assert "(-0.0100)" in moved["client"] and "(+0.0000)" in moved["JobManager"]
     finally:
         down = subprocess.run([CIRO, "down"], env=env, capture_output=True, text=True, timeout=120)
-    assert "gateway" in down.stdout and "ray head" in down.stdout
+    assert "gateway" in down.stdout and "ray head" in down.stdout and "devnet" in down.stdout
     assert not (tmp_path / "home" / "run" / "local.json").exists()
 
 

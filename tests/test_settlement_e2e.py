@@ -33,7 +33,7 @@ class Paid:
 def _gateway(cluster: Cluster, home: Path, workers: int, worker_class: str | None = None) -> Cluster:
     port = free_port()
     env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": "0.5",
-           "CIRO_PRICE_PER_JOB": str(PRICE), "CIRO_SETTLE_INTERVAL_S": "0.2"}
+           "CIRO_PRICE_PER_JOB": str(PRICE), "CIRO_SETTLE_INTERVAL_S": "0.2", "CIRO_SETTLEMENT": "auto"}
     if worker_class:
         env["CIRO_WORKER_CLASS"] = worker_class
     gw = Cluster(home, port, cluster.ray_address, f"http://127.0.0.1:{port}", with_tests_on_path(env))

@@ -50,11 +50,18 @@ async def declare(chain: ChainClient, name: str) -> int:
 
 
 async def deploy(chain: ChainClient, class_hash: int, calldata: list[int], *, salt: int,
-                 what: str = "The deployment") -> tuple[int, TxResult]:
-    """Deploy through the UDC (not unique: the address depends only on class, salt and calldata)."""
+                 what: str = "The deployment") -> tuple[int, TxResult | None]:
+    """Deploy through the UDC (not unique: the address depends only on class, salt and calldata). Idempotent:
+    when that address already holds this class, nothing is sent and the result is None."""
+    from starknet_py.net.client_errors import ClientError
     from starknet_py.net.udc_deployer.deployer import Deployer
 
     deployment: Any = Deployer(deployer_address=UDC_ADDRESS).create_contract_deployment_raw(
         class_hash=class_hash, salt=salt, raw_calldata=calldata)
+    try:
+        if int(await chain.node.get_class_hash_at(deployment.address)) == class_hash:
+            return int(deployment.address), None
+    except ClientError:
+        pass
     result = await chain.execute([deployment.call], what=what)
     return int(deployment.address), result

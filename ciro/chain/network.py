@@ -80,7 +80,8 @@ class Network:
 
 async def deploy_network(gov: ChainClient, *, rpc_url: str, supply: int, min_stake: int, unstake_cooldown_s: int,
                          name: str = "Ciro", symbol: str = "CIRO", decimals: int = 18) -> Network:
-    """Declare and deploy CiroToken, CDCPool and JobManager with ``gov`` as governance (and token owner)."""
+    """Declare and deploy CiroToken, CDCPool and JobManager with ``gov`` as governance (and token owner). The
+    addresses follow from the classes, governance and arguments, so deploying again finds the same contracts."""
     token_cls, pool_cls, jm_cls = [await declare(gov, n) for n in ("CiroToken", "CDCPool", "JobManager")]
     token, _ = await deploy(gov, token_cls, [short_string(name), short_string(symbol), decimals, *_u256(supply),
                                              gov.address, gov.address], salt=gov.address, what="Deploying CiroToken")
@@ -88,7 +89,8 @@ async def deploy_network(gov: ChainClient, *, rpc_url: str, supply: int, min_sta
                            salt=gov.address, what="Deploying CDCPool")
     jm, _ = await deploy(gov, jm_cls, [gov.address, token, pool], salt=gov.address, what="Deploying JobManager")
     net = Network(rpc_url=rpc_url, token=token, pool=pool, job_manager=jm, governance=gov.address)
-    await gov.execute([net.pool_on(gov).prepare("set_job_manager", jm)], what="CDCPool.set_job_manager")
+    if int(await net.pool_on(gov).view("job_manager")) != jm:
+        await gov.execute([net.pool_on(gov).prepare("set_job_manager", jm)], what="CDCPool.set_job_manager")
     return net
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..chain.client import ChainClient
 from ..chain.network import Network, deploy_network, ensure_account
-from ..errors import ConfigError
 from ..identity import KeyStore
 from .accounts import PredeployedAccount
 
@@ -27,28 +26,17 @@ FAUCET = 10_000 * CIRO
 
 async def bootstrap(url: str, governance: PredeployedAccount, home: Path, *,
                     fund: tuple[str, ...] = ("client",)) -> Network:
-    """Deploy (or find) the Ciro contracts on the devnet at ``url``; fund the named keys' accounts."""
-    from starknet_py.net.client_errors import ClientError
-
+    """Deploy (or find) the Ciro contracts on the devnet at ``url`` and record them in ``home``; give each named
+    key of ``home`` an account holding CIRO (once)."""
     keys = KeyStore(home / "keys")
     gov_id = keys.import_key("devnet-governance", governance.private_key, replace=True)
     gov = await ChainClient.connect(url, address=governance.address, identity=gov_id)
-    net: Network | None = None
-    try:
-        net = Network.load(home)
-        await gov.node.get_class_hash_at(net.job_manager)
-        if net.governance != governance.address:
-            net = None
-    except (ConfigError, ClientError):
-        net = None
-    if net is None:
-        net = await deploy_network(gov, rpc_url=url, supply=SUPPLY, min_stake=MIN_STAKE,
-                                   unstake_cooldown_s=UNSTAKE_COOLDOWN_S)
-        token = net.token_on(gov)
-        for name in fund:
-            address = await ensure_account(gov, keys.get_or_create(name))
+    net = await deploy_network(gov, rpc_url=url, supply=SUPPLY, min_stake=MIN_STAKE,
+                               unstake_cooldown_s=UNSTAKE_COOLDOWN_S)
+    token = net.token_on(gov)
+    for name in fund:
+        address = await ensure_account(gov, keys.get_or_create(name))
+        if await token.balance_of(address) == 0:
             await gov.execute([token.transfer_call(address, FAUCET)], what=f"Funding key {name!r}")
-    net = Network(rpc_url=url, token=net.token, pool=net.pool, job_manager=net.job_manager,
-                  governance=net.governance)
     net.save(home)
     return net
