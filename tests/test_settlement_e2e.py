@@ -110,3 +110,37 @@ def test_an_escrow_below_the_price_is_refused_and_nothing_runs(paid: Paid, mlp_p
             client.infer(model.hash, np.zeros((1, 16), np.float32), max_payment=PRICE // 2)
         job_id = exc.value.detail["problems"][0].split(":")[0]
         assert client.status(job_id).status is JobStatus.AWAITING_ESCROW  # held, not run, not paid
+
+
+def test_a_byzantine_quorum_worker_is_slashed_by_the_matrix(cluster: Cluster, devnet: DevnetProcess,
+                                                             tmp_path: Path, mlp_path: Path) -> None:
+    home = tmp_path / "home"
+    net = asyncio.run(bootstrap(devnet.url, devnet.accounts[0], home))  # the same contracts, found again
+    honest = "ciro_ray.worker:OnnxWorker"
+    gw = _gateway(cluster, home, 4, f"byzantine:AlwaysWrong,{honest},{honest},{honest}")
+    try:
+        with CiroClient(gw.url, config=gw.config) as client:
+            workers = client.workers()
+            liar = next(w["worker_key"] for w in workers if "perturbed" in w)
+            model = client.deploy(mlp_path)
+            result = client.infer(model.hash, np.ones((1, 16), np.float32), verification="quorum",
+                                  max_payment=PRICE)
+            [settled] = _settled(client, [result.job_id])
+    finally:
+        gw.ciro("down", check=False)
+    assert settled.settlement == "paid", settled.error
+    assert liar not in {v["receipt"]["worker_key"] for v in settled.quorum["votes"] if v["agrees"]}
+
+    async def pool_state() -> tuple[object, int, int]:
+        gov = KeyStore(home / "keys").get("devnet-governance")
+        chain = await ChainClient.connect(net.rpc_url, address=net.governance, identity=gov)
+        pool = net.pool_on(chain)
+        block = await chain.node.get_block(block_number="latest")
+        return (await pool.worker(account_address(int(liar, 16))), int(await pool.view("min_stake")),
+                int(block.timestamp))
+
+    state, min_stake, now = asyncio.run(pool_state())
+    assert state.stake == min_stake // 2  # invalid compute: 50 % of the stake
+    assert state.reputation == 500 - 75
+    assert now + 179 * 86400 < state.banned_until <= now + 180 * 86400  # banned 180 days
+    assert not state.eligible
