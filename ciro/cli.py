@@ -27,7 +27,7 @@ from .errors import (
     JobError,
     ModelError,
 )
-from .jobs import JobResult
+from .jobs import JobResult, JobStatus
 from .tensors import decode_json
 
 EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB = 1, 2, 3, 4, 5
@@ -227,7 +227,7 @@ def infer(ctx: click.Context, model: str, input_path: Path, out: Path | None, ve
 
 
 @cli.command()
-@click.option("--status", "status_", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]))
+@click.option("--status", "status_", type=click.Choice([s.value for s in JobStatus]))
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.pass_context
 @handle_errors
@@ -235,10 +235,13 @@ def jobs(ctx: click.Context, status_: str | None, limit: int) -> None:
     """List recent jobs."""
     with _client(ctx) as client:
         rows = client.jobs(status=status_, limit=limit)
-    click.echo(f"{'job':<32}  {'status':<9}  {'model':<12}  {'worker':<6}  latency")
+    click.echo(f"{'job':<32}  {'status':<15}  {'model':<12}  {'worker':<6}  {'latency':<10}  payment")
     for r in rows:
         lat = f"{r.latency_s * 1000:.1f} ms" if r.latency_s is not None else "-"
-        click.echo(f"{r.job_id:<32}  {r.status.value:<9}  {r.model_hash[:12]:<12}  {r.worker or '-':<6}  {lat}")
+        pay = (r.settlement or "unpaid") + (f" {r.payment / 1e18:g} CIRO" if r.payment is not None else "") + (
+            f" tx {r.settlement_tx[:12]}..." if r.settlement_tx else "")
+        click.echo(f"{r.job_id:<32}  {r.status.value:<15}  {r.model_hash[:12]:<12}  {r.worker or '-':<6}  "
+                   f"{lat:<10}  {pay}")
 
 
 @cli.command()
