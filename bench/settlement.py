@@ -1,0 +1,440 @@
+"""Settlement on Starknet (local devnet): JobManager.finalize_batch of k jobs per transaction against one
+finalize_receipt transaction per job.
+
+    python bench/settlement.py [--jobs 200] [--singles 20] [--sizes 1,10,50,100] [--workers 3] [--json OUT]
+
+Starts a fresh devnet (`python -m ciro.devnet`, StarkWare's Python Cairo VM), deploys CiroToken, CDCPool and
+JobManager, creates a client account and `--workers` worker accounts (registered, staked to min_stake), registers
+a model, escrows every job (client multicalls of approve + submit_job x chunk), has the workers claim them and
+submit results (one multicall per worker per chunk), signs a receipt per job with the worker's key, and then
+finalizes them from the governance account:
+
+- one `finalize_receipt` transaction per job (`--singles` jobs; the baseline),
+- `finalize_batch` with k jobs per transaction for each k in `--sizes` (`--jobs` jobs shared out so that every
+  size gets at least one full batch).
+
+Per size: client-observed seconds per settled job (sign + send + receipt; the devnet runs one transaction per
+block, synchronously) and the devnet process's CPU seconds meanwhile (less sensitive to a shared CPU), L2 gas (and
+its archival part: calldata, signature, events), L1 data gas and fee per job (the receipt's `execution_resources`
+and `actual_fee`, which the devnet computes from the Cairo resources used) and Cairo steps per job (from
+`starknet_simulateTransactions` run on the same transaction just before it is sent, for the first `--simulate` of
+each size: `validate_invocation` + `execute_invocation` l2_gas / 100, as the devnet's traces count 100 L2 gas per VM
+step, inner calls included; no RPC extension needed). Simulation is outside the timed span. The set-up's escrow and
+claim + submit_result multicalls are reported per job too, for context. Results go to `--json` (default
+bench/results/settlement.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ciro import Identity, new_job_ids, sign_receipt
+from ciro.chain.client import ChainClient, TxResult
+from ciro.chain.contracts import CDCPool, CiroToken, JobManager
+from ciro.chain.network import Network, deploy_network, ensure_account
+from ciro.devnet import fees
+from ciro.devnet.launch import DevnetProcess
+
+TOKEN = 10**18
+MAX_PAYMENT = TOKEN  # escrowed per job
+PAYMENT = 3 * TOKEN // 4  # paid to the worker; the rest is refunded to the client (both transfers happen)
+MIN_STAKE = 100 * TOKEN
+#: Starknet limits a settlement transaction must fit (https://docs.starknet.io, "Current limits"; the steps and events
+#: limits are also cairo-lang 0.14's versioned constants). This devnet enforces only the steps limit (cairo-lang's VM
+#: stops there); events and L2 gas are projected from the measured sizes.
+LIMITS = {"steps": 10_000_000, "events": 1_000, "l2_gas": 10**9}
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+@dataclass
+class Job:
+    job_id: str
+    worker: int  # index into the workers
+    input_commitment: str
+    output_commitment: str
+    receipt: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """One finalizing transaction."""
+
+    k: int
+    seconds: float  # client-observed: sign, send, executed by the devnet, receipt read
+    devnet_cpu_s: float | None  # CPU time of the devnet process meanwhile (/proc; 10 ms ticks)
+    l2_gas: int
+    fee: int
+    events: int
+    l1_data_gas: int
+    archival_l2_gas: int  # the part of l2_gas for calldata, signature and events (the rest is computation)
+    steps: int | None = None  # None: not simulated
+
+
+@dataclass
+class Rig:
+    net: Network
+    gov: ChainClient
+    client: ChainClient
+    workers: list[tuple[Identity, ChainClient]]
+    model_hash: str
+    jobs: list[Job]
+    setup_s: dict[str, float]
+    #: Per job, for the escrow (approve + submit_job) and the workers' claim_job + submit_result multicalls.
+    setup_cost: dict[str, dict[str, float]]
+    devnet_pid: int
+
+
+def plan(jobs: int, sizes: Sequence[int]) -> dict[int, int]:
+    """Batches per size: the largest sizes first, each at least one full batch, the jobs left shared evenly. Fewer
+    jobs than sum(sizes) are raised to that (one batch of each size)."""
+    ordered = sorted(set(sizes), reverse=True)
+    left, out = max(jobs, sum(ordered)), {}
+    for i, k in enumerate(ordered):
+        out[k] = max(1, left // (len(ordered) - i) // k)
+        left -= out[k] * k
+    return dict(sorted(out.items()))
+
+
+async def _connect(url: str, identity: Identity, address: int) -> ChainClient:
+    return await ChainClient.connect(url, address=address, identity=identity, poll_s=0.01)
+
+
+def _chunks(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
+    return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+async def build(dev: DevnetProcess, *, n_jobs: int, n_workers: int, chunk: int) -> Rig:
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    acc = dev.accounts[0]
+    gov = await _connect(dev.url, Identity("gov", acc.private_key, acc.public_key, 0), acc.address)
+    net = await deploy_network(gov, rpc_url=dev.url, supply=10**9 * TOKEN, min_stake=MIN_STAKE,
+                               unstake_cooldown_s=3600)
+    times["deploy"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    client_id = Identity.generate("bench-client")
+    worker_ids = [Identity.generate(f"bench-worker-{i}") for i in range(n_workers)]
+    addresses = [await ensure_account(gov, ident) for ident in (client_id, *worker_ids)]
+    token = net.token_on(gov)
+    await gov.execute([token.mint_call(addresses[0], n_jobs * MAX_PAYMENT),
+                       *(token.mint_call(a, MIN_STAKE) for a in addresses[1:])], what="Funding")
+    client = await _connect(dev.url, client_id, addresses[0])
+    workers = [(ident, await _connect(dev.url, ident, a)) for ident, a in zip(worker_ids, addresses[1:], strict=True)]
+
+    async def enrol(ident: Identity, chain: ChainClient) -> TxResult:
+        pool = CDCPool(chain, net.pool)
+        return await chain.execute([pool.register_worker_call(ident.public_key),
+                                    CiroToken(chain, net.token).approve_call(net.pool, MIN_STAKE),
+                                    pool.stake_call(chain.address, MIN_STAKE)], what="Worker registration")
+
+    await asyncio.gather(*(enrol(i, c) for i, c in workers))
+    assert all([await net.pool_on(gov).is_eligible(c.address) for _, c in workers])
+    model_hash = _digest("bench-settlement-model")
+    jm_client = JobManager(client, net.job_manager)
+    await client.execute([jm_client.register_model_call(model_hash, None, ["receipt"])], what="register_model")
+    times["accounts"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ids = new_job_ids(n_jobs)
+    jobs = [Job(job_id, i % n_workers, _digest("in", job_id), _digest("out", job_id)) for i, job_id in enumerate(ids)]
+    deadline = int(time.time()) + 7 * 86400
+    tok_client = CiroToken(client, net.token)
+    cost: dict[str, dict[str, float]] = {p: {"txs": 0, "jobs": 0, "l2_gas": 0, "fee": 0} for p in ("escrow", "results")}
+
+    def count(phase: str, jobs_in_tx: int, r: TxResult) -> None:
+        c = cost[phase]
+        c["txs"] += 1
+        c["jobs"] += jobs_in_tx
+        c["l2_gas"] += r.l2_gas
+        c["fee"] += r.fee
+
+    for part in _chunks(jobs, chunk):
+        r = await client.execute([tok_client.approve_call(net.job_manager, len(part) * MAX_PAYMENT),
+                                  *(jm_client.submit_job_call(j.job_id, model_hash, j.input_commitment, "receipt",
+                                                              MAX_PAYMENT, deadline) for j in part)], what="Escrow")
+        count("escrow", len(part), r)
+    times["escrow"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+
+    async def work(w: int, part: Sequence[Job]) -> None:
+        ident, chain = workers[w]
+        mine = [j for j in part if j.worker == w]
+        if not mine:
+            return
+        jm = JobManager(chain, net.job_manager)
+        calls = []
+        for j in mine:
+            calls += [jm.claim_call(j.job_id), jm.submit_result_call(j.job_id, j.output_commitment, 0)]
+            j.receipt = sign_receipt(ident, job_id=j.job_id, model_hash=model_hash,
+                                     input_commitment=j.input_commitment, output_commitment=j.output_commitment,
+                                     level="receipt").to_dict()
+        count("results", len(mine), await chain.execute(calls, what="Claim and submit results"))
+
+    for part in _chunks(jobs, chunk):
+        await asyncio.gather(*(work(w, part) for w in range(n_workers)))
+    times["results"] = time.perf_counter() - t
+    setup_cost = {phase: {"txs": c["txs"], "jobs_per_tx": c["jobs"] / c["txs"], "s_per_job": times[phase] / c["jobs"],
+                          "l2_gas_per_job": c["l2_gas"] / c["jobs"], "fee_per_job_fri": c["fee"] / c["jobs"]}
+                  for phase, c in cost.items()}
+    return Rig(net, gov, client, workers, model_hash, jobs, times, setup_cost, dev.process.pid)
+
+
+async def simulate(chain: ChainClient, calls: list[Any]) -> int:
+    """Cairo steps of validation + execution of `calls` sent now from `chain`'s account (the contracts' VM steps,
+    inner calls included; not the OS's per-syscall and per-transaction steps that the fee adds)."""
+    nonce = await chain.account.get_nonce()
+    tx = await chain.account.sign_invoke_v3(calls, nonce=nonce, resource_bounds=chain._bounds())
+    (sim,) = await chain.node.simulate_transactions([tx], block_number="latest")
+    trace: Any = sim.transaction_trace
+    steps = 0
+    for inv in (trace.validate_invocation, trace.execute_invocation):
+        resources = getattr(inv, "execution_resources", None)
+        if resources is None:  # reverted: execute_invocation is a RevertedFunctionInvocation
+            raise RuntimeError(f"simulation reverted: {getattr(inv, 'revert_reason', inv)}")
+        steps += int(resources.l2_gas) // 100
+    return steps
+
+
+async def timed(chain: ChainClient, k: int, calls: list[Any], what: str, steps: bool, devnet_pid: int) -> Sample:
+    n_steps = await simulate(chain, calls) if steps else None
+    cpu0 = process_cpu_s(devnet_pid)
+    t = time.perf_counter()
+    r = await chain.execute(calls, what=what)
+    seconds = time.perf_counter() - t
+    cpu1 = process_cpu_s(devnet_pid)
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    # Outside the timed span: L1 data gas (not in TxResult) and the archival part of the L2 gas (the devnet charges
+    # GAS_PER_DATA_FELT per felt of calldata and signature, and per event key (twice) and data felt).
+    receipt = await chain.node.get_transaction_receipt(r.tx_hash)
+    tx: Any = await chain.node.get_transaction(r.tx_hash)
+    felts = len(tx.calldata) + len(tx.signature)
+    felts += sum(fees.EVENT_KEY_FACTOR * len(keys) + len(data) for _, keys, data in r.events)
+    return Sample(k, seconds, cpu, r.l2_gas, r.fee, len(r.events), int(receipt.execution_resources.l1_data_gas),
+                  fees.GAS_PER_DATA_FELT * felts, n_steps)
+
+
+async def measure(rig: Rig, batches: dict[int, int], singles: int, simulate_n: int) -> dict[str, Any]:
+    jm = JobManager(rig.gov, rig.net.job_manager)
+    todo = list(rig.jobs)
+    # Warm-up (not measured): one finalize_receipt per worker, so every worker's cached key point has its final
+    # sign (the first signature check of a worker may flip it: one more storage write).
+    for w in range(len(rig.workers)):
+        j = next(j for j in todo if j.worker == w)
+        todo.remove(j)
+        await rig.gov.execute([jm.finalize_receipt_call(j.job_id, PAYMENT, j.receipt)], what="warm-up")
+
+    samples: dict[str, list[Sample]] = {"single": []}
+    failures: dict[str, str] = {}
+    settled: list[Job] = []
+    for i, j in enumerate(todo[:singles]):
+        samples["single"].append(await timed(rig.gov, 1, [jm.finalize_receipt_call(j.job_id, PAYMENT, j.receipt)],
+                                             "finalize_receipt", i < simulate_n, rig.devnet_pid))
+        settled.append(j)
+    todo = todo[singles:]
+    print(f"  one finalize_receipt per job: {singles} transactions", flush=True)
+    for k, n in batches.items():
+        name = f"batch_{k}"
+        samples[name] = []
+        for i in range(n):
+            part, todo = todo[:k], todo[k:]
+            call = jm.finalize_batch_call([(j.job_id, PAYMENT, j.receipt) for j in part])
+            try:
+                samples[name].append(await timed(rig.gov, k, [call], f"finalize_batch({k})", i < simulate_n,
+                                                   rig.devnet_pid))
+                settled += part
+            except Exception as exc:  # a size over the limits: record why and go on with the others
+                failures[name] = f"{type(exc).__name__}: {exc}"[:500]
+                print(f"  finalize_batch k={k}: FAILED ({failures[name][:200]})", flush=True)
+                break
+        print(f"  finalize_batch k={k}: {len(samples[name])} transactions", flush=True)
+    # Spot check: the first and the last job settled are finalized on chain.
+    for j in (settled[0], settled[-1]):
+        assert (await jm.job(j.job_id)).status == "finalized", j.job_id
+    return {"samples": samples, "failures": failures}
+
+
+def summarize(samples: list[Sample]) -> dict[str, Any]:
+    jobs = sum(s.k for s in samples)
+    out: dict[str, Any] = {
+        "transactions": len(samples),
+        "jobs": jobs,
+        "jobs_per_tx": jobs / len(samples),
+        "s_per_job": sum(s.seconds for s in samples) / jobs,
+        "s_per_tx_median": statistics.median(s.seconds for s in samples),
+        "devnet_cpu_s_per_job": (sum(s.devnet_cpu_s or 0.0 for s in samples) / jobs
+                                 if all(s.devnet_cpu_s is not None for s in samples) else None),
+        "l2_gas_per_job": sum(s.l2_gas for s in samples) / jobs,
+        "fee_per_job_fri": sum(s.fee for s in samples) / jobs,
+        "archival_l2_gas_per_job": sum(s.archival_l2_gas for s in samples) / jobs,
+        "l1_data_gas_per_job": sum(s.l1_data_gas for s in samples) / jobs,
+        "events_per_tx": sum(s.events for s in samples) / len(samples),
+    }
+    simulated = [s for s in samples if s.steps is not None]
+    if simulated:  # over the simulated transactions (every transaction of one size runs the same code)
+        out["steps_per_job"] = sum(s.steps or 0 for s in simulated) / sum(s.k for s in simulated)
+        out["steps_per_tx_max"] = max(s.steps or 0 for s in simulated)
+        out["simulated_txs"] = len(simulated)
+    return out
+
+
+def projected_max_k(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The largest k each Starknet limit allows, extrapolated linearly from the two largest measured sizes."""
+    batch = sorted(((r["jobs_per_tx"], r) for name, r in rows.items() if name.startswith("batch_")),
+                   key=lambda pair: pair[0])
+    if len(batch) < 2:
+        return {}
+    (k1, r1), (k2, r2) = batch[-2], batch[-1]
+    if k2 == k1:
+        return {}
+    out: dict[str, Any] = {}
+    for limit, key in (("steps", "steps_per_job"), ("l2_gas", "l2_gas_per_job"), ("events", None)):
+        if key is None:
+            per_tx = (r1["events_per_tx"], r2["events_per_tx"])
+        elif key in r1 and key in r2:
+            per_tx = (r1[key] * k1, r2[key] * k2)
+        else:
+            continue
+        slope = (per_tx[1] - per_tx[0]) / (k2 - k1)
+        fixed = per_tx[1] - slope * k2
+        if slope > 0:
+            out[limit] = {"limit": LIMITS[limit], "per_job": slope, "fixed": fixed,
+                          "max_k": int((LIMITS[limit] - fixed) // slope)}
+    return out
+
+
+def fmt_fee(fri: float) -> str:
+    return f"{fri / 1e18:.6f}"
+
+
+def report(rows: dict[str, dict[str, Any]], failures: dict[str, str]) -> dict[str, Any]:
+    has_steps = all("steps_per_job" in r for r in rows.values())
+    head = ("| settlement | txs | jobs/tx | s/job | devnet CPU s/job | s/tx (median) | L2 gas/job (archival) "
+            "| L1 data gas/job | fee/job (STRK) |")
+    head += " steps/job |" if has_steps else ""
+    print("\n" + head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for name, r in rows.items():
+        label = "finalize_receipt, 1 per tx" if name == "single" else f"finalize_batch, k = {name[6:]}"
+        cpu = "-" if r["devnet_cpu_s_per_job"] is None else f"{r['devnet_cpu_s_per_job']:.3f}"
+        line = (f"| {label} | {r['transactions']} | {r['jobs_per_tx']:.0f} | {r['s_per_job']:.3f} | {cpu} | "
+                f"{r['s_per_tx_median']:.3f} | {r['l2_gas_per_job']:,.0f} ({r['archival_l2_gas_per_job']:,.0f}) | "
+                f"{r['l1_data_gas_per_job']:,.0f} | "
+                f"{fmt_fee(r['fee_per_job_fri'])} |")
+        if has_steps:
+            line += f" {r['steps_per_job']:,.0f} |"
+        print(line)
+    base = rows["single"]
+    ratios: dict[str, dict[str, float]] = {}
+    for name, r in rows.items():
+        if name == "single":
+            continue
+        ratios[name] = {"s_per_job": r["s_per_job"] / base["s_per_job"],
+                        **({"devnet_cpu_s_per_job": r["devnet_cpu_s_per_job"] / base["devnet_cpu_s_per_job"]}
+                           if r["devnet_cpu_s_per_job"] and base["devnet_cpu_s_per_job"] else {}),
+                        "l2_gas_per_job": r["l2_gas_per_job"] / base["l2_gas_per_job"],
+                        "fee_per_job": r["fee_per_job_fri"] / base["fee_per_job_fri"]}
+        if has_steps:
+            ratios[name]["steps_per_job"] = r["steps_per_job"] / base["steps_per_job"]
+    print()
+    for name, q in ratios.items():
+        extra = f", steps/job {q['steps_per_job']:.2f}x" if "steps_per_job" in q else ""
+        cpu = f", devnet CPU/job {q['devnet_cpu_s_per_job']:.2f}x" if "devnet_cpu_s_per_job" in q else ""
+        print(f"{name} vs one per job: s/job {q['s_per_job']:.2f}x{cpu}, L2 gas/job {q['l2_gas_per_job']:.2f}x, "
+              f"fee/job {q['fee_per_job']:.2f}x{extra}")
+    ok = sorted(int(n[6:]) for n, r in rows.items() if n.startswith("batch_") and r["transactions"])
+    largest = ok[-1] if ok else 0
+    tried = max((int(n[6:]) for n in (*rows, *failures) if n.startswith("batch_")), default=0)
+    target: bool | None = largest >= 50 if tried >= 50 else None
+    verdict = {True: "MET", False: "NOT MET", None: "not tested (no size >= 50)"}[target]
+    print(f"\nlargest batch that went through: k = {largest}; target >= 50 jobs per transaction: {verdict}")
+    for name, why in failures.items():
+        print(f"  {name} failed: {why}")
+    projection = projected_max_k(rows)
+    for limit, p in projection.items():
+        print(f"  projected max k under the {limit} limit ({p['limit']:,}): {p['max_k']:,} "
+              f"({p['per_job']:,.0f} a job + {p['fixed']:,.0f} a transaction)")
+    return {"ratios": ratios, "largest_k": largest, "target_50_met": target, "projected_max_k": projection}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    batches = plan(args.jobs, sizes)
+    n_jobs = sum(k * n for k, n in batches.items()) + args.singles + args.workers
+    print(f"plan: {args.singles} singles, batches {batches} (k: count), {args.workers} warm-up; "
+          f"{n_jobs} jobs in all", flush=True)
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    with DevnetProcess(seed=args.seed) as dev:
+        print(f"devnet up at {dev.url} in {time.perf_counter() - t0:.1f} s", flush=True)
+        rig = await build(dev, n_jobs=n_jobs, n_workers=args.workers, chunk=args.chunk)
+        print("set-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in rig.setup_s.items()), flush=True)
+        for phase, c in rig.setup_cost.items():
+            print(f"  {phase}: {c['txs']:.0f} transactions, {c['jobs_per_tx']:.1f} jobs/tx, "
+                  f"{c['s_per_job']:.3f} s/job, {c['l2_gas_per_job']:,.0f} L2 gas/job, "
+                  f"{fmt_fee(c['fee_per_job_fri'])} STRK/job", flush=True)
+        measured = await measure(rig, batches, args.singles, args.simulate)
+    rows = {name: summarize(ss) for name, ss in measured["samples"].items() if ss}
+    verdict = report(rows, measured["failures"])
+    total = time.perf_counter() - t0
+    print(f"\ntotal {total:.0f} s")
+    return {
+        "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(), "cpus": os.cpu_count(),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "jobs": n_jobs, "singles": args.singles, "batches": batches, "workers": args.workers,
+        "payment": PAYMENT, "max_payment": MAX_PAYMENT, "setup_s": rig.setup_s, "setup_cost": rig.setup_cost,
+        "total_s": total,
+        "results": rows, **verdict, "failures": measured["failures"],
+        "samples": {name: [asdict(s) for s in ss] for name, ss in measured["samples"].items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=200, help="jobs finalized by finalize_batch, shared out over the sizes")
+    ap.add_argument("--singles", type=int, default=20, help="jobs finalized one finalize_receipt transaction each")
+    ap.add_argument("--sizes", default="1,10,50,100", help="jobs per finalize_batch transaction")
+    ap.add_argument("--workers", type=int, default=3, help="worker accounts (2-4 is typical)")
+    ap.add_argument("--chunk", type=int, default=50, help="jobs per escrow / claim-and-submit multicall")
+    ap.add_argument("--seed", type=int, default=7, help="devnet seed")
+    ap.add_argument("--simulate", type=int, default=3,
+                    help="transactions per size also simulated first, for Cairo steps (0: no step counts)")
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "settlement.json")
+    args = ap.parse_args()
+    if args.workers < 1 or args.singles < 1 or args.chunk < 1:
+        sys.exit("--workers, --singles and --chunk must be >= 1")
+    if not all(s.strip().isdigit() and int(s) >= 1 for s in args.sizes.split(",")):
+        sys.exit(f"--sizes takes positive integers separated by commas, not {args.sizes!r}")
+    out = asyncio.run(run(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
