@@ -30,9 +30,11 @@ class Paid:
     devnet: DevnetProcess
 
 
-def _gateway(cluster: Cluster, home: Path, workers: int, worker_class: str | None = None) -> Cluster:
+def _gateway(cluster: Cluster, home: Path, workers: int, worker_class: str | None = None,
+             cpus: float = 0.5) -> Cluster:
+    """A gateway on the session's cluster (4 CPUs, 2 taken by the main gateway's workers)."""
     port = free_port()
-    env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": "0.5",
+    env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": str(cpus),
            "CIRO_PRICE_PER_JOB": str(PRICE), "CIRO_SETTLE_INTERVAL_S": "0.2", "CIRO_SETTLEMENT": "auto"}
     if worker_class:
         env["CIRO_WORKER_CLASS"] = worker_class
@@ -117,7 +119,7 @@ def test_a_byzantine_quorum_worker_is_slashed_by_the_matrix(cluster: Cluster, de
     home = tmp_path / "home"
     net = asyncio.run(bootstrap(devnet.url, devnet.accounts[0], home))  # the same contracts, found again
     honest = "ciro_ray.worker:OnnxWorker"
-    gw = _gateway(cluster, home, 4, f"byzantine:AlwaysWrong,{honest},{honest},{honest}")
+    gw = _gateway(cluster, home, 4, f"byzantine:AlwaysWrong,{honest},{honest},{honest}", cpus=0.25)
     try:
         with CiroClient(gw.url, config=gw.config) as client:
             workers = client.workers()
@@ -144,3 +146,25 @@ def test_a_byzantine_quorum_worker_is_slashed_by_the_matrix(cluster: Cluster, de
     assert state.reputation == 500 - 75
     assert now + 179 * 86400 < state.banned_until <= now + 180 * 86400  # banned 180 days
     assert not state.eligible
+
+
+def test_one_account_sends_concurrently_and_recovers_a_stale_nonce(devnet: DevnetProcess, tmp_path: Path) -> None:
+    """The shared client's nonce handling: concurrent sends from one account all land, in order; a nonce
+    used behind its back (another client of the same account) is read again and the send retried."""
+    from ciro import Identity
+
+    async def run() -> None:
+        home = tmp_path / "home"
+        net = await bootstrap(devnet.url, devnet.accounts[0], home)
+        gov_id = KeyStore(home / "keys").get("devnet-governance")
+        a = await ChainClient.connect(net.rpc_url, address=net.governance, identity=gov_id)
+        b = await ChainClient.connect(net.rpc_url, address=net.governance, identity=gov_id)
+        token = net.token_on(a)
+        to = account_address(Identity.generate("payee").public_key)
+        results = await asyncio.gather(*(a.execute([token.transfer_call(to, i + 1)]) for i in range(6)))
+        assert len({r.tx_hash for r in results}) == 6 and await token.balance_of(to) == 21
+        await b.execute([token.transfer_call(to, 100)])  # a's cached nonce is now stale
+        await a.execute([token.transfer_call(to, 1000)])
+        assert await token.balance_of(to) == 1121
+
+    asyncio.run(run())
