@@ -231,8 +231,7 @@ class AsyncCiroClient:
                                                            identity=payer))
         info, chain = self._chain
         jm, token = JobManager(chain, int(info["job_manager"], 16)), CiroToken(chain, int(info["token"], 16))
-        block = await chain.node.get_block(block_number="latest")
-        deadline = int(block.timestamp) + int(2 * float(info["escrow_window_s"])) + 3600
+        deadline = await chain.now() + int(2 * float(info["escrow_window_s"])) + 3600
         calls = [token.approve_call(jm.address, max_payment * len(jobs))] + [
             jm.submit_job_call(j["id"], j["model_hash"], j["input_commitment"], j["verification"], max_payment,
                                deadline) for j in jobs]

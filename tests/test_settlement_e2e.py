@@ -168,3 +168,50 @@ def test_one_account_sends_concurrently_and_recovers_a_stale_nonce(devnet: Devne
         assert await token.balance_of(to) == 1121
 
     asyncio.run(run())
+
+
+def test_the_settler_refunds_an_escrowed_job_that_failed_once_its_deadline_passed(devnet: DevnetProcess,
+                                                                                  tmp_path: Path) -> None:
+    """The gateway's Settlement and JobStore (no gateway process): a job escrowed on chain that then failed is
+    refunded by the settler, not before its deadline, and exactly."""
+    from ciro import Config, new_job_id
+    from ciro.chain import JobManager
+    from ciro.devnet.launch import rpc_request
+    from ciro_ray.jobstore import JobStore, NewJob
+    from ciro_ray.settlement import Settlement
+
+    async def run() -> None:
+        home = tmp_path / "home"
+        net = await bootstrap(devnet.url, devnet.accounts[0], home)
+        cfg = Config.load(home=home, settlement="auto", price_per_job=PRICE, escrow_window_s=60)
+        store = JobStore(home / "jobs.db")
+        settlement = await Settlement.open(cfg, store)
+        assert settlement is not None
+        model_hash, ic = "ab" * 32, "cd" * 32
+        await settlement.ensure_model(model_hash, None)
+        payer = KeyStore(home / "keys").get("client")
+        chain = await ChainClient.connect(net.rpc_url, address=account_address(payer.public_key), identity=payer)
+        token, jm = net.token_on(chain), JobManager(chain, net.job_manager)
+        before = await token.balance_of(chain.address)
+        job_id = new_job_id()
+        now = await chain.now()
+        tx = await chain.execute([token.approve_call(jm.address, 2 * PRICE),
+                                  jm.submit_job_call(job_id, model_hash, ic, "receipt", 2 * PRICE, now + 600)])
+        store.insert([NewJob(job_id, model_hash, "receipt", {}, ic, b"", status=JobStatus.AWAITING_ESCROW)])
+        [row] = [store.get(job_id)]
+        assert row is not None
+        escrow = await settlement.verify_escrow([row], tx.tx_hash)
+        assert store.escrowed([job_id], escrow) == {job_id}
+        store.mark_running([job_id], "w1")
+        store.fail([(job_id, 1, {"code": "worker_error", "message": "died"})])
+        assert await token.balance_of(chain.address) == before - 2 * PRICE
+        assert await settlement.settle_once() == 0  # before the deadline: nothing to do yet
+        rpc_request(devnet.url, "devnet_increaseTime", {"time": 601})
+        assert await settlement.settle_once() == 1
+        row = store.get(job_id)
+        assert row is not None and row.settlement == "refunded" and row.settlement_tx
+        assert await token.balance_of(chain.address) == before
+        assert (await jm.job(job_id)).status == "refunded"
+        store.close()
+
+    asyncio.run(run())

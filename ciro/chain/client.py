@@ -120,6 +120,17 @@ class ChainClient:
                 await asyncio.sleep(0.1 * 2**attempt)
         raise AssertionError("unreachable")
 
+    async def now(self) -> int:
+        """The chain's time as the next transaction will see it: the pre-confirmed block's timestamp (the latest
+        block's can be old on a quiet chain), else the latest's."""
+        from starknet_py.net.client_errors import ClientError
+
+        try:
+            block = await self.node.get_block(block_number="pre_confirmed")
+        except (ClientError, ValueError, TypeError):
+            block = await self.node.get_block(block_number="latest")
+        return int(block.timestamp)
+
     async def call(self, to: int, selector: int, calldata: Sequence[int]) -> list[int]:
         """A view call; raises :class:`ContractRevertedError` when the contract panics."""
         from starknet_py.net.client_errors import ClientError

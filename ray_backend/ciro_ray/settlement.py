@@ -260,7 +260,7 @@ class Settlement:
     async def _refund(self, rows: list[JobRow]) -> int:
         if not rows:
             return 0
-        now = int((await self.operator.node.get_block(block_number="latest")).timestamp)
+        now = await self.operator.now()
         due = [r for r in rows if r.escrow and now > int(r.escrow["deadline"])]
         if not due:
             return 0
