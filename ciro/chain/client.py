@@ -131,18 +131,6 @@ class ChainClient:
             block = await self.node.get_block(block_number="latest")
         return int(block.timestamp)
 
-    async def call(self, to: int, selector: int, calldata: Sequence[int]) -> list[int]:
-        """A view call; raises :class:`ContractRevertedError` when the contract panics."""
-        from starknet_py.net.client_errors import ClientError
-        from starknet_py.net.client_models import Call
-
-        try:
-            out = await self._retry(self.node.call_contract, Call(to_addr=to, selector=selector,
-                                                                   calldata=list(calldata)), block_number="latest")
-        except ClientError as exc:
-            raise _revert_error(f"{exc.message} {exc.data or ''}", "The view call") from exc
-        return [int(x) for x in out]
-
     def _bounds(self) -> Any:
         from starknet_py.net.client_models import ResourceBounds, ResourceBoundsMapping
 

@@ -237,8 +237,8 @@ class Gateway:
             return None
         return [_out_from_outcome(p, o) for p, o in zip(pending, outcomes, strict=True)]
 
-    def row(self, job_id: str) -> JobRow:
-        row = self.store.get(job_id)
+    def row(self, job_id: str, *, with_inputs: bool = False) -> JobRow:
+        row = self.store.get(job_id, with_inputs=with_inputs)
         if row is None:
             raise JobNotFoundError(f"No job {job_id!r} on this gateway. List jobs with `ciro jobs`.")
         return row
@@ -457,7 +457,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         schedules the jobs; a job not covered gets 402 and stays waiting."""
         if gw.settlement is None:
             raise InputError("This gateway does not settle on chain. Nothing to confirm.")
-        rows = [gw.row(j) for j in body.job_ids]
+        rows = [gw.row(j, with_inputs=True) for j in body.job_ids]
         waiting = [r for r in rows if r.status is JobStatus.AWAITING_ESCROW]
         if len(waiting) != len(rows):
             raise InputError(f"{len(rows) - len(waiting)} of these jobs are not waiting for an escrow (already "
@@ -472,8 +472,10 @@ def create_app(cfg: Config | None = None) -> FastAPI:
             raise InputError(f"tx_hash {body.tx_hash!r} is not hex.") from exc
         escrow = await gw.settlement.verify_escrow(rows, tx_hash)
         moved = gw.store.escrowed(body.job_ids, escrow)
-        gw.sched.enqueue([_pending_from_row(r) for r in (gw.store.get(j, with_inputs=True) for j in body.job_ids)
-                          if r is not None and r.id in moved])
+        pending = [_pending_from_row(r) for r in rows if r.id in moved]
+        for p in pending:
+            p.settlement = "escrowed"  # the rows were read before the escrow was recorded
+        gw.sched.enqueue(pending)
         return _json({"job_ids": sorted(moved), "status": JobStatus.QUEUED.value, "escrow_tx": hex(tx_hash)})
 
     @app.get("/v1/chain", tags=["service"])

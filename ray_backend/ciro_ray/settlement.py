@@ -18,7 +18,6 @@ must submit its own results (its jobs wait as ``escrowed`` until then).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -69,9 +68,8 @@ class Settlement:
         self.jm = network.job_manager_on(operator)
         self.keys = KeyStore(cfg.home / "keys")
         self._workers: dict[int, ChainClient] = {}
-        self._registered: set[int] = set()
+        self._identities: dict[int, Identity] = {}
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @classmethod
     async def open(cls, cfg: Config, store: JobStore) -> Settlement | None:
@@ -148,7 +146,10 @@ class Settlement:
 
     # -- workers -------------------------------------------------------------------------
     def _identity(self, public_key: int) -> Identity | None:
-        return next((k for k in self.keys.list() if k.public_key == public_key), None)
+        """The key store's key with this public key; the store is read again only for a key not seen yet."""
+        if public_key not in self._identities:
+            self._identities = {k.public_key: k for k in self.keys.list()}
+        return self._identities.get(public_key)
 
     async def _worker_chain(self, ident: Identity) -> ChainClient:
         if ident.public_key not in self._workers:
@@ -185,14 +186,9 @@ class Settlement:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.settle_interval_s)
-            self._wake.clear()
+            await asyncio.sleep(self.cfg.settle_interval_s)
             try:
                 self.store.expire_escrow(time.time() - self.cfg.escrow_window_s)
                 while await self.settle_once():
