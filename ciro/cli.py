@@ -245,6 +245,22 @@ def jobs(ctx: click.Context, status_: str | None, limit: int) -> None:
 
 
 @cli.command()
+@click.option("--worker-key", help="Only this worker's faults (0x... public key).")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_context
+@handle_errors
+def faults(ctx: click.Context, worker_key: str | None, limit: int) -> None:
+    """List evidence recorded against workers (quorum dissent, outputs a zk proof contradicts) and its slashing."""
+    with _client(ctx) as client:
+        rows = client.faults(worker_key=worker_key, limit=limit)
+    click.echo(f"{'job':<32}  {'worker':<8}  {'kind':<16}  {'reason':<20}  slash")
+    for f in rows:
+        reason = f["detail"].get("reason") or "-"
+        slash = (f.get("slash") or "not filed") + (f" tx {f['slash_tx'][:12]}..." if f.get("slash_tx") else "")
+        click.echo(f"{f['job_id']:<32}  {f['worker'] or '-'!s:<8}  {f['kind']:<16}  {reason:<20}  {slash}")
+
+
+@cli.command()
 @click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True)
 @click.pass_context

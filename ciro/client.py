@@ -134,6 +134,13 @@ class AsyncCiroClient:
         result: list[dict[str, Any]] = await self._request("GET", "/v1/workers")
         return result
 
+    async def faults(self, *, worker_key: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Evidence the gateway recorded against workers (quorum dissent, outputs a zk proof contradicts), newest
+        first, with whether and how each was filed on chain (``slash``, ``slash_tx``)."""
+        params: dict[str, Any] = {"limit": limit, **({"worker_key": worker_key} if worker_key else {})}
+        result: list[dict[str, Any]] = await self._request("GET", "/v1/faults", params=params)
+        return result
+
     # -- models ----------------------------------------------------------------------------
     async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
                      zk: bool = False, zk_inputs: str = "public", zk_outputs: str = "public") -> ModelInfo:
@@ -322,7 +329,7 @@ def _checked(result: JobResult) -> JobResult:
         if not issubclass(cls, JobFailedError):  # e.g. worker_error: the job failed because of it
             cls = JobFailedError
         raise cls(f"Job {result.job_id} failed: {err.get('message', 'no reason given')}",
-                  detail={"job_id": result.job_id, **err})
+                  detail={"job_id": result.job_id, "code": err.get("code"), **(err.get("detail") or {})})
     if result.status is JobStatus.CANCELLED:
         raise JobCancelledError(f"Job {result.job_id} was cancelled.", detail={"job_id": result.job_id})
     return result
@@ -437,6 +444,9 @@ class CiroClient:
 
     def workers(self) -> list[dict[str, Any]]:
         return self._run(self._async.workers())
+
+    def faults(self, *, worker_key: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        return self._run(self._async.faults(worker_key=worker_key, limit=limit))
 
     def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
                zk: bool = False, zk_inputs: str = "public", zk_outputs: str = "public") -> ModelInfo:

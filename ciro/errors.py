@@ -47,6 +47,7 @@ __all__ = [
     "GatewayUnavailableError",
     "InputError",
     "InsufficientEscrowError",
+    "InvalidComputeError",
     "InvalidModelError",
     "JobCancelledError",
     "JobError",
@@ -141,6 +142,13 @@ class JobFailedError(JobError, RuntimeError):
 
 class NoQuorumError(JobFailedError):
     code = "no_quorum"
+    http_status = 409
+
+
+class InvalidComputeError(JobFailedError):
+    """A worker's result is not what the model computes (its proof shows other outputs); the worker is reported."""
+
+    code = "invalid_compute"
     http_status = 409
 
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from .errors import ConfigError, InputError, InvalidModelError
 
-__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "zk_check", "zk_prove", "zk_setup"]
+__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "output_gap", "output_tolerance", "zk_check",
+           "zk_prove", "zk_setup"]
 
 DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
                    "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
@@ -358,28 +359,18 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
         except RuntimeError as exc:  # EZKL raises rather than returning False on a bad proof
             ok, detail = False, f"the proof does not verify ({str(exc).splitlines()[0][:160]})"
         checks.append(("zk proof", ok, detail))
-    instances = artifact["proof"].get("instances") or [[]]
-    flat = list(instances[0])
+    flat, n_in = _instance(artifact, inputs)
     in_scales, out_scales = settings.get("model_input_scales", []), settings.get("model_output_scales", [])
-    in_hashed, out_hashed = _hashed(settings, "input_visibility"), _hashed(settings, "output_visibility")
-    out_sizes = [int(np.asarray(o).size) for o in outputs]
-    if in_hashed:
-        n_in = len(in_scales)
-    else:
-        n_in = sum(int(np.asarray(a).size) for a in inputs) if inputs is not None else _count(settings, "input")
-    if out_hashed:
+    in_hashed = _hashed(settings, "input_visibility")
+    if _hashed(settings, "output_visibility"):
         out_felts = [list(map(str, f)) for f in artifact.get("output_felts") or []]
         hashes_ok = len(out_felts) == len(out_scales) and all(
             _poseidon(f) == h for f, h in zip(out_felts, flat[n_in:], strict=False))
         checks.append(("zk output hashes", hashes_ok, "the shipped output values hash to the proof's public output "
                        "hashes" if hashes_ok else "the shipped output values do not hash to the proof's output "
                        "hashes"))
-        proven_out = _split(list(zip(out_felts, out_scales, strict=False)))
-    else:
-        proven_out = _split(_decode_flat(flat[n_in:], out_scales, out_sizes))
     tol = output_tolerance(artifact)
-    worst = max((float(np.max(np.abs(p - np.asarray(o, dtype=np.float64).reshape(-1)))) if p.size == np.size(o)
-                 else math.inf for p, o in zip(proven_out, outputs, strict=False)), default=math.inf)
+    worst = output_gap(artifact, outputs=outputs, inputs=inputs)
     checks.append(("zk outputs", worst <= tol, f"proven outputs within {worst:.2g} of the result's (tolerance "
                    f"{tol:.2g})" if worst <= tol else f"proven outputs differ from the result's by {worst:.3g} "
                    f"(tolerance {tol:.2g})"))
@@ -400,6 +391,33 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
                        "the proof's public inputs are the given inputs, quantised" if worst_in <= step
                        else f"the proof's public inputs differ from the given ones by {worst_in:.3g}"))
     return checks
+
+
+def _instance(artifact: Mapping[str, Any], inputs: list[np.ndarray] | None) -> tuple[list[str], int]:
+    """The proof's public instance (flat) and how many of its leading elements belong to the inputs."""
+    settings = artifact["settings"]
+    flat = list((artifact["proof"].get("instances") or [[]])[0])
+    if _hashed(settings, "input_visibility"):
+        return flat, len(settings.get("model_input_scales", []))
+    if inputs is not None:
+        return flat, sum(int(np.asarray(a).size) for a in inputs)
+    return flat, _count(settings, "input")
+
+
+def output_gap(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: list[np.ndarray] | None) -> float:
+    """The largest absolute difference between the outputs the proof proves (decoded from its public instance,
+    or from the shipped preimages for hashed outputs) and ``outputs``; infinite when their sizes differ."""
+    flat, n_in = _instance(artifact, inputs)
+    out_scales = artifact["settings"].get("model_output_scales", [])
+    if _hashed(artifact["settings"], "output_visibility"):
+        felts = [list(map(str, f)) for f in artifact.get("output_felts") or []]
+        proven = _split(list(zip(felts, out_scales, strict=False)))
+    else:
+        proven = _split(_decode_flat(flat[n_in:], out_scales, [int(np.asarray(o).size) for o in outputs]))
+    if len(proven) != len(outputs):
+        return math.inf
+    return max((float(np.max(np.abs(p - np.asarray(o, dtype=np.float64).reshape(-1)), initial=0.0))
+                if p.size == np.size(o) else math.inf for p, o in zip(proven, outputs, strict=True)), default=math.inf)
 
 
 def _hashed(settings: Mapping[str, Any], key: str) -> bool:

@@ -5,6 +5,7 @@ expected amounts; a byzantine quorum worker is slashed by the matrix."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,6 +147,79 @@ def test_a_byzantine_quorum_worker_is_slashed_by_the_matrix(cluster: Cluster, de
     assert state.reputation == 500 - 75
     assert now + 179 * 86400 < state.banned_until <= now + 180 * 86400  # banned 180 days
     assert not state.eligible
+
+
+def test_a_worker_whose_outputs_the_zk_proof_contradicts_is_slashed_and_the_client_refunded(
+        cluster: Cluster, devnet: DevnetProcess, tmp_path: Path, models_dir: Path) -> None:
+    """A lying worker on a zk job: the proof of the model on the job's inputs shows other outputs than the ones
+    the worker signed. The job fails (the lie is never returned as a result), the proof and the worker's signed
+    outputs become a fault record that checks offline, the settler files the invalid-compute slash, the worker is
+    no longer scheduled, and the client's escrow comes back after the deadline."""
+    from ciro import InvalidComputeError, zk
+    from ciro.demo import build_tiny_mlp
+    from ciro.devnet.launch import rpc_request
+    from ciro.receipts import Receipt
+    from ciro.tensors import canonical_bytes, decode_json
+    from ciro_ray.settlement import fault_evidence
+
+    home = tmp_path / "home"
+    net = asyncio.run(bootstrap(devnet.url, devnet.accounts[0], home))
+    gw = _gateway(cluster, home, 1, "byzantine:AlwaysWrong", cpus=0.25)
+    keys = KeyStore(home / "keys")
+    payer = account_address(keys.get("client").public_key)
+    x = np.random.default_rng(5).standard_normal((1, 8)).astype(np.float32)
+    try:
+        with CiroClient(gw.url, config=gw.config) as client:
+            [liar] = client.workers()
+            assert liar["admitted"]
+            model = client.deploy(build_tiny_mlp(models_dir / "zk-liar.onnx", in_dim=8, hidden=8, out_dim=3, seed=4),
+                                  zk=True)
+            before = _balances(net, home, {"client": payer})
+            with pytest.raises(InvalidComputeError, match="reported for invalid compute") as err:
+                client.infer(model.hash, x, verification="zk", max_payment=PRICE)
+            assert err.value.detail["output_gap"] > err.value.detail["tolerance"]
+            deadline = time.monotonic() + 60
+            while not (faults := client.faults())[0].get("slash") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            [fault] = faults
+            job_id = fault["job_id"]
+            assert client.status(job_id).status is JobStatus.FAILED and client.status(job_id).outputs is None
+            deadline = time.monotonic() + 30
+            while client.workers()[0]["admitted"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not client.workers()[0]["admitted"]  # slashed below the minimum stake: no more jobs
+            listing = gw.ciro("faults").stdout
+            assert job_id in listing and "zk_output_mismatch" in listing and "slashed tx 0x" in listing
+            rpc_request(devnet.url, "devnet_increaseTime", {"time": 3 * 3600})  # past the escrow's deadline
+            [refunded] = _settled(client, [job_id])
+    finally:
+        gw.ciro("down", check=False)
+    assert fault["kind"] == "invalid_compute" and fault["worker_key"] == liar["worker_key"]
+    assert fault["slash"] == "slashed" and fault["slash_tx"]
+    d = fault["detail"]
+    # the evidence checks offline: the worker signed these outputs, and a valid proof shows the model's differ
+    claimed = decode_json(d["outputs"])
+    assert Receipt.from_dict(d["receipt"]).signature_valid()
+    assert d["receipt"]["output_commitment"] == d["output_commitment"]
+    assert hashlib.sha256(canonical_bytes(claimed)).hexdigest() == d["output_commitment"]
+    checks = {name: ok for name, ok, _ in zk.zk_check(d["zk"], outputs=list(claimed.values()), inputs=[x],
+                                                     srs_path=next((home / "srs").glob("dev-kzg*.srs")))}
+    assert checks["zk proof"] and checks["zk inputs"] and not checks["zk outputs"]
+    assert refunded.settlement == "refunded" and refunded.settlement_tx
+    assert _balances(net, home, {"client": payer}) == before  # the escrow came back in full
+
+    async def on_chain() -> tuple[object, int, list[int]]:
+        gov = keys.get("devnet-governance")
+        chain = await ChainClient.connect(net.rpc_url, address=net.governance, identity=gov)
+        pool = net.pool_on(chain)
+        receipt = await chain.wait(int(fault["slash_tx"], 16))
+        slashed = [data for addr, k, data in receipt.events if addr == net.pool and len(data) >= 3]
+        return await pool.worker(account_address(int(liar["worker_key"], 16))), int(await pool.view("min_stake")), \
+            slashed[0] if slashed else []
+
+    state, min_stake, event = asyncio.run(on_chain())
+    assert state.stake == min_stake // 2 and state.reputation == 500 - 75 and not state.eligible
+    assert fault_evidence(fault) in event  # the Slashed event names the fault record's hash
 
 
 def test_one_account_sends_concurrently_and_recovers_a_stale_nonce(devnet: DevnetProcess, tmp_path: Path) -> None:

@@ -139,22 +139,29 @@ def test_warm_prover_reuses_its_process_and_recovers_from_timeouts_and_errors(
     from ciro import ModelStore
     from ciro_ray.proving import Prover
 
-    _, info = zk_model
+    path, info = zk_model
     zk_dir = str(ModelStore(cluster.home / "models", max_bytes=1 << 30).zk_dir(info.hash))
     x = [np.random.default_rng(8).standard_normal((1, 8)).astype(np.float32)]
+    y = ort.InferenceSession(str(path)).run(None, {"x": x[0]})
     prover = Prover()
     try:
         args = (zk_dir, None, str(cluster.home), x, info.hash, "00" * 32, "11" * 32)
-        first = prover.prove(*args)
+        first = prover.prove(*args, y)
         pid = prover._idle[0].proc.pid
-        second = prover.prove(*args)
+        wrong = [y[0].copy()]
+        wrong[0][0, 1] += 0.5
+        second = prover.prove(*args, wrong)
         assert prover._idle[0].proc.pid == pid  # the same warm process made both proofs
-        assert first["model_hash"] == second["model_hash"] == info.hash and first["proof_hash"]
+        a, b = first["artifact"], second["artifact"]
+        assert a["model_hash"] == b["model_hash"] == info.hash and a["proof_hash"]
+        # the proof's outputs are the model's: the true outputs are within tolerance, a changed one is not
+        assert first["output_gap"] <= first["tolerance"] < 0.5 and second["output_gap"] > second["tolerance"]
+        assert abs(second["output_gap"] - 0.5) <= second["tolerance"]
         with pytest.raises(RuntimeError, match="did not finish within 0s"):
             prover.prove(*args, timeout_s=0.05)
         assert not prover._idle  # the stuck process was killed, not kept
         with pytest.raises(RuntimeError, match="No such file"):
             prover.prove(str(tmp_path / "missing"), *args[1:])
-        assert prover.prove(*args)["proof_hash"]  # and a fresh one takes over
+        assert prover.prove(*args)["artifact"]["proof_hash"]  # and a fresh one takes over
     finally:
         prover.stop()

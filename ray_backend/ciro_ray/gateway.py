@@ -98,6 +98,13 @@ class Gateway:
         self.settlement: Settlement | None = None
         self.started_at = time.time()
 
+    def _drop_workers(self, keys: set[int]) -> None:
+        """Stop scheduling workers a slash left ineligible (they stay listed, ``admitted: false``)."""
+        if self.pool is not None and self.pool.allowed_keys is not None:
+            self.pool.allowed_keys -= keys
+            self.pool.readmit()
+            log.warning("%d slashed worker(s) no longer eligible: %s", len(keys), ", ".join(hex(k) for k in keys))
+
     async def start(self) -> None:
         if not ray.is_initialized():
             # ray.init replaces the SIGTERM handler with one that calls sys.exit inside the event loop;
@@ -114,6 +121,7 @@ class Gateway:
             eligible = await self.settlement.onboard(self.pool.keys())
             self.pool.allowed_keys = eligible if self.allowed_workers is None else eligible & self.allowed_workers
             self.pool.readmit()
+            self.settlement.on_ineligible = self._drop_workers
             self.settlement.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
         recovered = self.store.recover()

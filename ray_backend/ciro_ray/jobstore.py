@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS faults (
     worker TEXT,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    slash TEXT,
+    slash_tx TEXT
 );
 CREATE INDEX IF NOT EXISTS faults_worker ON faults(worker_key);
 """
@@ -131,6 +133,10 @@ class JobStore:
         for col in ("evidence", "client", "escrow", "settlement", "settlement_tx", "payment"):  # older stores
             if col not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(faults)")}
+        for col in ("slash", "slash_tx"):
+            if col not in columns:
+                self._db.execute(f"ALTER TABLE faults ADD COLUMN {col} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -294,12 +300,26 @@ class JobStore:
         clause = "WHERE worker_key=?" if worker_key else ""
         if job_ids is not None:
             clause, args = f"WHERE job_id IN ({','.join('?' * len(job_ids))})", tuple(job_ids)
+        return self._faults(clause, args, limit)
+
+    def faults_to_slash(self, limit: int) -> list[dict[str, Any]]:
+        """Invalid-compute faults proven by a zk proof and not yet filed on chain (oldest first)."""
+        return self._faults("WHERE kind='invalid_compute' AND slash IS NULL "
+                            "AND json_extract(detail, '$.reason')='zk_output_mismatch'", (), limit, order="ASC")
+
+    def slashed(self, items: Sequence[tuple[int, str, str | None]]) -> None:
+        """Record (fault id, state, transaction hash) once a fault was filed on chain (or why it was not)."""
+        with self._transaction() as db:
+            db.executemany("UPDATE faults SET slash=?, slash_tx=? WHERE id=?",
+                           [(state, tx, fault_id) for fault_id, state, tx in items])
+
+    def _faults(self, clause: str, args: tuple[str, ...], limit: int, order: str = "DESC") -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id, job_id, worker_key, worker, kind, detail, recorded_at FROM faults {clause} "
-                "ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+                f"SELECT id, job_id, worker_key, worker, kind, detail, recorded_at, slash, slash_tx FROM faults "
+                f"{clause} ORDER BY id {order} LIMIT ?", (*args, limit)).fetchall()
         return [{"id": r[0], "job_id": r[1], "worker_key": r[2], "worker": r[3], "kind": r[4],
-                 "detail": json.loads(r[5]), "recorded_at": r[6]} for r in rows]
+                 "detail": json.loads(r[5]), "recorded_at": r[6], "slash": r[7], "slash_tx": r[8]} for r in rows]
 
     # -- reads --------------------------------------------------------------------------
     def get(self, job_id: str, *, with_inputs: bool = False) -> JobRow | None:

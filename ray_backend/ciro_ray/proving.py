@@ -98,8 +98,13 @@ class Prover:
             return len(self._idle)
 
     def prove(self, zk_dir: str, srs_dir: str | None, home: str, inputs: list[np.ndarray], model_hash: str,
-              input_commitment: str, output_commitment: str, timeout_s: float = 3600.0) -> dict[str, Any]:
-        """Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
+              input_commitment: str, output_commitment: str, outputs: list[np.ndarray] | None = None,
+              timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Prove the model on ``inputs``; returns ``{"artifact", "output_gap", "tolerance"}``. ``output_gap`` is
+        how far the proven outputs are from the worker's ``outputs`` (None when none are given): beyond
+        ``tolerance``, the worker's result is not what the model computes, and the proof is the evidence.
+
+        Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
         child = None
         with self._lock:
             while self._idle and child is None:
@@ -109,6 +114,8 @@ class Prover:
         with tempfile.TemporaryDirectory(prefix="ciro-prove-job-") as tmp:
             t = Path(tmp)
             np.savez(t / "inputs.npz", *inputs)
+            if outputs is not None:
+                np.savez(t / "outputs.npz", *outputs)
             (t / "job.json").write_text(json.dumps({
                 "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash,
                 "input_commitment": input_commitment, "output_commitment": output_commitment}))
@@ -125,10 +132,10 @@ class Prover:
             if (t / "error.json").is_file():
                 child.kill()  # a failed EZKL call may leave the process in a bad state: start afresh next time
                 raise RuntimeError(json.loads((t / "error.json").read_text())["message"])
-            artifact: dict[str, Any] = json.loads((t / "artifact.json").read_text())
+            result: dict[str, Any] = json.loads((t / "result.json").read_text())
         with self._lock:
             self._idle.append(child)
-        return artifact
+        return result
 
     def stop(self) -> None:
         with self._lock:
@@ -163,8 +170,7 @@ def _setup_main(folder: Path) -> None:
     from ciro.zk import zk_setup
 
     job = json.loads((folder / "job.json").read_text())
-    with np.load(folder / "calibration.npz") as z:
-        calibration = [z[f"arr_{i}"] for i in range(len(z.files))]
+    calibration = _load(folder / "calibration.npz")
     try:
         zk_setup((folder / "model.onnx").read_bytes(), Path(job["out_dir"]), calibration=calibration,
                  srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None, home=Path(job["home"]),
@@ -174,19 +180,27 @@ def _setup_main(folder: Path) -> None:
         sys.exit(3)
 
 
+def _load(path: Path) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
 def _prove_main(folder: Path) -> None:
-    from ciro.zk import ZkSetup, find_srs, zk_prove
+    from ciro.zk import ZkSetup, find_srs, output_gap, output_tolerance, zk_prove
 
     job = json.loads((folder / "job.json").read_text())
-    with np.load(folder / "inputs.npz") as z:
-        inputs = [z[f"arr_{i}"] for i in range(len(z.files))]
+    inputs = _load(folder / "inputs.npz")
     meta = json.loads((Path(job["zk_dir"]) / "setup.json").read_text())
     srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None,
                    home=Path(job["home"]), create=False)
     setup = ZkSetup.load(Path(job["zk_dir"]), srs.path)
     artifact = zk_prove(setup, inputs, model_hash=job["model_hash"], input_commitment=job["input_commitment"],
                         output_commitment=job["output_commitment"])
-    (folder / "artifact.json").write_text(json.dumps(artifact))
+    gap = None
+    if (folder / "outputs.npz").is_file():
+        gap = output_gap(artifact, outputs=_load(folder / "outputs.npz"), inputs=inputs)
+    (folder / "result.json").write_text(json.dumps({"artifact": artifact, "output_gap": gap,
+                                                    "tolerance": output_tolerance(artifact)}))
 
 
 def _serve() -> None:

@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ciro import (
     CiroError,
     Config,
+    InvalidComputeError,
     JobStatus,
     ModelStore,
     NoQuorumError,
@@ -269,7 +270,8 @@ class Scheduler:
                     blob = canonical_bytes(out)
                     problem = _reply_problem(blob, commit, receipt, p, w)
                     if problem:
-                        faults.append((p.id, str(w.info.get("worker_key")), w.id, "bad_evidence", {"problem": problem}))
+                        faults.append((p.id, str(w.info.get("worker_key")), w.id, "bad_evidence",
+                                       {"reason": "bad_reply", "problem": problem}))
                     else:
                         votes[j].append(Vote(w, out, blob, commit, receipt or {}))
             for p, job_votes in zip(batch, votes, strict=True):
@@ -314,7 +316,8 @@ class Scheduler:
         self.notify(p.id, Outcome(JobStatus.DONE, rep.outputs, rep.commit, rep.worker.id, p.attempt, started, now,
                                   evidence=evidence))
         return [(p.id, str(v.receipt.get("worker_key")), v.worker.id, "invalid_compute",
-                 {"output_commitment": v.commit, "majority_output_commitment": rep.commit, "receipt": v.receipt,
+                 {"reason": "quorum_dissent", "output_commitment": v.commit,
+                  "majority_output_commitment": rep.commit, "receipt": v.receipt,
                   "policy": policy.to_dict()})
                 for i, v in enumerate(votes) if i not in groups[0]]
 
@@ -400,18 +403,24 @@ class Scheduler:
 
     async def _prove(self, p: Pending, out: Tensors, blob: bytes, commit: str, receipt: dict[str, Any] | None,
                      worker_id: str, started: float) -> None:
-        """Prove one zk job in a Ray task on the gateway's node, then complete it with the artifact."""
-        order = [s.name for s in self.models.get(p.model_hash).inputs]
+        """Prove one zk job on the gateway's node; complete it with the artifact when the proof's outputs are the
+        worker's, else fail it and record the proof as evidence of the worker's invalid compute."""
+        info = self.models.get(p.model_hash)
         async with self._proof_slots:
             try:
-                artifact = await self.prover().prove.remote(
+                proved = await self.prover().prove.remote(
                     str(self.models.zk_dir(p.model_hash)), self.cfg.srs_dir, str(self.cfg.home),
-                    [p.inputs[n] for n in order], p.model_hash, p.input_commitment, commit, self.cfg.proof_timeout_s)
+                    [p.inputs[s.name] for s in info.inputs], p.model_hash, p.input_commitment, commit,
+                    [out[s.name] for s in info.outputs], self.cfg.proof_timeout_s)
             except Exception as exc:  # a failed proof fails the job; it never passes as proven
                 cause = getattr(exc, "cause", None) or exc
                 self._fail([p], WorkerError(f"Proving failed: {str(cause).splitlines()[0][:300]}. Resubmit; if "
                                             "it fails again, check the model's zk set-up (GET /v1/models/REF)."))
                 return
+        artifact, gap, tol = proved["artifact"], float(proved["output_gap"]), float(proved["tolerance"])
+        if not gap <= tol:
+            self._reject_proven(p, out, commit, receipt, worker_id, artifact, gap, tol)
+            return
         evidence = {"receipt": receipt, "zk": artifact}
         done = self.store.complete([(p.id, p.attempt, commit, blob, worker_id, json.dumps(evidence))])
         if p.id in done:
@@ -420,6 +429,22 @@ class Scheduler:
             self.metrics.job_latency.observe(now - p.submitted_at)
             self.notify(p.id, Outcome(JobStatus.DONE, out, commit, worker_id, p.attempt, started, now,
                                       evidence=evidence))
+
+    def _reject_proven(self, p: Pending, out: Tensors, commit: str, receipt: dict[str, Any] | None, worker_id: str,
+                       artifact: dict[str, Any], gap: float, tol: float) -> None:
+        """The proof shows the model's outputs on the job's inputs differ from what the worker returned (and
+        signed): the job fails, and the proof, the worker's outputs and its receipt become a fault record, which
+        the settler files on chain as invalid compute."""
+        worker_key = str((receipt or {}).get("worker_key") or "")
+        self.store.record_faults([(p.id, worker_key, worker_id, "invalid_compute", {
+            "reason": "zk_output_mismatch", "output_commitment": commit, "outputs": encode_json(out),
+            "receipt": receipt, "output_gap": gap, "tolerance": tol, "zk": artifact})])
+        self.metrics.invalid_compute.inc()
+        self._fail([p], InvalidComputeError(
+            f"Worker {worker_id} returned outputs {gap:.3g} away from what the model computes on these inputs "
+            f"(the zk proof's outputs; tolerance {tol:.2g}). Its result was rejected and the worker reported for "
+            "invalid compute (GET /v1/faults). Resubmit the job.",
+            detail={"worker": worker_id, "worker_key": worker_key, "output_gap": gap, "tolerance": tol}))
 
     def _retry(self, batch: list[Pending], reason: str) -> None:
         again = [p for p in batch if p.attempt < self.cfg.max_attempts]

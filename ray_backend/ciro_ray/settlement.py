@@ -23,10 +23,11 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from ciro import Config, ConfigError, InputError, KeyStore
-from ciro.chain import ChainClient, Network, account_address, ensure_account
+from ciro.chain import ChainClient, Network, Violation, account_address, ensure_account
 from ciro.errors import ChainError, InsufficientEscrowError
 from ciro.identity import Identity
 from ciro.receipts import short_string
@@ -59,6 +60,14 @@ def evidence_hash(row: JobRow) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest(), "big") >> 6
 
 
+def fault_evidence(fault: dict[str, Any]) -> int:
+    """What a governance slash records as evidence: the SHA-256 (as a felt) of the fault record's job id, worker key
+    and detail, canonical JSON (the record itself is served at ``GET /v1/faults``)."""
+    blob = json.dumps({"job_id": fault["job_id"], "worker_key": fault["worker_key"], "detail": fault["detail"]},
+                      sort_keys=True, separators=(",", ":")).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest(), "big") >> 6
+
+
 class Settlement:
     def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
         self.cfg = cfg
@@ -70,6 +79,8 @@ class Settlement:
         self._workers: dict[int, ChainClient] = {}
         self._identities: dict[int, Identity] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Called with the keys of workers a slash left ineligible (below the minimum stake, or banned).
+        self.on_ineligible: Callable[[set[int]], None] | None = None
 
     @classmethod
     async def open(cls, cfg: Config, store: JobStore) -> Settlement | None:
@@ -197,12 +208,13 @@ class Settlement:
                 log.exception("settlement round failed")
 
     async def settle_once(self) -> int:
-        """Settle up to ``settle_batch`` finished jobs; returns how many changed state."""
+        """Settle up to ``settle_batch`` finished jobs and file pending slashes; returns how many changed state."""
         rows = self.store.to_settle(self.cfg.settle_batch)
+        changed = await self._slash()
         if not rows:
-            return 0
+            return changed
         done = [r for r in rows if r.status.value == "done"]
-        changed = await self._pay(done) if done else 0
+        changed += await self._pay(done) if done else 0
         changed += await self._refund([r for r in rows if r.status.value != "done"])
         return changed
 
@@ -239,11 +251,12 @@ class Settlement:
                 r.id, price, int(quorum.get("f", 1)),
                 [(account_address(int(rc["worker_key"], 16)), rc) for rc in agreeing]))
         quorum_ids = [r.id for r in ready if r.verification == "quorum"]
-        for f in self.store.faults(job_ids=quorum_ids, limit=100_000) if quorum_ids else []:
-            if f["kind"] == "invalid_compute":
-                rc = f["detail"]["receipt"]
-                reports.append(self.jm.report_invalid_compute_call(f["job_id"], account_address(
-                    int(rc["worker_key"], 16)), rc))
+        dissent = [f for f in (self.store.faults(job_ids=quorum_ids, limit=100_000) if quorum_ids else [])
+                   if f["kind"] == "invalid_compute" and f["slash"] is None]
+        for f in dissent:
+            rc = f["detail"]["receipt"]
+            reports.append(self.jm.report_invalid_compute_call(f["job_id"], account_address(
+                int(rc["worker_key"], 16)), rc))
         try:
             tx = await self.operator.execute(calls + reports, what="Settling jobs")
         except ChainError as exc:
@@ -251,7 +264,47 @@ class Settlement:
             self.store.settled([(r.id, "error", None, None) for r in ready])
             return len(ready)
         self.store.settled([(r.id, "paid", tx.tx_hex, price) for r in ready])
+        if dissent:  # JobManager.report_invalid_compute slashed them, checking their own signed receipts
+            self.store.slashed([(f["id"], "reported", tx.tx_hex) for f in dissent])
+            await self._drop_ineligible({int(f["worker_key"], 16) for f in dissent})
         return len(ready)
+
+    async def _slash(self) -> int:
+        """File the faults a zk proof exposed (a worker's signed outputs that are not the proven ones) as
+        ``CDCPool.slash(worker, INVALID_COMPUTE, evidence)`` from the governance account, in one transaction.
+        The pool cannot check a Halo2 proof, so this slash trusts governance; the evidence hash names the
+        fault record anyone can check offline (the proof, the worker's outputs and its signed receipt)."""
+        faults = self.store.faults_to_slash(self.cfg.settle_batch)
+        if not faults:
+            return 0
+        pool = self.network.pool_on(self.operator)
+        calls, filed = [], []
+        skipped: list[tuple[int, str, str | None]] = []
+        for f in faults:
+            key = int(f["worker_key"] or "0x0", 16)
+            if key == 0 or int(await pool.view("worker_key", account_address(key))) == 0:
+                skipped.append((int(f["id"]), "unregistered", None))  # no stake to slash on chain
+                continue
+            calls.append(pool.slash_call(account_address(key), Violation.INVALID_COMPUTE, fault_evidence(f)))
+            filed.append(f)
+        if filed:
+            try:
+                tx = await self.operator.execute(calls, what="Slashing for invalid compute")
+            except ChainError as exc:
+                log.warning("filing %d invalid-compute slashes failed: %s", len(filed), exc)
+                skipped += [(int(f["id"]), "error", None) for f in filed]
+            else:
+                skipped += [(int(f["id"]), "slashed", tx.tx_hex) for f in filed]
+        self.store.slashed(skipped)
+        if filed:
+            await self._drop_ineligible({int(f["worker_key"], 16) for f in filed})
+        return len(faults)
+
+    async def _drop_ineligible(self, keys: set[int]) -> None:
+        pool = self.network.pool_on(self.operator)
+        gone = {k for k in keys if not await pool.is_eligible(account_address(k))}
+        if gone and self.on_ineligible is not None:
+            self.on_ineligible(gone)
 
     async def _refund(self, rows: list[JobRow]) -> int:
         if not rows:
