@@ -12,12 +12,16 @@ from ._version import __version__
 from .auth import sign_request
 from .client import AsyncCiroClient, CiroClient
 from .config import DEFAULT_PORT, Config
+from .deployments import Deployment
 from .errors import (
     AuthError,
     ChainError,
     CiroError,
     ConfigError,
     ContractRevertedError,
+    DeploymentError,
+    DeploymentExistsError,
+    DeploymentNotFoundError,
     ForbiddenError,
     GatewayError,
     GatewayUnavailableError,
@@ -79,6 +83,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "ContractRevertedError",
+    "Deployment",
+    "DeploymentError",
+    "DeploymentExistsError",
+    "DeploymentNotFoundError",
     "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",

@@ -20,6 +20,7 @@ import orjson
 
 from .auth import is_loopback_url, sign_request
 from .config import Config
+from .deployments import Deployment
 from .errors import (
     ConfigError,
     GatewayUnavailableError,
@@ -164,11 +165,60 @@ class AsyncCiroClient:
         return info
 
     async def model(self, ref: str) -> ModelInfo:
+        """A model by hash (cached: a hash names one model forever), or by prefix or name (asked each time: a
+        name moves when its deployment is updated)."""
         if ref in self._models:
             return self._models[ref]
         info = ModelInfo.from_dict(await self._request("GET", f"/v1/models/{ref}"))
-        self._models[ref] = self._models[info.hash] = info
+        self._models[info.hash] = info
         return info
+
+    # -- deployments -----------------------------------------------------------------------
+    async def _model_ref(self, model: str | os.PathLike[str] | bytes, zk: bool) -> str:
+        """A model ref for a deployment: a file or bytes is uploaded first (with the zk set-up when ``zk``)."""
+        if isinstance(model, bytes | bytearray | os.PathLike) or Path(str(model)).is_file():
+            return (await self.deploy(model, zk=zk)).hash
+        return str(model)
+
+    async def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
+                                verification: VerificationLevel | str = "receipt", replicas: int | None = None,
+                                max_batch_size: int | None = None, gpu: bool = False, max_payment: int | None = None,
+                                metadata: dict[str, Any] | None = None) -> Deployment:
+        """Serve ``model`` (a path, bytes, or the ref of an uploaded model) under ``name`` (``docs/deployments.md``).
+        Raises :class:`DeploymentExistsError` if the name is taken, :class:`InputError` for settings the
+        gateway's workers cannot serve."""
+        level = self._level(verification)
+        body = {"name": name, "model": await self._model_ref(model, level == "zk"), "verification": level,
+                "replicas": replicas, "max_batch_size": max_batch_size, "gpu": gpu,
+                "max_payment": str(max_payment) if max_payment is not None else None, "metadata": metadata or {}}
+        return Deployment.from_wire(await self._request("POST", "/v1/deployments", json=body))
+
+    async def update_deployment(self, name: str, *, model: str | os.PathLike[str] | bytes | None = None,
+                                **changes: Any) -> Deployment:
+        """Change a deployment: a new ``model`` (path, bytes or ref) takes over once stored and set up; other
+        keywords as in :meth:`create_deployment` (only those given change)."""
+        unknown = set(changes) - {"verification", "replicas", "max_batch_size", "gpu", "max_payment", "metadata"}
+        if unknown:
+            raise InputError(f"Unknown deployment setting(s): {', '.join(sorted(unknown))}. Use verification, "
+                             "replicas, max_batch_size, gpu, max_payment or metadata.")
+        if "verification" in changes:
+            changes["verification"] = self._level(changes["verification"])
+        if changes.get("max_payment") is not None:
+            changes["max_payment"] = str(changes["max_payment"])
+        if model is not None:
+            zk = changes.get("verification", (await self.deployment(name)).verification) == "zk"
+            changes["model"] = await self._model_ref(model, zk)
+        return Deployment.from_wire(await self._request("PUT", f"/v1/deployments/{name}", json=changes))
+
+    async def delete_deployment(self, name: str) -> bool:
+        """Remove a deployment; False if there was none (deleting twice is fine)."""
+        return bool((await self._request("DELETE", f"/v1/deployments/{name}"))["deleted"])
+
+    async def deployment(self, name: str) -> Deployment:
+        return Deployment.from_wire(await self._request("GET", f"/v1/deployments/{name}"))
+
+    async def deployments(self) -> list[Deployment]:
+        return [Deployment.from_wire(d) for d in await self._request("GET", "/v1/deployments")]
 
     async def models(self) -> list[ModelInfo]:
         return [ModelInfo.from_dict(m) for m in await self._request("GET", "/v1/models")]
@@ -457,6 +507,27 @@ class CiroClient:
 
     def models(self) -> list[ModelInfo]:
         return self._run(self._async.models())
+
+    def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
+                          verification: VerificationLevel | str = "receipt", replicas: int | None = None,
+                          max_batch_size: int | None = None, gpu: bool = False, max_payment: int | None = None,
+                          metadata: dict[str, Any] | None = None) -> Deployment:
+        return self._run(self._async.create_deployment(
+            name, model, verification=verification, replicas=replicas, max_batch_size=max_batch_size, gpu=gpu,
+            max_payment=max_payment, metadata=metadata))
+
+    def update_deployment(self, name: str, *, model: str | os.PathLike[str] | bytes | None = None,
+                          **changes: Any) -> Deployment:
+        return self._run(self._async.update_deployment(name, model=model, **changes))
+
+    def delete_deployment(self, name: str) -> bool:
+        return self._run(self._async.delete_deployment(name))
+
+    def deployment(self, name: str) -> Deployment:
+        return self._run(self._async.deployment(name))
+
+    def deployments(self) -> list[Deployment]:
+        return self._run(self._async.deployments())
 
     def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                **options: Any) -> str:

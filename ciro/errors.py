@@ -42,6 +42,9 @@ __all__ = [
     "CiroError",
     "ConfigError",
     "ContractRevertedError",
+    "DeploymentError",
+    "DeploymentExistsError",
+    "DeploymentNotFoundError",
     "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",
@@ -123,6 +126,21 @@ class InputError(CiroError, ValueError):
 class PayloadTooLargeError(InputError):
     code = "payload_too_large"
     http_status = 413
+
+
+class DeploymentError(CiroError):
+    code = "deployment_error"
+    http_status = 400
+
+
+class DeploymentNotFoundError(DeploymentError, LookupError):
+    code = "deployment_not_found"
+    http_status = 404
+
+
+class DeploymentExistsError(DeploymentError):
+    code = "deployment_exists"
+    http_status = 409
 
 
 class JobError(CiroError):

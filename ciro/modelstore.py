@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class ModelStore:
         digest = model_hash(data)
         existing = self._load_meta(digest)
         if existing is not None:
-            self._set_name(name, digest)
+            self.set_name(name, digest)
             return dataclasses.replace(existing, name=name)
         info = _describe(digest, data, proto, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
@@ -72,7 +73,7 @@ class ModelStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self._cache[digest] = info
-        self._set_name(name, digest)
+        self.set_name(name, digest)
         return info
 
     def _names(self) -> dict[str, str]:
@@ -82,13 +83,23 @@ class ModelStore:
         except (OSError, ValueError):
             return {}
 
-    def _set_name(self, name: str, digest: str) -> None:
+    def set_name(self, name: str, digest: str) -> None:
         """Point ``name`` at ``digest`` (the latest deploy under a name wins)."""
+        self._rename(name, digest, lambda names: names.get(name) != digest)
+
+    def unset_name(self, name: str, digest: str) -> None:
+        """Forget ``name`` if it still points at ``digest`` (the model itself stays, by hash)."""
+        self._rename(name, None, lambda names: names.get(name) == digest)
+
+    def _rename(self, name: str, digest: str | None, when: Callable[[dict[str, str]], bool]) -> None:
         with self._lock:
             names = self._names()
-            if names.get(name) == digest:
+            if not when(names):
                 return
-            names[name] = digest
+            if digest is None:
+                del names[name]
+            else:
+                names[name] = digest
             tmp = self.root / f".names.{uuid.uuid4().hex}"
             tmp.write_text(json.dumps(names, indent=1))
             os.replace(tmp, self.root / "names.json")

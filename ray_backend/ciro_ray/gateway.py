@@ -47,6 +47,7 @@ from ciro import (
 )
 
 from .auth import NonceStore, RequestAuth, read_keys
+from .deployments import DeploymentStore, add_routes, apply_all
 from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
@@ -90,6 +91,7 @@ class Gateway:
         self._zk_lock = asyncio.Lock()
         self.allowed_workers = read_keys(cfg.allowed_workers) if cfg.allowed_workers else None
         self.nonces = NonceStore(cfg.home / "nonces.db")
+        self.deployments = DeploymentStore(cfg.home / "deployments.db")
         self.auth = RequestAuth(cfg, self.nonces, self.known_workers)
         #: Last signed heartbeat per worker key (unix seconds).
         self.heartbeats: dict[str, float] = {}
@@ -124,6 +126,7 @@ class Gateway:
             self.settlement.on_ineligible = self._drop_workers
             self.settlement.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
+        apply_all(self)
         recovered = self.store.recover()
         queued = self.store.queued()
         self.scheduler.enqueue([_pending_from_row(r) for r in queued])
@@ -140,6 +143,7 @@ class Gateway:
             self.pool.shutdown()
         self.store.close()
         self.nonces.close()
+        self.deployments.close()
 
     def known_workers(self) -> set[int]:
         """Worker keys this gateway admits: the allowed_workers list, else the workers it started."""
@@ -368,6 +372,8 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         if gw.pool:
             gw.metrics.workers_alive.set(sum(w.alive for w in gw.pool.workers.values()))
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    add_routes(app, gw, _ERRORS)
 
     # -- models --------------------------------------------------------------------------
     @app.post("/v1/models", tags=["models"], status_code=201, response_model=ModelOut, responses=_ERRORS,

@@ -35,6 +35,12 @@ class WorkerHandle:
     #: False when its key is not on the gateway's allowed_workers list: it never gets a job.
     admitted: bool = True
 
+    @property
+    def gpu(self) -> bool:
+        """Runs its models on a GPU (onnxruntime's CUDA or TensorRT execution provider)."""
+        eps = self.info.get("execution_providers") or []
+        return any(ep in eps for ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+
 
 def _load_class(path: str) -> type:
     module_name, _, cls_name = path.strip().partition(":")
@@ -130,17 +136,21 @@ class WorkerPool:
             self.mark_dead(w, exc)
         self.on_ready()
 
-    def pick(self, limit: int) -> WorkerHandle | None:
-        """The live worker with the fewest in-flight batches, if it has fewer than ``limit``."""
+    def _free(self, limit: int, fits: Callable[[WorkerHandle], bool] | None) -> list[WorkerHandle]:
         # A worker is eligible once it has reported its capabilities (and so its key).
-        live = [w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit]
+        return [w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit
+                and (fits is None or fits(w))]
+
+    def pick(self, limit: int, fits: Callable[[WorkerHandle], bool] | None = None) -> WorkerHandle | None:
+        """The live worker (among those ``fits`` accepts) with the fewest in-flight batches, if below ``limit``."""
+        live = self._free(limit, fits)
         return min(live, key=lambda w: (w.inflight, w.id)) if live else None
 
-    def pick_distinct(self, k: int, limit: int) -> list[WorkerHandle] | None:
+    def pick_distinct(self, k: int, limit: int,
+                      fits: Callable[[WorkerHandle], bool] | None = None) -> list[WorkerHandle] | None:
         """``k`` distinct eligible workers, spread over as many providers, then nodes, as possible; None if
         fewer are free."""
-        live = sorted((w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit),
-                      key=lambda w: (w.inflight, w.id))
+        live = sorted(self._free(limit, fits), key=lambda w: (w.inflight, w.id))
         if len(live) < k:
             return None
         chosen: list[WorkerHandle] = []
@@ -153,8 +163,8 @@ class WorkerPool:
         chosen += [w for w in live if w not in chosen]
         return chosen[:k]
 
-    def eligible_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.alive and w.admitted)
+    def eligible_count(self, *, gpu: bool = False) -> int:
+        return sum(1 for w in self.workers.values() if w.alive and w.admitted and (w.gpu or not gpu))
 
     def readmit(self) -> None:
         """Apply a changed ``allowed_keys`` to the running workers."""

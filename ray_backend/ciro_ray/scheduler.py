@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +44,7 @@ from .pool import WorkerHandle, WorkerPool
 from .proving import Prover
 from .worker import RECEIPT_LEVELS, JobMeta
 
-__all__ = ["Outcome", "Pending", "Scheduler"]
+__all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving"]
 
 log = logging.getLogger("ciro.scheduler")
 PIPELINE = 2
@@ -69,6 +69,18 @@ class Pending:
     @property
     def quorum(self) -> QuorumPolicy | None:
         return QuorumPolicy.from_options(self.options) if self.verification == "quorum" else None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a deployed model is served: jobs per batch, how many workers run it at once, GPU workers only."""
+
+    max_batch_size: int | None = None
+    replicas: int | None = None
+    gpu: bool = False
+
+
+DEFAULT_SERVING = Serving()
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,10 @@ class Scheduler:
         pool.on_ready = self._wake.set
         self._proof_slots = asyncio.Semaphore(cfg.max_concurrent_proofs)
         self._prover: Any = None
+        #: Per-model serving settings from deployments (model hash -> Serving).
+        self.serving: dict[str, Serving] = {}
+        #: Batches in flight per model and worker id (for the replicas cap).
+        self._busy: dict[str, Counter[str]] = {}
 
     # -- queue ---------------------------------------------------------------------------
     def enqueue(self, jobs: list[Pending], *, front: bool = False) -> None:
@@ -196,39 +212,71 @@ class Scheduler:
 
     def _dispatch_ready(self) -> float | None:
         """Send every batch that may leave now; return how long until the next one may."""
-        max_n = self.cfg.max_batch_size
-        wait_s = self.cfg.batch_timeout_ms / 1000.0
         next_due: float | None = None
         while True:
-            models = [m for m, q in self.queues.items() if q]
-            if not models:
+            # The model whose head job has waited longest goes first; a model no free worker fits waits.
+            models = sorted((m for m, q in self.queues.items() if q), key=lambda m: self.queues[m][0].enqueued_at)
+            for model in models:
+                sent = self._dispatch_model(model)
+                if sent is True:
+                    break
+                if isinstance(sent, float):
+                    next_due = sent if next_due is None else min(sent, next_due)
+            else:
                 return next_due
-            # The model whose head job has waited longest goes first.
-            model = min(models, key=lambda m: self.queues[m][0].enqueued_at)
-            q = self.queues[model]
-            policy = q[0].quorum
-            if policy is not None:  # the same batch goes to k distinct workers
-                workers = self.pool.pick_distinct(policy.k, PIPELINE)
-                if workers is None:
-                    return None  # not enough free workers: a finishing batch or a new worker wakes us
-                batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol)  # type: ignore[misc]
-                self._launch(self._execute_quorum(workers, model, batch, policy), workers)
-                continue
-            worker = self.pool.pick(PIPELINE)
-            if worker is None:
-                return None  # a finishing batch wakes us
-            if worker.inflight > 0 and len(q) < max_n and wait_s > 0:
-                due = q[0].enqueued_at + wait_s - time.monotonic()
-                if due > 0:
-                    return due if next_due is None else min(due, next_due)
-            batch = _take(q, max_n, lambda p: p.verification != "quorum")
-            self._launch(self._execute(worker, model, batch), [worker])
 
-    def _launch(self, coro: Coroutine[Any, Any, None], workers: list[WorkerHandle]) -> None:
+    def _dispatch_model(self, model: str) -> bool | float | None:
+        """Send one batch of ``model`` if a fitting worker is free (True); else None, or the seconds until its
+        batch is due (a busy worker waits up to ``batch_timeout_ms`` for a fuller batch)."""
+        q = self.queues[model]
+        serving = self.serving.get(model, DEFAULT_SERVING)
+        max_n = min(self.cfg.max_batch_size, serving.max_batch_size or self.cfg.max_batch_size)
+        policy = q[0].quorum
+        if policy is not None:  # the same batch goes to k distinct workers (replicas does not cap a quorum)
+            workers = self.pool.pick_distinct(policy.k, PIPELINE, self._fits(model, serving, capped=False))
+            if workers is None:
+                return None  # not enough free workers: a finishing batch or a new worker wakes us
+            batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol)  # type: ignore[misc]
+            self._launch(self._execute_quorum(workers, model, batch, policy), workers, model)
+            return True
+        worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
+        if worker is None:
+            return None  # a finishing batch wakes us
+        wait_s = self.cfg.batch_timeout_ms / 1000.0
+        if worker.inflight > 0 and len(q) < max_n and wait_s > 0:
+            due = q[0].enqueued_at + wait_s - time.monotonic()
+            if due > 0:
+                return due
+        batch = _take(q, max_n, lambda p: p.verification != "quorum")
+        self._launch(self._execute(worker, model, batch), [worker], model)
+        return True
+
+    def _fits(self, model: str, serving: Serving, *, capped: bool) -> Callable[[WorkerHandle], bool] | None:
+        """Which workers may take a batch of ``model``: GPU ones for a GPU deployment, and while ``replicas``
+        workers are busy with it, only those."""
+        busy = self._busy.get(model) if capped and serving.replicas else None
+        full = busy is not None and serving.replicas is not None and len(busy) >= serving.replicas
+        if not serving.gpu and not full:
+            return None
+        return lambda w: (w.gpu or not serving.gpu) and (not full or w.id in busy)  # type: ignore[operator]
+
+    def _launch(self, coro: Coroutine[Any, Any, None], workers: list[WorkerHandle], model: str) -> None:
         self.metrics.queue_depth.set(self.depth())
+        busy = self._busy.setdefault(model, Counter())
         for w in workers:
             w.inflight += 1
+            busy[w.id] += 1
         self._spawn_task(coro)
+
+    def _release(self, model: str, workers: list[WorkerHandle]) -> None:
+        busy = self._busy.get(model)
+        for w in workers:
+            w.inflight -= 1
+            if busy is not None:
+                busy[w.id] -= 1
+                if busy[w.id] <= 0:
+                    del busy[w.id]
+        self._wake.set()
 
     def _model_box(self, model_hash: str) -> list[Any]:
         box = self._model_boxes.get(model_hash)
@@ -283,9 +331,7 @@ class Scheduler:
             log.exception("quorum dispatch of %d jobs failed", len(batch))
             self._fail(batch, WorkerError("Internal error while running the quorum. See the gateway log."))
         finally:
-            for w in workers:
-                w.inflight -= 1
-            self._wake.set()
+            self._release(model, workers)
 
     def _decide(self, p: Pending, votes: list[Vote], policy: QuorumPolicy, started: float,
                 *, retry: bool) -> list[tuple[str, str, str, str, dict[str, Any]]]:
@@ -334,8 +380,7 @@ class Scheduler:
             log.exception("dispatch of %d jobs failed", len(batch))
             self._fail(batch, WorkerError("Internal error while dispatching the job. See the gateway log."))
         finally:
-            worker.inflight -= 1
-            self._wake.set()
+            self._release(model, [worker])
 
     async def _call(self, worker: WorkerHandle, model: str, batch: list[Pending]) -> None:
         started = time.time()
