@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 MLFLOW = str(VENV_BIN / "mlflow")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -183,3 +185,23 @@ def test_bad_input_gives_a_clear_mlflow_exception_and_changes_nothing(logged: Lo
     assert err.value.error_code == "TEMPORARILY_UNAVAILABLE"
     with pytest.raises(MlflowException, match="Unknown Ciro target URI"):
         get_deploy_client("ciro:/ftp://x")
+
+
+def test_help_run_local_and_the_quickstart_example(logged: Logged, cluster: Cluster, tmp_path: Path) -> None:
+    helptext = _mlflow(logged, "help", "-t", "ciro").stdout
+    for option in ("verify", "replicas", "max_batch_size", "gpu", "max_payment", "rtol", "atol"):
+        assert f"-C {option}=" in helptext
+    assert "ciro:/http://HOST:PORT" in helptext and "agreement, not correctness" in helptext
+
+    uri, want = logged.sk_v1
+    out = _mlflow(logged, "run-local", "-t", "ciro", "--name", "iris-local", "-m", uri).stdout
+    assert "is served by the local Ciro gateway" in out
+    df = _predict_cli(logged, "iris-local", logged.X.head(10), tmp_path)
+    assert (df["predictions"].to_numpy() == want[:10]).all()
+    _mlflow(logged, "delete", "-t", "ciro", "--name", "iris-local")
+
+    env = {**logged.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'example.db'}"}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "mlflow_quickstart.py")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "predictions match scikit-learn on 8/8 rows" in proc.stdout and "model_hash:" in proc.stdout
