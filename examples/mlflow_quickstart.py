@@ -27,7 +27,10 @@ from sklearn.preprocessing import StandardScaler
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ciro-mlflow-"))
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}"))
+    if "MLFLOW_TRACKING_URI" not in os.environ:  # a throwaway store, its artifacts beside it
+        mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+        mlflow.set_experiment(experiment_id=mlflow.create_experiment("ciro-quickstart",
+                                                                     artifact_location=str(work / "artifacts")))
     X, y = load_iris(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
     with mlflow.start_run():

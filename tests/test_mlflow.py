@@ -56,6 +56,7 @@ def logged(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("ciro", artifact_location=str(root / "artifacts")))
     X, y = load_iris(return_X_y=True, as_frame=True)
     ex = X.iloc[:5]
     v1 = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
@@ -143,8 +144,11 @@ def test_pytorch_and_onnx_models_through_the_cli_and_get_deploy_client(logged: L
             pred = client.predict(name, inputs)
             assert np.allclose(np.stack(pred["predictions"].to_numpy()), want, atol=1e-5)
         assert name in {d["name"] for d in client.list_deployments()}
-        d = client.update_deployment(name, config={"max_batch_size": "4"})
-        assert d["max_batch_size"] == 4 and d["version"] == 2 and d["flavor"] == flavor
+        d = client.update_deployment(name, config={"max_batch_size": "4", "rows_per_job": "4"})
+        assert d["max_batch_size"] == 4 and d["version"] == 2 and d["flavor"] == flavor and d["rows_per_job"] == 4
+        pred = client.predict(name, x)  # 6 rows: one job of 4, one of 2, each row with its job's evidence
+        assert np.allclose(np.stack(pred["predictions"].to_numpy()), want, atol=1e-5)
+        assert pred["job_id"].nunique() == 2 and pred["job_id"].value_counts().sort_values().tolist() == [2, 4]
         client.delete_deployment(name)
         with pytest.raises(MlflowException, match=f"No deployment '{name}'"):
             client.get_deployment(name)
@@ -200,8 +204,8 @@ def test_help_run_local_and_the_quickstart_example(logged: Logged, cluster: Clus
     assert (df["predictions"].to_numpy() == want[:10]).all()
     _mlflow(logged, "delete", "-t", "ciro", "--name", "iris-local")
 
-    env = {**logged.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'example.db'}"}
+    env = {k: v for k, v in logged.env.items() if not k.startswith("MLFLOW_")}  # the example's own store
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "mlflow_quickstart.py")], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "predictions match scikit-learn on 8/8 rows" in proc.stdout and "model_hash:" in proc.stdout

@@ -128,26 +128,27 @@ def _from_columns(data: Any, sig: ModelSignature, layout: Layout) -> dict[str, n
 
 
 def frame(results: list[JobResult], *, primary: str, gateway_url: str) -> pd.DataFrame:
-    """One row per job: ``predictions`` (the output that equals the original model's prediction), the other
-    outputs by name, and the job's evidence: id, level, worker, output commitment, receipt signer, proof hash,
-    settlement transaction, and where the full evidence is (``GET /v1/jobs/ID/result``; ``ciro verify``)."""
+    """One row per input row: ``predictions`` (the output that equals the original model's prediction), the
+    other outputs by name, and the evidence of the job that computed it: id, level, worker, output commitment,
+    receipt signer, proof hash, settlement and its transaction, and where the full evidence is
+    (``GET /v1/jobs/ID/result``; verify it with ``ciro verify``). A job of several rows repeats its evidence."""
     rows = []
     for r in results:
-        out = r.outputs or {}
-        row: dict[str, Any] = {"predictions": _cell(out[primary])} if primary in out else {}
-        row.update({name: _cell(v) for name, v in out.items() if name != primary})
-        row.update({"job_id": r.job_id, "verification": r.verification.value, "worker": r.worker,
+        out = {name: np.asarray(v) for name, v in (r.outputs or {}).items()}
+        evidence = {"job_id": r.job_id, "verification": r.verification.value, "worker": r.worker,
                     "output_commitment": r.output_commitment,
                     "receipt_signer": r.receipt.worker_key if r.receipt else None, "proof_hash": r.proof_hash,
                     "settlement": r.settlement, "settlement_tx": r.settlement_tx,
-                    "evidence": f"{gateway_url.rstrip('/')}/v1/jobs/{r.job_id}/result"})
-        rows.append(row)
+                    "evidence": f"{gateway_url.rstrip('/')}/v1/jobs/{r.job_id}/result"}
+        n = len(out[primary]) if primary in out and out[primary].ndim else 1
+        for i in range(n):
+            row: dict[str, Any] = {"predictions": _cell(out[primary], i)} if primary in out else {}
+            row.update({name: _cell(v, i) for name, v in out.items() if name != primary})
+            rows.append({**row, **evidence})
     return pd.DataFrame(rows)
 
 
-def _cell(value: np.ndarray) -> Any:
-    """One job's output (batch of 1): a scalar when it holds one value, else a (nested) list."""
-    arr = np.asarray(value)
-    if arr.ndim >= 1 and arr.shape[0] == 1:
-        arr = arr[0]
-    return arr.item() if arr.size == 1 else arr.tolist()
+def _cell(value: np.ndarray, i: int) -> Any:
+    """Row ``i`` of an output: a scalar when it holds one value, else a (nested) list."""
+    arr = value[i] if value.ndim else value
+    return arr.item() if np.size(arr) == 1 else np.asarray(arr).tolist()

@@ -46,7 +46,7 @@ from .inputs import Layout, feeds, frame
 __all__ = ["CiroDeploymentClient", "run_local", "target_help"]
 
 T = TypeVar("T")
-PREDICT_CHUNK = 512  # rows (jobs) per request
+PREDICT_CHUNK = 512  # jobs per request
 PROVES = {
     "none": "nothing about who computed the output",
     "receipt": "the worker (its Stark key) signed this output for this model and input; not that it is correct",
@@ -59,7 +59,9 @@ _OPTIONS = {
     "replicas": "at most this many workers run the deployment at once (default: all free workers)",
     "max_batch_size": "at most this many predictions per worker batch (default: the gateway's max_batch_size)",
     "gpu": "true: only workers with a GPU execution provider (default false)",
-    "max_payment": "escrow per prediction on Starknet, in CIRO base units (the gateway must settle payments)",
+    "max_payment": "escrow per job on Starknet, in CIRO base units (the gateway must settle payments)",
+    "rows_per_job": "input rows per job (default 1: every row is its own job with its own evidence; more rows "
+                    "per job amortise the per-job cost, and one receipt or proof then covers them all)",
     "rtol": f"relative tolerance of the conversion check (default {RTOL})",
     "atol": f"absolute tolerance of the conversion check (default {ATOL})",
 }
@@ -138,7 +140,7 @@ def _options(config: dict[str, Any] | None) -> dict[str, Any]:
         try:
             if key == "verify":
                 out["verification"] = VerificationLevel.parse(value).value
-            elif key in ("replicas", "max_batch_size", "max_payment"):
+            elif key in ("replicas", "max_batch_size", "max_payment", "rows_per_job"):
                 out[key] = int(value)
                 if out[key] < (0 if key == "max_payment" else 1):
                     raise ValueError("too small")
@@ -160,7 +162,8 @@ def _summary(d: Deployment, url: str) -> dict[str, Any]:
            "model_hash": d.model_hash, "status": d.status, "verification": d.verification,
            "proves": PROVES.get(d.verification), "replicas": d.replicas, "max_batch_size": d.max_batch_size,
            "gpu": d.gpu, "max_payment": d.max_payment, "version": d.version,
-           "previous_model_hash": d.previous_model_hash, "conversion_check": meta.get("check"),
+           "previous_model_hash": d.previous_model_hash, "rows_per_job": meta.get("rows_per_job", 1),
+           "conversion_check": meta.get("check"),
            "gateway": url, "zk": (d.model.get("zk") or {}).get("status") if d.model else None}
     if d.settlement:
         out["settlement"] = {k: d.settlement.get(k) for k in ("rpc_url", "token", "job_manager", "price_per_job")}
@@ -186,7 +189,8 @@ class CiroDeploymentClient(BaseDeploymentClient):
     def _convert(self, model_uri: str, flavor: str | None, opts: dict[str, Any]) -> tuple[Converted, dict[str, Any]]:
         conv = convert(model_uri, flavor, rtol=opts.pop("rtol", RTOL), atol=opts.pop("atol", ATOL))
         meta = {"mlflow": {"model_uri": model_uri, "flavor": conv.flavor, "primary_output": conv.primary_output,
-                           "layout": conv.layout.to_dict(), "check": conv.check}}
+                           "layout": conv.layout.to_dict(), "check": conv.check,
+                           "rows_per_job": opts.pop("rows_per_job", 1)}}
         return conv, meta
 
     @_wrap
@@ -209,8 +213,12 @@ class CiroDeploymentClient(BaseDeploymentClient):
             if flavor is not None:
                 raise InputError("--flavor needs a model (-m URI) to convert. Give both, or neither.")
             opts.pop("rtol", None), opts.pop("atol", None)
+            if "rows_per_job" in opts:
+                mlflow_meta = {**(current.metadata.get("mlflow") or {}), "rows_per_job": opts.pop("rows_per_job")}
+                opts["metadata"] = {**current.metadata, "mlflow": mlflow_meta}
             d = self.client.update_deployment(name, **opts)
         else:
+            opts.setdefault("rows_per_job", (current.metadata.get("mlflow") or {}).get("rows_per_job", 1))
             conv, meta = self._convert(model_uri, flavor, opts)
             # the new model is stored (and set up, for zk) before the name moves to it
             d = self.client.update_deployment(name, model=conv.onnx, metadata={**current.metadata, **meta}, **opts)
@@ -240,11 +248,17 @@ class CiroDeploymentClient(BaseDeploymentClient):
         fed = feeds(inputs, layout)
         primary = meta.get("primary_output") or d.model["outputs"][0]["name"]
         rows = len(next(iter(fed.values())))
+        per_job = int(meta.get("rows_per_job", 1))
+        step = PREDICT_CHUNK * per_job
         results = []
-        for start in range(0, rows, PREDICT_CHUNK):
-            chunk = {k: np.ascontiguousarray(v[start:start + PREDICT_CHUNK]) for k, v in fed.items()}
-            results += self.client.infer_batch(d.model_hash, chunk, verification=d.verification,
-                                               max_payment=d.max_payment)
+        for start in range(0, rows, step):
+            end = min(start + step, rows)
+            whole = start + (end - start) // per_job * per_job
+            for a, b, n in ((start, whole, per_job), (whole, end, end - whole)):  # whole jobs, then the rest
+                if b > a:
+                    part = {k: np.ascontiguousarray(v[a:b]) for k, v in fed.items()}
+                    results += self.client.infer_batch(d.model_hash, part, rows_per_job=n,
+                                                       verification=d.verification, max_payment=d.max_payment)
         return frame(results, primary=primary, gateway_url=self.client.url)
 
 
