@@ -289,3 +289,29 @@ def test_the_settler_refunds_an_escrowed_job_that_failed_once_its_deadline_passe
         store.close()
 
     asyncio.run(run())
+
+
+def test_mlflow_predict_escrows_each_job_and_the_worker_is_paid(paid: Paid, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-C max_payment`: every prediction's job is escrowed from the caller's account and paid once verified."""
+    mlflow_onnx = pytest.importorskip("mlflow.onnx")
+    import onnx
+    from mlflow.deployments import get_deploy_client
+
+    from ciro.demo import build_tiny_mlp
+
+    monkeypatch.setenv("CIRO_HOME", str(paid.gw.home))  # the payer's key (funded by the devnet) lives there
+    path = build_tiny_mlp(tmp_path / "m.onnx", seed=21)
+    x = np.random.default_rng(4).standard_normal((3, 16)).astype(np.float32)
+    mlflow_onnx.save_model(onnx.load(str(path)), str(tmp_path / "mlflow-model"), input_example=x[:2])
+    client = get_deploy_client(f"ciro:/{paid.gw.url}")
+    client.delete_deployment("paid-mlp")
+    info = client.create_deployment("paid-mlp", str(tmp_path / "mlflow-model"),
+                                    config={"max_payment": str(2 * PRICE)})
+    assert info["max_payment"] == 2 * PRICE and int(info["settlement"]["price_per_job"]) == PRICE
+    df = client.predict("paid-mlp", x)
+    assert len(df) == 3 and set(df["settlement"]) <= {"escrowed", "paid"}
+    with CiroClient(paid.gw.url, config=paid.gw.config) as c:
+        settled = _settled(c, list(df["job_id"]))
+    assert [r.settlement for r in settled] == ["paid"] * 3 and all(r.payment == PRICE for r in settled)
+    client.delete_deployment("paid-mlp")
