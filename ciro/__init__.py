@@ -58,6 +58,7 @@ from .jobs import (
 from .modelstore import ModelStore, read_model_file
 from .quorum import QuorumPolicy
 from .receipts import Receipt, sign_receipt
+from .sources import resolve_model
 from .tensors import (
     BINARY_CONTENT_TYPE,
     canonical_bytes,
@@ -127,11 +128,22 @@ __all__ = [
     "decode_json",
     "encode_binary",
     "encode_json",
+    "load_ipython_extension",
     "model_hash",
     "new_job_id",
     "new_job_ids",
     "read_model_file",
+    "resolve_model",
     "sign_receipt",
     "sign_request",
     "verify",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext ciro``: hands over to the Jupyter extension (the ``jupyter`` extra)."""
+    try:
+        from ciro_jupyter import load_ipython_extension as load
+    except ImportError as exc:
+        raise ConfigError("The %ciro magics need the jupyter extra: pip install 'ciro-network[jupyter]'.") from exc
+    load(ipython)

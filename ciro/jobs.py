@@ -57,6 +57,11 @@ class VerificationLevel(enum.StrEnum):
     QUORUM = "quorum"
     ZKML = "zk"
 
+    @property
+    def proves(self) -> str:
+        """What a valid result at this level proves, and what it does not (``docs/verification.md``)."""
+        return _PROVES[self]
+
     @classmethod
     def parse(cls, value: VerificationLevel | str | bool | None) -> VerificationLevel:
         if value is None or value is False:
@@ -70,6 +75,19 @@ class VerificationLevel(enum.StrEnum):
             raise InputError(f"Unknown verification level {value!r}. Use one of: none, receipt, quorum, zk.")
         return aliases[text]
 
+
+_PROVES: dict[VerificationLevel, str] = {
+    VerificationLevel.NONE: "nothing about who computed the output or whether it is correct: only which "
+                            "model, inputs and outputs the result refers to",
+    VerificationLevel.RECEIPT: "that the worker holding the signing key vouched for exactly these model, input and "
+                               "output commitments; not that the output is correct",
+    VerificationLevel.ZKML: "that the output is the fixed-point evaluation of the model whose verifying key the "
+                            "proof checks against, on the proof's public input, within the stated tolerance; only "
+                            "sound if the prover did not make the SRS",
+    VerificationLevel.QUORUM: "that at least 2f+1 distinct worker keys each signed an output agreeing with this one "
+                              "under the stated policy; agreement, not correctness (colluding or identically "
+                              "wrong workers agree too)",
+}
 
 SERVED_LEVELS = frozenset(VerificationLevel)
 

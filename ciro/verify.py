@@ -28,18 +28,6 @@ from .tensors import commitment, decode_json
 
 __all__ = ["Check", "VerificationReport", "verify"]
 
-_PROVES = {
-    VerificationLevel.NONE: "nothing about who computed the output or whether it is correct: only which "
-                            "model, inputs and outputs the result refers to",
-    VerificationLevel.RECEIPT: "that the worker holding the signing key vouched for exactly these model, input and "
-                               "output commitments; not that the output is correct",
-    VerificationLevel.ZKML: "that the output is the fixed-point evaluation of the model whose verifying key the "
-                            "proof checks against, on the proof's public input, within the stated tolerance; only "
-                            "sound if the prover did not make the SRS",
-    VerificationLevel.QUORUM: "that at least 2f+1 distinct worker keys each signed an output agreeing with this one "
-                              "under the stated policy; agreement, not correctness (colluding or identically "
-                              "wrong workers agree too)",
-}
 
 
 @dataclass(frozen=True)
@@ -67,7 +55,7 @@ class VerificationReport:
 
     @property
     def proves(self) -> str:
-        return _PROVES.get(self.level, "(this level is not verified by this build)")
+        return self.level.proves
 
     def add(self, name: str, ok: bool, detail: str) -> None:
         self.checks.append(Check(name, bool(ok), detail))

@@ -25,8 +25,8 @@ class Tensor(BaseModel):
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-_OPTIONS_DOC = ("free-form metadata stored with the job (e.g. a GPU preference or an SLA hint); "
-                "this build records it and does not act on it")
+_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol), gpu (true: only GPU workers run it); other keys "
+                "are stored with the job and not acted on")
 
 
 class JobRequest(BaseModel):
