@@ -56,6 +56,7 @@ from .jobs import (
     new_job_ids,
 )
 from .modelstore import ModelStore, read_model_file
+from .processing import Processor, is_raw
 from .quorum import QuorumPolicy
 from .receipts import Receipt, sign_receipt
 from .sources import resolve_model
@@ -112,6 +113,7 @@ __all__ = [
     "ModelTooLargeError",
     "NoQuorumError",
     "PayloadTooLargeError",
+    "Processor",
     "ProtocolError",
     "QuorumPolicy",
     "Receipt",
@@ -128,6 +130,7 @@ __all__ = [
     "decode_json",
     "encode_binary",
     "encode_json",
+    "is_raw",
     "load_ipython_extension",
     "model_hash",
     "new_job_id",

@@ -7,6 +7,7 @@ script and inside a running Jupyter event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import weakref
@@ -35,6 +36,7 @@ from .errors import (
 from .identity import Identity, KeyStore
 from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
 from .modelstore import read_model_file
+from .processing import Processor, extract_bundle, is_raw, load_processor, make_bundle
 from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
 
 __all__ = ["AsyncCiroClient", "CiroClient"]
@@ -62,6 +64,7 @@ class AsyncCiroClient:
         self.default_options = dict(options or {})
         self._http: aiohttp.ClientSession | None = None
         self._models: dict[str, ModelInfo] = {}
+        self._processors: dict[str, Processor] = {}
         self._chain: Any = None  # (chain info, ChainClient) once escrow is used
 
     def _default_identity(self) -> Identity | None:
@@ -85,7 +88,7 @@ class AsyncCiroClient:
             self._http = None
 
     async def _request(self, method: str, path: str, *, read_timeout: float | None = None,
-                       params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+                       params: Mapping[str, Any] | None = None, raw: bool = False, **kw: Any) -> Any:
         total = self.timeout + (read_timeout or 0.0)
         timeout = aiohttp.ClientTimeout(total=total, connect=5.0)
         if "json" in kw:  # orjson: several times faster than the stdlib encoder
@@ -116,6 +119,8 @@ class AsyncCiroClient:
                 "timeout, or check the gateway with `ciro status`.") from exc
         except aiohttp.ClientError as exc:
             raise GatewayUnavailableError(f"HTTP error talking to {self.url}: {exc}. {_START_HINT}") from exc
+        if raw and status < 400:
+            return body
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -237,11 +242,39 @@ class AsyncCiroClient:
                     timeout: float | None = None, **options: Any) -> JobResult:
         """Run one job and return its result; raises if the job fails."""
         wait = timeout if timeout is not None else self.timeout
-        out = await self._submit(model, inputs, verification, options, wait=wait)
+        proc = await self.processor(model) if is_raw(inputs) else None
+        out = await self._submit(model, proc.preprocess(inputs) if proc else inputs, verification, options, wait=wait)
         result = JobResult.from_wire(out)
         if not result.status.terminal:
             result = await self.wait(result.job_id, timeout=wait)
-        return _checked(result)
+        result = _checked(result)
+        if proc is not None and result.outputs is not None:
+            result = dataclasses.replace(result, prediction=proc.postprocess(result.outputs, inputs))
+        return result
+
+    async def processor(self, model: str) -> Processor | None:
+        """The model's processor (from its bundle, fetched once and kept under ``CIRO_HOME/processors``), or None
+        when it has none. :meth:`infer` uses it for raw input (text, images): ``result.prediction``."""
+        info = await self.model(model)
+        if not info.processor:
+            return None
+        if info.hash not in self._processors:
+            sha = str(info.processor["sha256"])
+            folder = self.config.home / "processors" / f"{info.hash[:16]}-{sha[:16]}"
+            if not (folder / "processor.json").is_file():
+                data = await self._request("GET", f"/v1/models/{info.hash}/processor", raw=True)
+                extract_bundle(data, folder, sha)
+            self._processors[info.hash] = load_processor(str(info.processor["kind"]), folder)
+        return self._processors[info.hash]
+
+    async def attach_processor(self, model: str, files: Mapping[str, bytes] | bytes) -> ModelInfo:
+        """Attach a processor bundle (its files, ``processor.json`` among them, or the zip) to an uploaded model."""
+        data = files if isinstance(files, bytes) else make_bundle(files)
+        info = ModelInfo.from_dict(await self._request("PUT", f"/v1/models/{model}/processor", data=data,
+                                                       headers={"content-type": "application/zip"}))
+        self._models[info.hash] = info
+        self._processors.pop(info.hash, None)
+        return info
 
     async def _submit(self, model: str, inputs: Any, verification: Any, options: dict[str, Any],
                       *, wait: float) -> dict[str, Any]:
@@ -507,6 +540,12 @@ class CiroClient:
 
     def models(self) -> list[ModelInfo]:
         return self._run(self._async.models())
+
+    def processor(self, model: str) -> Processor | None:
+        return self._run(self._async.processor(model))
+
+    def attach_processor(self, model: str, files: Mapping[str, bytes] | bytes) -> ModelInfo:
+        return self._run(self._async.attach_processor(model, files))
 
     def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
                           verification: VerificationLevel | str = "receipt", replicas: int | None = None,

@@ -93,6 +93,9 @@ class Config:
     sign_requests: str = "auto"
     #: Client: name of the key (in $CIRO_HOME/keys) that signs requests; created on first use.
     client_key: str = "client"
+    #: Gateway: the shared secret incoming webhooks must carry (e.g. Hugging Face's X-Webhook-Secret);
+    #: unset: webhooks are refused.
+    webhook_secret: str | None = None
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:

@@ -153,12 +153,15 @@ class ModelInfo:
     producer: str = ""
     #: Zero-knowledge set-up of this model (logrows, vk hash, SRS kind), when it was deployed with zk.
     zk: dict[str, Any] | None = None
+    #: Its pre/post-processing bundle (kind, task, sha256), when one is attached: raw inputs (text, images) are
+    #: turned into tensors, and outputs into predictions, by the processor plugin of that kind.
+    processor: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "hash": self.hash, "name": self.name, "size": self.size, "opset": dict(self.opset),
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
-            "created_at": self.created_at, "producer": self.producer, "zk": self.zk,
+            "created_at": self.created_at, "producer": self.producer, "zk": self.zk, "processor": self.processor,
         }
 
     @classmethod
@@ -168,6 +171,7 @@ class ModelInfo:
             inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
             outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
             created_at=float(d.get("created_at", 0.0)), producer=d.get("producer", ""), zk=d.get("zk"),
+            processor=d.get("processor"),
         )
 
     @property
@@ -235,6 +239,9 @@ class JobResult:
     #: Payment in CIRO base units (what the worker was paid once "paid").
     payment: int | None = None
     on_chain_verified: bool = False
+    #: What the model's processor made of the outputs (labels and scores, entities, an embedding), when the job
+    #: was submitted with raw input (text, an image) to a model with a processor bundle; None otherwise.
+    prediction: Any = None
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobResult:

@@ -8,12 +8,15 @@ nothing behind, and a half-written folder is never visible under its hash.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import shutil
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,9 +163,61 @@ class ModelStore:
         status: dict[str, Any] = json.loads(meta.read_text())
         return {"status": "ready", **status}
 
+    # -- processor bundles ------------------------------------------------------------------
+    def set_processor(self, digest: str, data: bytes) -> dict[str, Any]:
+        """Attach a pre/post-processing bundle (a zip holding ``processor.json`` with its ``kind``) to a model."""
+        info = self.resolve(digest)
+        summary = check_processor_zip(data)
+        folder = self.root / info.hash
+        tmp = folder / f".processor.{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / "processor.zip")
+        meta = folder / f".processor-meta.{uuid.uuid4().hex}"
+        meta.write_text(json.dumps(summary))
+        os.replace(meta, folder / "processor.json")
+        return summary
+
+    def processor_info(self, digest: str) -> dict[str, Any] | None:
+        path = self.root / digest / "processor.json"
+        if not path.is_file():
+            return None
+        summary: dict[str, Any] = json.loads(path.read_text())
+        return summary
+
+    def read_processor(self, digest: str) -> bytes:
+        info = self.resolve(digest)
+        path = self.root / info.hash / "processor.zip"
+        if not path.is_file():
+            raise ModelNotFoundError(f"Model {info.hash[:12]} has no processor bundle. Attach one "
+                                     "(PUT /v1/models/REF/processor), or send tensors instead of raw input.")
+        return path.read_bytes()
+
     def read_bytes(self, digest: str) -> bytes:
         info = self.resolve(digest)
         return (self.root / info.hash / "model.onnx").read_bytes()
+
+
+MAX_PROCESSOR_FILES = 64
+
+
+def check_processor_zip(data: bytes) -> dict[str, Any]:
+    """The bundle's summary (kind, task, files, sha256); refuses a bundle that is not a safe, small zip with a
+    ``processor.json`` naming its ``kind``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = z.namelist()
+            bad = [n for n in names if n.startswith("/") or ".." in Path(n).parts or "\\" in n]
+            if bad or len(names) > MAX_PROCESSOR_FILES:
+                raise InvalidModelError(f"A processor bundle holds at most {MAX_PROCESSOR_FILES} files with relative "
+                                        f"paths; this one has {len(names)} (unsafe: {bad[:3]}). Rebuild it.")
+            meta = json.loads(z.read("processor.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise InvalidModelError(f"Not a processor bundle ({exc}): send a zip holding processor.json with its "
+                                "\"kind\" (e.g. the Hugging Face plugin's bundle).") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
+        raise InvalidModelError('processor.json must be an object with a "kind" (the processor plugin to use).')
+    return {"kind": meta["kind"], "task": meta.get("task"), "files": sorted(names),
+            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
 def read_model_file(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:

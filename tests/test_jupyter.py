@@ -116,7 +116,7 @@ def test_jobs_status_deploy_config_and_help(shell: Any, mlp_path: Path, capsys: 
     ("infer nb-mlp ./no/such/file.npy", "No file"),
     ("infer no-such-model x", "No model 'no-such-model'"),
     ("infer nb-mlp x --verify maybe", "Unknown verification level"),
-    ("infer nb-mlp text", "text input needs a model with a text pre-processor"),
+    ("infer nb-mlp text", "text and image input needs a model with a processor bundle"),
     ("infer nb-mlp x --gpu", "no worker of this gateway runs on one"),
     ("infer nb-mlp bad", r"Input .x. has shape \[1, 3\]; the model expects"),
     ("config colour=blue", "Unknown setting"),

@@ -7,6 +7,7 @@ message, no traceback. Results are Python objects: ``r = %ciro infer MODEL x`` b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import threading
@@ -24,8 +25,10 @@ from ciro import (
     Config,
     JobResult,
     ModelInfo,
+    Processor,
     VerificationLevel,
     VerificationReport,
+    is_raw,
     resolve_model,
     verify,
 )
@@ -83,7 +86,8 @@ def _parsers() -> dict[str, _Parser]:
 class JobHandle:
     """A job submitted with ``--async``: the cell returns at once; the status line moves by itself."""
 
-    def __init__(self, client: CiroClient, line: StatusLine, box: Any, inputs: dict[str, np.ndarray] | None) -> None:
+    def __init__(self, client: CiroClient, line: StatusLine, box: Any, inputs: dict[str, np.ndarray] | None,
+                 processor: Processor | None = None, raw: Any = None) -> None:
         self.job_id = line.job_id
         self.status_line = line
         self.card: ResultCard | None = None
@@ -92,8 +96,11 @@ class JobHandle:
         self._inputs = inputs
         self._done = threading.Event()
         self._result: JobResult | None = None
+        self._processor, self._raw = processor, raw
 
     def _finish(self, result: JobResult) -> None:
+        if self._processor is not None and result.outputs is not None:
+            result = dataclasses.replace(result, prediction=self._processor.postprocess(result.outputs, self._raw))
         self._result = result
         self.card = ResultCard(result, inputs=self._inputs)
         self._box.children = (*self._box.children, self.card.widget)
@@ -104,10 +111,10 @@ class JobHandle:
 
     def result(self, timeout: float | None = None) -> JobResult:
         """Wait for the job (raises UsageError if it failed) and return its result."""
-        result = self._client.wait(self.job_id, timeout=timeout)
-        if not self._done.wait(timeout=30):
+        self._client.wait(self.job_id, timeout=timeout)
+        if not self._done.wait(timeout=30) or self._result is None:
             raise UsageError(f"Job {self.job_id} finished but its status line did not; check %ciro jobs.")
-        return _checked(result)
+        return _checked(self._result)
 
     def __repr__(self) -> str:
         return f"JobHandle({self.job_id}, {self.status_line.state})"
@@ -268,10 +275,13 @@ class CiroMagics(Magics):
         if cell is not None and a.input is not None:
             raise UsageError("%%ciro infer takes its input from the cell body; drop the INPUT argument.")
         data = self._cell_input(cell) if cell is not None else self._input(a.input)
-        if isinstance(data, str):
-            raise UsageError("This build runs models that take tensors; text input needs a model with a text "
-                             "pre-processor (the Hugging Face plugin). Pass an array, list or DataFrame.")
         info = resolve_model(self.client, a.model)
+        proc = self.client.processor(info.hash) if is_raw(data) else None
+        if is_raw(data) and proc is None:
+            raise UsageError(f"Model {info.name or info.hash[:12]} takes tensors: text and image input needs a model "
+                             "with a processor bundle (e.g. one deployed with the Hugging Face plugin). Pass an "
+                             "array, list or DataFrame.")
+        raw, data = data, proc.preprocess(data) if proc is not None else data
         level = VerificationLevel.parse(a.verification or self.ciro_config.verification).value
         options: dict[str, Any] = {"gpu": True} if a.gpu else {}
         if a.max_payment is not None:
@@ -282,13 +292,15 @@ class CiroMagics(Magics):
         box = _Box(line)
         named = _named(info, data)
         if a.asynchronous:
-            handle = JobHandle(self.client, line, box, named)
+            handle = JobHandle(self.client, line, box, named, proc, raw)
             display(box)
             watch(self.client, line, on_final=lambda r: self._card_done(handle, r))
             return handle
         display(box)
         watcher = watch(self.client, line)
         result = self.client.wait(job_id, timeout=a.timeout)
+        if proc is not None and result.outputs is not None:
+            result = dataclasses.replace(result, prediction=proc.postprocess(result.outputs, raw))
         watcher.join(timeout=5)
         card = ResultCard(result, inputs=named)
         self.last_card = card

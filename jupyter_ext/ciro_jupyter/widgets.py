@@ -107,7 +107,10 @@ class ResultCard(_View):
     def _rows(self) -> list[tuple[str, str]]:
         r = self.result
         level = r.verification
-        rows = [("job", r.job_id), ("status", r.status.value), ("outputs", _preview(r)),
+        rows = [("job", r.job_id), ("status", r.status.value)]
+        if r.prediction is not None:
+            rows.append(("prediction", str(r.prediction)[:300]))
+        rows += [("outputs", _preview(r)),
                 ("verification", f"{level.value}: proves {level.proves}")]
         if r.receipt is not None:
             rows.append(("receipt", f"signed by worker key {r.receipt.worker_key[:18]}..."))

@@ -87,6 +87,10 @@ def _loopback(request: Request) -> bool:
         return False
 
 
+#: Paths whose handlers authenticate requests themselves (a webhook's shared secret).
+SELF_AUTHENTICATED = ("/webhooks/",)
+
+
 class RequestAuth:
     """A FastAPI dependency run before every route: checks POSTs, leaves reads alone."""
 
@@ -101,6 +105,8 @@ class RequestAuth:
         if request.method in ("GET", "HEAD", "OPTIONS"):
             return
         path = request.url.path
+        if path.startswith(SELF_AUTHENTICATED):
+            return  # webhooks come from other services, unsigned: their handler checks a shared secret
         worker_path = path.startswith(_WORKER_PATHS)
         sig = SignedRequest.from_headers(request.headers)
         if sig is None:

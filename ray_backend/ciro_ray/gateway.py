@@ -52,6 +52,7 @@ from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
+from .plugins import install_plugins
 from .pool import WorkerPool
 from .proving import run_setup
 from .scheduler import Outcome, Pending, Scheduler
@@ -158,7 +159,8 @@ class Gateway:
         return self.scheduler
 
     def model_dict(self, info: ModelInfo) -> dict[str, Any]:
-        return {**info.to_dict(), "zk": self.models.zk_status(info.hash)}
+        return {**info.to_dict(), "zk": self.models.zk_status(info.hash),
+                "processor": self.models.processor_info(info.hash)}
 
     async def zk_setup(self, info: ModelInfo, data: bytes, inputs: str = "public", outputs: str = "public") -> None:
         """EZKL set-up for a model, once per settings; refuses clearly when EZKL cannot handle it."""
@@ -378,6 +380,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     add_routes(app, gw, _ERRORS)
+    install_plugins(app, cfg)
 
     # -- models --------------------------------------------------------------------------
     @app.post("/v1/models", tags=["models"], status_code=201, response_model=ModelOut, responses=_ERRORS,
@@ -406,6 +409,22 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.get("/v1/models/{ref}", tags=["models"], response_model=ModelOut, responses=_ERRORS)
     async def get_model(ref: str) -> Response:
         return _json(gw.model_dict(gw.models.resolve(ref)))
+
+    @app.put("/v1/models/{ref}/processor", tags=["models"], response_model=ModelOut, responses=_ERRORS,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def put_processor(ref: str, request: Request) -> Response:
+        """Attach a pre/post-processing bundle (a zip with ``processor.json`` naming its ``kind``): clients then
+        send raw input (text, images) and get predictions, through the processor plugin of that kind."""
+        info = gw.models.resolve(ref)
+        await asyncio.to_thread(gw.models.set_processor, info.hash, await request.body())
+        return _json(gw.model_dict(info))
+
+    @app.get("/v1/models/{ref}/processor", tags=["models"], responses=_ERRORS, response_class=Response)
+    async def get_processor(ref: str) -> Response:
+        info = gw.models.resolve(ref)
+        data = await asyncio.to_thread(gw.models.read_processor, info.hash)
+        return Response(data, media_type="application/zip")
 
     # -- jobs ----------------------------------------------------------------------------
     @app.post("/v1/jobs", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS)

@@ -103,6 +103,7 @@ class ModelOut(BaseModel):
     created_at: float
     producer: str = ""
     zk: dict[str, Any] | None = None
+    processor: dict[str, Any] | None = None
 
 
 class WorkerOut(BaseModel):
