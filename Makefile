@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ciro-installed
 # torch's CPU build lies on this machine's disk (uv does not read pip's config, so it is named here).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: venv demo test lint bench lock clean contracts
+.PHONY: venv demo test lint bench lock clean contracts browser
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Ciro needs Python >= 3.11")'
@@ -28,7 +28,15 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: venv lint
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser itself).
+CHROMIUM ?= /usr/lib/chromium/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "no Chromium at $(CHROMIUM): install Debian's chromium package"; exit 1; }
+
+test: venv lint browser
 	$(BIN)/pytest
 
 bench: venv

@@ -419,7 +419,24 @@ def keys_list(ctx: click.Context) -> None:
         click.echo(f"{ident.name:<24} {ident.public_hex}")
 
 
+#: Entry point group of plugin commands (click commands or groups), e.g. ``ciro hf``.
+CLI_PLUGINS = "ciro.cli"
+
+
+def _add_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=CLI_PLUGINS):
+        if ep.name in cli.commands:
+            continue
+        try:
+            cli.add_command(ep.load(), ep.name)
+        except Exception as exc:  # a broken optional plugin warns; the core CLI still works
+            click.echo(f"warning: the `ciro {ep.name}` plugin could not be loaded: {exc}", err=True)
+
+
 def main() -> None:
+    _add_plugins()
     cli(prog_name="ciro")
 
 

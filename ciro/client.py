@@ -510,6 +510,10 @@ class CiroClient:
     def url(self) -> str:
         return self._async.url
 
+    @property
+    def config(self) -> Config:
+        return self._async.config
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run(coro)
 

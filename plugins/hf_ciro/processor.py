@@ -1,0 +1,201 @@
+"""Raw text or images -> the exported graph's inputs, and its outputs -> what transformers' pipelines return.
+
+An :class:`HFProcessor` reads a bundle folder written from :class:`hf_ciro.export.Exported` (``processor.json``, the
+model's config.json and its tokenizer or image-processor files). Scores are computed as transformers' pipelines
+compute them (softmax, or sigmoid for multi-label and single-logit models), so a deployed model answers what
+``pipeline(task, model=...)`` answers on the same input.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ciro import InputError, InvalidModelError
+
+__all__ = ["TEXT_TASKS", "HFProcessor"]
+
+TEXT_TASKS = ("text-classification", "feature-extraction", "token-classification")
+_IMAGE_INPUT = ("a PIL.Image, a path to an image file, the image file's bytes, a numpy HxWxC uint8 array, or a list "
+                "of those")
+_TEXT_INPUT = "a string or a list of strings"
+
+
+class HFProcessor:
+    """Pre- and post-processing for one exported model, loaded from its bundle folder."""
+
+    def __init__(self, bundle_dir: Path) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        spec_file = self.bundle_dir / "processor.json"
+        try:
+            spec = json.loads(spec_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidModelError(f"Cannot read {spec_file}: {exc}. Pass the folder written from hf_ciro's "
+                                    "export (Exported.write_bundle), or export the model again.") from exc
+        if not isinstance(spec, dict) or spec.get("kind") != "hf":
+            raise InvalidModelError(f"{spec_file} is not a Hugging Face processor bundle (kind {spec.get('kind')!r}). "
+                                    "Export the model again with hf_ciro.export.export.")
+        self.spec: dict[str, Any] = spec
+        self.task: str = str(spec.get("task"))
+        self.inputs: list[str] = list(spec.get("inputs", []))
+        self.labels: dict[str, str] = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+        self._tokenizer: Any = None
+        self._image_processor: Any = None
+        self.max_length = int(spec.get("max_length", 128))
+        if self.task not in (*TEXT_TASKS, "image-classification"):
+            raise InvalidModelError(f"{spec_file} names task {self.task!r}, which this version of hf_ciro does not "
+                                    "process. Export the model again with this version.")
+        try:
+            if self.task in TEXT_TASKS:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.bundle_dir))
+            else:
+                from transformers import AutoImageProcessor
+
+                self._image_processor = AutoImageProcessor.from_pretrained(str(self.bundle_dir))
+        except Exception as exc:
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise InvalidModelError(f"Cannot load the {self.task} processor from {self.bundle_dir}: {first}. The "
+                                    "bundle is incomplete; export the model again and write its whole bundle.") from exc
+
+    # --- inputs -----------------------------------------------------------------------------------------------------
+
+    def preprocess(self, raw: Any) -> dict[str, np.ndarray]:
+        """Tokenize text (padded to the longest, truncated to max_length) or resize and normalise images."""
+        if self._tokenizer is not None:
+            enc = self._tokenizer(self._texts(raw), padding=True, truncation=True, max_length=self.max_length,
+                                  return_tensors="np")
+            return {name: np.asarray(enc[name], dtype=np.int64) for name in self.inputs}
+        images = [self._image(item) for item in self._items(raw, _IMAGE_INPUT)]
+        pixels = self._image_processor(images, return_tensors="np")["pixel_values"]
+        return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
+
+    def _texts(self, raw: Any) -> list[str]:
+        texts = self._items(raw, _TEXT_INPUT)
+        for text in texts:
+            if not isinstance(text, str):
+                raise InputError(f"The {self.task} model takes {_TEXT_INPUT}; got an item of type "
+                                 f"{type(text).__name__}. Send text.")
+        return texts
+
+    def _items(self, raw: Any, takes: str) -> list[Any]:
+        items = list(raw) if isinstance(raw, list | tuple) else [raw]
+        if not items:
+            raise InputError(f"Got an empty list; the {self.task} model takes {takes}. Send at least one input.")
+        if self._tokenizer is not None and not isinstance(raw, str | list | tuple):
+            raise InputError(f"The {self.task} model takes {takes}; got {type(raw).__name__}. Send text.")
+        return items
+
+    def _image(self, item: Any) -> Any:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        try:
+            if isinstance(item, Image.Image):
+                image = item
+            elif isinstance(item, str | os.PathLike):
+                if not Path(item).is_file():
+                    raise InputError(f"No image file at {str(item)!r}. The image-classification model takes "
+                                     f"{_IMAGE_INPUT}.")
+                image = Image.open(item)
+            elif isinstance(item, bytes | bytearray | memoryview):
+                image = Image.open(io.BytesIO(bytes(item)))
+            elif isinstance(item, np.ndarray):
+                image = Image.fromarray(_hwc_uint8(item))
+            else:
+                raise InputError(f"The image-classification model takes {_IMAGE_INPUT}; got "
+                                 f"{type(item).__name__}.")
+            # As transformers' load_image: honour the EXIF orientation, then RGB.
+            return ImageOps.exif_transpose(image).convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"Cannot decode the image: {exc}. Send a PNG, JPEG or another format Pillow reads.") \
+                from exc
+
+    # --- outputs ----------------------------------------------------------------------------------------------------
+
+    def postprocess(self, outputs: dict[str, np.ndarray], raw: Any) -> Any:
+        """One result per input: a list when ``raw`` was a list (or tuple), else the single result."""
+        batch = isinstance(raw, list | tuple)
+        n = len(raw) if batch else 1
+        name = "embeddings" if self.task == "feature-extraction" else "logits"
+        if name not in outputs:
+            raise InvalidModelError(f"The model's outputs {sorted(outputs)} lack {name!r}, which {self.task} reads. "
+                                    "Export the model again with hf_ciro.export.export.")
+        values = np.asarray(outputs[name])
+        if values.shape[0] != n:
+            raise InputError(f"The outputs hold {values.shape[0]} rows for {n} inputs. Pass postprocess the same raw "
+                             "input that preprocess was given.")
+        if self.task == "feature-extraction":
+            results: list[Any] = [[float(x) for x in row] for row in values.astype(np.float32)]
+        elif self.task == "token-classification":
+            results = self._entities(values, self._texts(raw))
+        else:
+            ranked = [self._ranked(row) for row in values]
+            top_k = self.spec.get("image", {}).get("top_k") if self.task == "image-classification" else None
+            results = [r[:top_k] for r in ranked] if top_k else ranked
+        return results if batch else results[0]
+
+    def _ranked(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        scores = _scores(logits, str(self.spec.get("function", "softmax")))
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep label order
+        return [{"label": self._label(i), "score": float(scores[i])} for i in order]
+
+    def _entities(self, logits: np.ndarray, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """Per-token entities as transformers' token-classification pipeline with aggregation_strategy="none"."""
+        tokenizer = self._tokenizer
+        fast = bool(tokenizer.is_fast)
+        # Tokenize exactly as preprocess did, now with the offsets and the special-token mask the graph never sees.
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                        return_special_tokens_mask=True, return_offsets_mapping=fast)
+        ignore = set(self.spec.get("ignore_labels", ["O"]))
+        results = []
+        for row, text in enumerate(texts):
+            ids, mask = enc["input_ids"][row], enc["attention_mask"][row]
+            special = enc["special_tokens_mask"][row]
+            offsets = enc["offset_mapping"][row] if fast else None
+            entities = []
+            index = -1  # position in the unpadded sequence, as the pipeline (which never pads) counts it
+            for pos, token_id in enumerate(ids):
+                if not mask[pos]:
+                    continue
+                index += 1
+                if special[pos]:
+                    continue
+                scores = _scores(logits[row, pos], "softmax")
+                best = int(np.argmax(scores))
+                label = self._label(best)
+                if label in ignore:
+                    continue
+                word = tokenizer.convert_ids_to_tokens(int(token_id))
+                start, end = (int(offsets[pos][0]), int(offsets[pos][1])) if offsets is not None else (None, None)
+                if offsets is not None and int(token_id) == tokenizer.unk_token_id:
+                    word = text[start:end]  # the pipeline shows the original text for unknown tokens
+                entities.append({"entity": label, "score": float(scores[best]), "index": index, "word": word,
+                                 "start": start, "end": end})
+            results.append(entities)
+        return results
+
+    def _label(self, i: int) -> str:
+        return self.labels.get(str(i), f"LABEL_{i}")
+
+
+def _scores(logits: np.ndarray, function: str) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float64)
+    if function == "sigmoid":
+        return np.asarray(1.0 / (1.0 + np.exp(-x)))
+    if function == "none":
+        return x
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
+
+
+def _hwc_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))):
+        raise InputError(f"An image array must be uint8 with shape HxW or HxWxC (C = 1, 3 or 4); got {array.dtype} "
+                         f"{array.shape}. Convert it (e.g. np.asarray(image, dtype=np.uint8)).")
+    return array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
