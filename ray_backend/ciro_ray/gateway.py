@@ -204,10 +204,10 @@ class Gateway:
             )
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
-        if options.get("gpu") and (self.pool is None or self.pool.eligible_count(gpu=True) == 0):
-            raise InputError("The job asks for a GPU (options.gpu) but no worker of this gateway runs on one (none "
-                             "reports onnxruntime's CUDA or TensorRT provider; see GET /v1/workers). Submit without "
-                             "gpu, or add GPU workers with onnxruntime-gpu installed.")
+        if options.get("gpu") is True and (self.pool is None or self.pool.eligible_count(gpu=True) == 0):
+            raise InputError("The job requires a GPU (options.gpu = true) but no worker of this gateway runs on "
+                             "one (none reports onnxruntime's CUDA or TensorRT provider; see GET /v1/workers). Submit "
+                             "without gpu, or add GPU workers with onnxruntime-gpu installed.")
         if level is VerificationLevel.ZKML:
             if self.models.zk_status(info.hash) is None:
                 raise InputError(f"Model {info.hash[:12]} has no zk set-up. Deploy it with zk=True "

@@ -230,7 +230,7 @@ class Scheduler:
         batch is due (a busy worker waits up to ``batch_timeout_ms`` for a fuller batch)."""
         q = self.queues[model]
         serving = self.serving.get(model, DEFAULT_SERVING)
-        gpu = bool(q[0].options.get("gpu"))
+        gpu = q[0].options.get("gpu") is True  # a string (e.g. "H100") is a preference, recorded only
         if gpu and not serving.gpu:  # a job that asks for a GPU, of a model deployed without that setting
             serving = Serving(serving.max_batch_size, serving.replicas, True)
         max_n = min(self.cfg.max_batch_size, serving.max_batch_size or self.cfg.max_batch_size)
@@ -239,7 +239,7 @@ class Scheduler:
             workers = self.pool.pick_distinct(policy.k, PIPELINE, self._fits(model, serving, capped=False))
             if workers is None:
                 return None  # not enough free workers: a finishing batch or a new worker wakes us
-            batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol and bool(p.options.get("gpu")) == gpu)  # type: ignore[misc]
+            batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol and (p.options.get("gpu") is True) == gpu)  # type: ignore[misc]
             self._launch(self._execute_quorum(workers, model, batch, policy), workers, model)
             return True
         worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
@@ -250,7 +250,7 @@ class Scheduler:
             due = q[0].enqueued_at + wait_s - time.monotonic()
             if due > 0:
                 return due
-        batch = _take(q, max_n, lambda p: p.verification != "quorum" and bool(p.options.get("gpu")) == gpu)
+        batch = _take(q, max_n, lambda p: p.verification != "quorum" and (p.options.get("gpu") is True) == gpu)
         self._launch(self._execute(worker, model, batch), [worker], model)
         return True
 

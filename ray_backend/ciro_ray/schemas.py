@@ -25,8 +25,8 @@ class Tensor(BaseModel):
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol), gpu (true: only GPU workers run it); other keys "
-                "are stored with the job and not acted on")
+_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol), gpu (true: only GPU workers run it; a string such "
+                "as \"H100\" is a preference, recorded only); other keys are stored with the job and not acted on")
 
 
 class JobRequest(BaseModel):
