@@ -47,6 +47,9 @@ MAX_SERVER_WAIT_S = 300.0
 _START_HINT = "Start the embedded default with `ciro up` (or CiroClient.local()), or pass the URL of a running gateway."
 
 
+KEEPALIVE_S = 2.0
+
+
 class AsyncCiroClient:
     """Talks to one gateway over HTTP. All methods are coroutines."""
 
@@ -77,7 +80,10 @@ class AsyncCiroClient:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
                 base_url=self.url + "/",
-                connector=aiohttp.TCPConnector(limit=512, force_close=False),
+                # Idle connections are dropped well before the gateway's keep-alive (30 s; a proxy's may be 5 s)
+                # closes them, so a request never goes out on a connection the server is closing ("Server
+                # disconnected" after the client idled, e.g. while importing a tokenizer).
+                connector=aiohttp.TCPConnector(limit=512, force_close=False, keepalive_timeout=KEEPALIVE_S),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._http

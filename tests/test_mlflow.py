@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,7 +163,7 @@ def test_bad_input_gives_a_clear_mlflow_exception_and_changes_nothing(logged: Lo
     assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     with pytest.raises(MlflowException, match="Cannot load the MLflow model"):
         client.create_deployment("bad", "runs:/0123456789abcdef/none")
-    with pytest.raises(MlflowException, match=r"Supported flavors: onnx, sklearn, pytorch"):
+    with pytest.raises(MlflowException, match=r"Supported flavors: onnx, sklearn, pytorch, transformers"):
         client.create_deployment("bad", logged.custom)
     with pytest.raises(MlflowException, match="Unknown option -C colour"):
         client.create_deployment("bad", uri, config={"colour": "blue"})
@@ -209,3 +210,34 @@ def test_help_run_local_and_the_quickstart_example(logged: Logged, cluster: Clus
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "predictions match scikit-learn on 8/8 rows" in proc.stdout and "model_hash:" in proc.stdout
+
+
+def test_a_transformers_text_classifier_predicts_labels_from_text(logged: Logged, cluster: Cluster,
+                                                                   tmp_path: Path) -> None:
+    """The transformers flavor: ONNX logits plus the tokenizer as the model's processor bundle; predict sends text
+    and gets the pipeline's label and score for each text, with the evidence of its job."""
+    pytest.importorskip("transformers")
+    from hf_models import TEXTS, build_models
+    from transformers import pipeline
+
+    folders = build_models(tmp_path / "hf")
+    pipe: Any = pipeline
+    clf = pipe("text-classification", model=str(folders["text-classification"]), device="cpu")
+    tok = pipe("token-classification", model=str(folders["token-classification"]), device="cpu")
+    with mlflow.start_run():
+        uri = mlflow.transformers.log_model(clf, name="clf", input_example=TEXTS[:2], pip_requirements=[]).model_uri
+        tok_uri = mlflow.transformers.log_model(tok, name="tok", pip_requirements=[]).model_uri
+    want = clf(TEXTS)
+    assert "transformers deployment clf-text is created" in _mlflow(
+        logged, "create", "-t", "ciro", "--name", "clf-text", "-m", uri, "-C", "rows_per_job=2").stdout
+    try:
+        df = _predict_cli(logged, "clf-text", pd.DataFrame({"text": TEXTS}), tmp_path)
+        assert list(df["predictions"]) == [w["label"] for w in want]
+        assert np.allclose(df["score"], [w["score"] for w in want], atol=1e-4)
+        assert df["job_id"].nunique() == 2 and df["receipt_signer"].notna().all()  # 3 texts: jobs of 2 and 1
+        pred = get_deploy_client(f"ciro:/{cluster.url}").predict("clf-text", TEXTS[:1])  # a list of strings
+        assert pred["predictions"][0] == want[0]["label"]
+    finally:
+        _mlflow(logged, "delete", "-t", "ciro", "--name", "clf-text")
+    bad = _mlflow(logged, "create", "-t", "ciro", "--name", "tok-text", "-m", tok_uri, check=False)
+    assert bad.returncode != 0 and "text-classification" in bad.stderr

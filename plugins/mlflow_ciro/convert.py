@@ -26,7 +26,7 @@ from .inputs import Layout, feeds
 
 __all__ = ["ATOL", "RTOL", "SUPPORTED_FLAVORS", "Converted", "convert"]
 
-SUPPORTED_FLAVORS = ("onnx", "sklearn", "pytorch")
+SUPPORTED_FLAVORS = ("onnx", "sklearn", "pytorch", "transformers")
 RTOL, ATOL = 1e-4, 1e-5
 EXAMPLE_ROWS = 8
 
@@ -40,6 +40,8 @@ class Converted:
     primary_output: str
     #: What the conversion check found: rows compared, largest difference, tolerance.
     check: dict[str, Any]
+    #: The processor bundle's files (the tokenizer of a transformers model), attached to the Ciro model.
+    bundle: dict[str, bytes] | None = None
 
 
 def _bad(message: str, code: int = INVALID_PARAMETER_VALUE) -> MlflowException:
@@ -85,6 +87,8 @@ def convert(model_uri: str, flavor: str | None = None, *, rtol: float = RTOL, at
     or the ONNX model does not reproduce the original's predictions."""
     local, meta = load(model_uri)
     chosen = pick_flavor(meta.flavors, flavor, model_uri)
+    if chosen == "transformers":
+        return _transformers(local, meta, model_uri, atol)
     signature = meta.signature.to_dict() if meta.signature is not None else None
     example = meta.load_input_example(str(local))
     if example is None:
@@ -190,6 +194,37 @@ def _pytorch(local: Path, example: Any, signature: Any) -> tuple[bytes, list[str
             raise _bad(f"torch.onnx.export cannot export this PyTorch model: {str(exc).splitlines()[0][:300]}. "
                        "Export it yourself (torch.onnx.export) and log the ONNX file with mlflow.onnx.") from exc
         return path.read_bytes(), names
+
+
+def _transformers(local: Path, meta: Any, model_uri: str, atol: float) -> Converted:
+    """A text-classification pipeline: ONNX logits plus its tokenizer as the processor bundle; checked against the
+    pyfunc's labels and scores on the input example."""
+    import mlflow.pyfunc
+
+    from .text import TextProcessor, export_text_classifier, texts
+
+    data, bundle = export_text_classifier(local, meta.flavors["transformers"])
+    example = meta.load_input_example(str(local))
+    sample = texts(example) if example is not None else ["A short example sentence.", "Another, rather longer one."]
+    expected = mlflow.pyfunc.load_model(str(local)).predict(sample)
+    with tempfile.TemporaryDirectory(prefix="ciro-mlflow-bundle-") as tmp:
+        for name, content in bundle.items():
+            (Path(tmp) / name).write_bytes(content)
+        proc = TextProcessor(Path(tmp))
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        fed = proc.preprocess(sample)
+        got = proc.postprocess({"logits": sess.run(["logits"], fed)[0]}, sample)
+        inputs = [{"name": i.name, "dtype": _dtype(i.type), "shape": [None, None]} for i in sess.get_inputs()]
+    want_labels, want_scores = list(expected["label"]), np.asarray(expected["score"], dtype=np.float64)
+    worst = float(np.max(np.abs(np.asarray([g["score"] for g in got]) - want_scores), initial=0.0))
+    if [g["label"] for g in got] != want_labels or worst > atol:
+        raise _bad(f"The ONNX conversion of the transformers model at {model_uri!r} does not reproduce its "
+                   f"predictions on the input example: labels {[g['label'] for g in got]} vs {want_labels}, scores "
+                   f"differ by {worst:.3g} (atol {atol}). Nothing was deployed.")
+    layout = Layout(inputs, meta.signature.to_dict() if meta.signature is not None else None)
+    check = {"rows": len(sample), "max_abs_error": worst, "atol": atol,
+             "compared": "labels and scores: onnxruntime + tokenizer vs the original pyfunc on the input example"}
+    return Converted("transformers", data, layout, "logits", check, bundle)
 
 
 def _exportable_class() -> Any:

@@ -15,7 +15,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from ciro import JobResult
 
-__all__ = ["Layout", "feeds", "frame"]
+__all__ = ["Layout", "evidence", "feeds", "frame"]
 
 _NUMPY = {"double": "float64", "float": "float32", "integer": "int32", "long": "int64", "boolean": "bool"}
 
@@ -135,17 +135,22 @@ def frame(results: list[JobResult], *, primary: str, gateway_url: str) -> pd.Dat
     rows = []
     for r in results:
         out = {name: np.asarray(v) for name, v in (r.outputs or {}).items()}
-        evidence = {"job_id": r.job_id, "verification": r.verification.value, "worker": r.worker,
-                    "output_commitment": r.output_commitment,
-                    "receipt_signer": r.receipt.worker_key if r.receipt else None, "proof_hash": r.proof_hash,
-                    "settlement": r.settlement, "settlement_tx": r.settlement_tx,
-                    "evidence": f"{gateway_url.rstrip('/')}/v1/jobs/{r.job_id}/result"}
+        ev = evidence(r, gateway_url)
         n = len(out[primary]) if primary in out and out[primary].ndim else 1
         for i in range(n):
             row: dict[str, Any] = {"predictions": _cell(out[primary], i)} if primary in out else {}
             row.update({name: _cell(v, i) for name, v in out.items() if name != primary})
-            rows.append({**row, **evidence})
+            rows.append({**row, **ev})
     return pd.DataFrame(rows)
+
+
+def evidence(r: JobResult, gateway_url: str) -> dict[str, Any]:
+    """The evidence columns of a job's rows: id, level, worker, output commitment, receipt signer, proof hash,
+    settlement and its transaction, and the URL of the full result (receipt, votes or proof)."""
+    return {"job_id": r.job_id, "verification": r.verification.value, "worker": r.worker,
+            "output_commitment": r.output_commitment, "receipt_signer": r.receipt.worker_key if r.receipt else None,
+            "proof_hash": r.proof_hash, "settlement": r.settlement, "settlement_tx": r.settlement_tx,
+            "evidence": f"{gateway_url.rstrip('/')}/v1/jobs/{r.job_id}/result"}
 
 
 def _cell(value: np.ndarray, i: int) -> Any:

@@ -41,7 +41,8 @@ from ciro import (
 )
 
 from .convert import ATOL, RTOL, SUPPORTED_FLAVORS, Converted, convert
-from .inputs import Layout, feeds, frame
+from .inputs import Layout, evidence, feeds, frame
+from .text import texts
 
 __all__ = ["CiroDeploymentClient", "run_local", "target_help"]
 
@@ -83,9 +84,9 @@ Options (-C key=value) for create and update:
 What each verify level proves:
 {levels}
 
-Flavors: {", ".join(SUPPORTED_FLAVORS)}. scikit-learn (skl2onnx) and PyTorch (torch.onnx.export) models are
-converted to ONNX and must reproduce the original pyfunc's predictions on the model's input example before
-the deployment is created.
+Flavors: {", ".join(SUPPORTED_FLAVORS)}. scikit-learn (skl2onnx), PyTorch and transformers text-classification
+(torch.onnx.export) models are converted to ONNX and must reproduce the original pyfunc's predictions on the
+model's input example before the deployment is created.
 
 predict accepts a DataFrame (what --input-path holds), a dict, a numpy array or a list, checks it against the
 model signature, and returns a DataFrame: `predictions`, the model's other outputs, and per row the job id,
@@ -190,8 +191,15 @@ class CiroDeploymentClient(BaseDeploymentClient):
         conv = convert(model_uri, flavor, rtol=opts.pop("rtol", RTOL), atol=opts.pop("atol", ATOL))
         meta = {"mlflow": {"model_uri": model_uri, "flavor": conv.flavor, "primary_output": conv.primary_output,
                            "layout": conv.layout.to_dict(), "check": conv.check,
-                           "rows_per_job": opts.pop("rows_per_job", 1)}}
+                           "rows_per_job": opts.pop("rows_per_job", 1), "text": conv.bundle is not None}}
         return conv, meta
+
+    def _upload(self, conv: Converted, verification: str | None) -> str:
+        """The converted model on the gateway (with its processor bundle, for text models); its hash."""
+        info = self.client.deploy(conv.onnx, zk=verification == "zk")
+        if conv.bundle is not None:
+            self.client.attach_processor(info.hash, conv.bundle)
+        return info.hash
 
     @_wrap
     def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
@@ -201,7 +209,7 @@ class CiroDeploymentClient(BaseDeploymentClient):
             raise DeploymentExistsError(f"Deployment {name!r} exists. Update it (mlflow deployments update -t ciro "
                                         f"--name {name} -m URI), or delete it first.")
         conv, meta = self._convert(model_uri, flavor, opts)
-        d = self.client.create_deployment(name, conv.onnx, metadata=meta, **opts)
+        d = self.client.create_deployment(name, self._upload(conv, opts.get("verification")), metadata=meta, **opts)
         return _summary(d, self.client.url)
 
     @_wrap
@@ -221,7 +229,9 @@ class CiroDeploymentClient(BaseDeploymentClient):
             opts.setdefault("rows_per_job", (current.metadata.get("mlflow") or {}).get("rows_per_job", 1))
             conv, meta = self._convert(model_uri, flavor, opts)
             # the new model is stored (and set up, for zk) before the name moves to it
-            d = self.client.update_deployment(name, model=conv.onnx, metadata={**current.metadata, **meta}, **opts)
+            level = opts.get("verification", current.verification)
+            d = self.client.update_deployment(name, model=self._upload(conv, level),
+                                              metadata={**current.metadata, **meta}, **opts)
         return _summary(d, self.client.url)
 
     @_wrap
@@ -244,6 +254,8 @@ class CiroDeploymentClient(BaseDeploymentClient):
             raise InputError("Name the deployment to predict with (--name).")
         d = self.client.deployment(deployment_name)
         meta = d.metadata.get("mlflow") or {}
+        if meta.get("text"):
+            return self._predict_text(d, texts(inputs), int(meta.get("rows_per_job", 1)))
         layout = Layout.from_dict(meta["layout"]) if meta.get("layout") else Layout(d.model.get("inputs", []))
         fed = feeds(inputs, layout)
         primary = meta.get("primary_output") or d.model["outputs"][0]["name"]
@@ -260,6 +272,19 @@ class CiroDeploymentClient(BaseDeploymentClient):
                     results += self.client.infer_batch(d.model_hash, part, rows_per_job=n,
                                                        verification=d.verification, max_payment=d.max_payment)
         return frame(results, primary=primary, gateway_url=self.client.url)
+
+
+    def _predict_text(self, d: Deployment, items: list[str], per_job: int) -> pd.DataFrame:
+        """Text in: jobs of ``per_job`` texts (tokenized here by the model's processor); the label and score of
+        each text with its job's evidence."""
+        rows = []
+        for start in range(0, len(items), per_job):
+            chunk = items[start:start + per_job]
+            options: dict[str, Any] = {"max_payment": d.max_payment} if d.max_payment is not None else {}
+            r = self.client.infer(d.model_hash, chunk, verification=d.verification, **options)
+            ev = evidence(r, self.client.url)
+            rows += [{"predictions": p["label"], "score": p["score"], **ev} for p in r.prediction or []]
+        return pd.DataFrame(rows)
 
 
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: dict[str, Any] | None = None) -> None:

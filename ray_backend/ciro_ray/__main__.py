@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from .gateway import create_app
 
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    # keep-alive well above the SDK's (2 s): idle client connections are closed by the client, not mid-request
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                timeout_keep_alive=30)
     return 0
 
 
