@@ -315,3 +315,12 @@ def test_mlflow_predict_escrows_each_job_and_the_worker_is_paid(paid: Paid, tmp_
         settled = _settled(c, list(df["job_id"]))
     assert [r.settlement for r in settled] == ["paid"] * 3 and all(r.payment == PRICE for r in settled)
     client.delete_deployment("paid-mlp")
+
+
+def test_the_dashboard_reads_stake_reputation_and_security_from_the_chain(paid: Paid) -> None:
+    import httpx
+
+    data = httpx.get(f"{paid.gw.url}/v1/dashboard", timeout=60).json()
+    assert data["settlement"] and int(data["security"]) > 0  # stake x reputation x uptime over the validators
+    staked = [w for w in data["workers"] if w["stake"] is not None]
+    assert len(staked) == 2 and all(w["stake"] > 0 and 0 < w["reputation"] <= 1000 for w in staked)

@@ -47,6 +47,7 @@ from ciro import (
 )
 
 from .auth import NonceStore, RequestAuth, read_keys
+from .dashboard import add_dashboard
 from .deployments import DeploymentStore, add_routes, apply_all
 from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
@@ -380,6 +381,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4")
 
     add_routes(app, gw, _ERRORS)
+    add_dashboard(app, gw)
     install_plugins(app, cfg)
 
     # -- models --------------------------------------------------------------------------

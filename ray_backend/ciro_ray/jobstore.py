@@ -345,6 +345,14 @@ class JobStore:
             rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {s: int(n) for s, n in rows}
 
+    def activity(self, since: float) -> list[tuple[str, float, float]]:
+        """(worker, started_at, finished_at) of every job finished since ``since`` (for utilisation and rates)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT worker, started_at, finished_at FROM jobs WHERE finished_at >= ? AND worker IS NOT NULL "
+                "AND started_at IS NOT NULL", (since,)).fetchall()
+        return [(str(w), float(a), float(b)) for w, a, b in rows]
+
     def _select(self, clause: str, args: Sequence[Any], *, with_inputs: bool) -> list[JobRow]:
         cols = _COLS.format(inputs="inputs" if with_inputs else "NULL")
         with self._lock:
