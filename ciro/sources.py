@@ -47,11 +47,12 @@ def resolve_model(client: CiroClient, spec: str | os.PathLike[str], *, zk: bool 
             return client.model(text)
         except ModelNotFoundError:
             pass
-    for source in _plugins():
+    sources = _plugins()
+    for source in sources:
         info = source(client, text)
         if isinstance(info, ModelInfo):
             return info
     hint = ("a deployed model's name or hash, or the path of an ONNX file"
-            + ("" if _plugins() else "; Hugging Face repo ids need the hf extra (pip install 'ciro-network[hf]')"))
+            + ("" if sources else "; Hugging Face repo ids need the hf extra (pip install 'ciro-network[hf]')"))
     raise ModelNotFoundError(f"No model {text!r}: give {hint}. List deployed models with `ciro models`.")
 

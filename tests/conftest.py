@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,27 @@ CIRO = str(VENV_BIN / "ciro")
 RAY = str(VENV_BIN / "ray")
 
 # Small limits so the over-limit paths can be exercised with small files.
+#: Debian's Chromium (`make browser` installs it); Playwright drives it and never downloads a browser itself.
+CHROMIUM = os.environ.get("CIRO_CHROMIUM", "/usr/lib/chromium/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page in a fresh headless Chromium; a missing Chromium fails the test (it is not skipped)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"No Chromium at {CHROMIUM}: `make browser` installs Debian's chromium package.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
 MAX_MODEL_BYTES = 2_000_000
 MAX_PAYLOAD_BYTES = 1_000_000
 

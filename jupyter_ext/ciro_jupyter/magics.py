@@ -33,7 +33,7 @@ from ciro import (
     verify,
 )
 
-from .widgets import JobsTable, ResultCard, StatusLine, watch
+from .widgets import JobBox, JobsTable, ResultCard, StatusLine, watch
 
 __all__ = ["CiroMagics", "JobHandle"]
 
@@ -124,29 +124,6 @@ def _checked(result: JobResult) -> JobResult:
     if result.error:
         raise UsageError(f"Job {result.job_id} {result.status.value}: {result.error.get('message', '')}")
     return result
-
-
-class _Box:
-    """A status line and, later, its result card, shown together (text form for non-widget frontends)."""
-
-    def __init__(self, line: StatusLine) -> None:
-        import ipywidgets as w
-
-        self.line = line
-        self.widget = w.VBox([line.widget])
-
-    @property
-    def children(self) -> tuple[Any, ...]:
-        return tuple(self.widget.children)
-
-    @children.setter
-    def children(self, value: tuple[Any, ...]) -> None:
-        self.widget.children = value
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
-        bundle["text/plain"] = self.line.text()
-        return bundle
 
 
 @magics_class
@@ -289,7 +266,7 @@ class CiroMagics(Magics):
         job_id = self.client.submit(info.hash, data, verification=level, **options)
         line = StatusLine(job_id, verification=level, paid=a.max_payment is not None)
         self.last_status = line
-        box = _Box(line)
+        box = JobBox(line)
         named = _named(info, data)
         if a.asynchronous:
             handle = JobHandle(self.client, line, box, named, proc, raw)

@@ -8,6 +8,7 @@ blocks the kernel.
 
 from __future__ import annotations
 
+import abc
 import html
 import threading
 import time
@@ -20,18 +21,21 @@ import numpy as np
 
 from ciro import CiroClient, JobResult, JobStatus, VerificationReport, verify
 
-__all__ = ["JobsTable", "ResultCard", "StatusLine", "watch"]
+__all__ = ["JobBox", "JobsTable", "ResultCard", "StatusLine", "watch"]
 
 #: The steps a job goes through, in order (``proving`` only for zk, ``settled`` only for paid jobs).
 STEPS = ("queued", "running", "proving", "done", "settled")
 _FINAL = {"done", "settled", "failed", "cancelled"}
 
 
-class _View:
+class _View(abc.ABC):
+    """A widget with a plain-text form."""
+
     widget: w.Widget
 
+    @abc.abstractmethod
     def text(self) -> str:
-        raise NotImplementedError
+        """The view as plain text (what frontends without widget support show)."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
@@ -87,6 +91,25 @@ def _preview(result: JobResult, limit: int = 6) -> str:
         vals = ", ".join(f"{v:.4g}" if isinstance(v, float | np.floating) else str(v) for v in flat[:limit].tolist())
         parts.append(f"{name} {list(np.shape(arr))}: [{vals}{', ...' if flat.size > limit else ''}]")
     return "; ".join(parts) or "(no outputs)"
+
+
+class JobBox(_View):
+    """A job's status line and, once it is done, its result card, shown together."""
+
+    def __init__(self, line: StatusLine) -> None:
+        self.line = line
+        self.widget = w.VBox([line.widget])
+
+    @property
+    def children(self) -> tuple[Any, ...]:
+        return tuple(self.widget.children)
+
+    @children.setter
+    def children(self, value: tuple[Any, ...]) -> None:
+        self.widget.children = value
+
+    def text(self) -> str:
+        return self.line.text()
 
 
 class ResultCard(_View):

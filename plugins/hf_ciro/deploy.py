@@ -19,7 +19,7 @@ from ciro import CiroClient, Config, Deployment, DeploymentNotFoundError, InputE
 from .export import export
 from .resolve import Resolved, resolve
 
-__all__ = ["HFDeployment", "deploy", "deployment_name", "find_deployment", "model_source"]
+__all__ = ["HFDeployment", "deploy", "deployment_name", "exported", "find_deployment", "model_source"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def _cache_dir(cfg: Config, resolved: Resolved, task: str | None) -> Path:
     return cfg.home / "hf" / deployment_name(resolved.repo_id) / f"{resolved.sha}-{task or 'auto'}"
 
 
-def _exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, dict[str, bytes], str]:
+def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, dict[str, bytes], str]:
     """ONNX bytes, bundle files and task, from this machine's export cache or a fresh export."""
     cache = _cache_dir(cfg, resolved, task)
     if (cache / "model.onnx").is_file() and (cache / "bundle" / "processor.json").is_file():
@@ -90,7 +90,7 @@ def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None =
                 current = client.update_deployment(name, verification=level)
             return HFDeployment(name, resolved.repo_id, resolved.sha, str(hf.get("task")), current.model_hash, True,
                                 current)
-        onnx, bundle, chosen = _exported(client.config, resolved, task)
+        onnx, bundle, chosen = exported(client.config, resolved, task)
         info = client.deploy(onnx, zk=level == "zk")
         client.attach_processor(info.hash, bundle)
         meta = {"hf": {"repo_id": resolved.repo_id, "revision": revision, "sha": resolved.sha, "task": chosen,

@@ -126,12 +126,12 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
         """zk pre-flight: circuit size and predicted set-up/prove time and memory on this machine."""
         from ciro.estimate import estimate
 
-        from .deploy import _exported
+        from .deploy import exported
         from .resolve import resolve
 
         try:
             resolved = await asyncio.to_thread(resolve, repo, revision)
-            onnx, _, task = await asyncio.to_thread(_exported, cfg, resolved, None)
+            onnx, _, task = await asyncio.to_thread(exported, cfg, resolved, None)
             est = await asyncio.to_thread(estimate, onnx)
         except CiroError as exc:
             return _error(f"zk estimate for {repo}", exc.message, 422)

@@ -202,10 +202,18 @@ class CiroDeploymentClient(BaseDeploymentClient):
         return info.hash
 
     @_wrap
+    def _exists(self, name: str) -> bool:
+        try:
+            self.client.deployment(name)
+        except DeploymentNotFoundError:
+            return False
+        return True
+
+    @_wrap
     def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
                           config: dict[str, Any] | None = None, endpoint: str | None = None) -> dict[str, Any]:
         opts = _options(config)
-        if any(d.name == name for d in self.client.deployments()):  # before the (slow) conversion
+        if self._exists(name):  # before the (slow) conversion
             raise DeploymentExistsError(f"Deployment {name!r} exists. Update it (mlflow deployments update -t ciro "
                                         f"--name {name} -m URI), or delete it first.")
         conv, meta = self._convert(model_uri, flavor, opts)
@@ -291,8 +299,7 @@ def run_local(name: str, model_uri: str, flavor: str | None = None, config: dict
     """Serve the model on the embedded default (local Ray, gateway and, with settlement, devnet under CIRO_HOME),
     creating the deployment or updating it to this model."""
     client = CiroDeploymentClient("ciro")
-    exists = any(d["name"] == name for d in client.list_deployments())
-    if exists:
+    if client._exists(name):
         info = client.update_deployment(name, model_uri, flavor, config)
     else:
         info = client.create_deployment(name, model_uri, flavor, config)

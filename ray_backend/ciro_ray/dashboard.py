@@ -62,8 +62,9 @@ async def collect(gw: Gateway) -> dict[str, Any]:
         for handle in gw.pool.workers.values() if gw.pool else []:
             key = handle.info.get("worker_key")
             if key:
-                state = await pool.worker(account_address(int(str(key), 16)))
-                chain_state[handle.id] = {"stake": state.stake, "reputation": state.reputation}
+                address = account_address(int(str(key), 16))  # two reads, not the six of pool.worker()
+                chain_state[handle.id] = {"stake": int(await pool.view("stake_of", address)),
+                                          "reputation": int(await pool.view("reputation_of", address))}
     workers = []
     num = den = 0.0
     for d in gw.pool.describe() if gw.pool else []:

@@ -280,9 +280,12 @@ class Settlement:
         pool = self.network.pool_on(self.operator)
         calls, filed = [], []
         skipped: list[tuple[int, str, str | None]] = []
+        registered: dict[int, bool] = {}  # one chain read per worker, however many faults it has
         for f in faults:
             key = int(f["worker_key"] or "0x0", 16)
-            if key == 0 or int(await pool.view("worker_key", account_address(key))) == 0:
+            if key not in registered:
+                registered[key] = key != 0 and int(await pool.view("worker_key", account_address(key))) != 0
+            if not registered[key]:
                 skipped.append((int(f["id"]), "unregistered", None))  # no stake to slash on chain
                 continue
             calls.append(pool.slash_call(account_address(key), Violation.INVALID_COMPUTE, fault_evidence(f)))
