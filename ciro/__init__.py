@@ -41,6 +41,7 @@ from .errors import (
     PayloadTooLargeError,
     ProtocolError,
     UnauthenticatedError,
+    WorkerBusyError,
     WorkerError,
 )
 from .identity import Identity, KeyStore
@@ -121,6 +122,7 @@ __all__ = [
     "UnauthenticatedError",
     "VerificationLevel",
     "VerificationReport",
+    "WorkerBusyError",
     "WorkerError",
     "__version__",
     "canonical_bytes",

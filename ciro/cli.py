@@ -379,6 +379,41 @@ def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: i
                  "--seed", str(seed), "--accounts", str(accounts), "--home", str(cfg.home)])
 
 
+@cli.command("fund")
+@click.argument("public_key")
+@click.option("--amount", default="10000", show_default=True, help="CIRO to send.")
+@click.pass_context
+@handle_errors
+def fund(ctx: click.Context, public_key: str, amount: str) -> None:
+    """Give PUBLIC_KEY (0x-hex, or a key name in this key store) a Starknet account holding CIRO, paid by this
+    home's governance key: the local devnet's faucet (a provider's wallet before `ciro provider join --stake`)."""
+    from decimal import Decimal, InvalidOperation
+
+    cfg = _cfg(ctx)
+    try:
+        key = int(public_key, 16) if public_key.startswith("0x") else _keystore(ctx).get(public_key).public_key
+        units = int(Decimal(amount) * 10**18)
+    except (ValueError, InvalidOperation):
+        raise InputError(f"{public_key!r} / {amount!r}: give a 0x-hex public key or a key name, and an amount "
+                         "of CIRO.") from None
+    address, balance = asyncio.run(_fund(cfg, key, units))
+    click.echo(f"account {address:#x} of key {key:#066x}: {Decimal(balance) / 10**18:f} CIRO")
+
+
+async def _fund(cfg: Config, key: int, units: int) -> tuple[int, int]:
+    from .chain import ChainClient, Network, ensure_account
+    from .identity import KeyStore
+
+    net = Network.load(cfg.home)
+    gov = await ChainClient.connect(net.rpc_url, address=net.governance,
+                                    identity=KeyStore(cfg.home / "keys").get(cfg.operator_key))
+    address = await ensure_account(gov, key)
+    token = net.token_on(gov)
+    if units:
+        await gov.execute([token.transfer_call(address, units)], what="Funding an account")
+    return address, await token.balance_of(address)
+
+
 @cli.group()
 def keys() -> None:
     """Stark-curve key pairs in $CIRO_HOME/keys (clients, workers, validators)."""

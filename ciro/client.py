@@ -44,6 +44,9 @@ __all__ = ["AsyncCiroClient", "CiroClient"]
 T = TypeVar("T")
 #: The gateway holds a request open at most this long; the client keeps waiting with `wait()`.
 MAX_SERVER_WAIT_S = 300.0
+#: What update_deployment may change (besides the model).
+_DEPLOYMENT_SETTINGS = ("verification", "replicas", "max_batch_size", "gpu", "gpu_memory_gb", "gpu_model", "cpu_only",
+                        "max_payment", "metadata")
 _START_HINT = "Start the embedded default with `ciro up` (or CiroClient.local()), or pass the URL of a running gateway."
 
 
@@ -193,14 +196,19 @@ class AsyncCiroClient:
 
     async def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
                                 verification: VerificationLevel | str = "receipt", replicas: int | None = None,
-                                max_batch_size: int | None = None, gpu: bool = False, max_payment: int | None = None,
+                                max_batch_size: int | None = None, gpu: bool = False,
+                                gpu_memory_gb: float | None = None, gpu_model: str | None = None,
+                                cpu_only: bool = False, max_payment: int | None = None,
                                 metadata: dict[str, Any] | None = None) -> Deployment:
         """Serve ``model`` (a path, bytes, or the ref of an uploaded model) under ``name`` (``docs/deployments.md``).
-        Raises :class:`DeploymentExistsError` if the name is taken, :class:`InputError` for settings the
-        gateway's workers cannot serve."""
+        Hardware: ``gpu`` (workers holding a GPU share), ``gpu_memory_gb`` (at least this much GPU memory in the
+        worker's share), ``gpu_model`` (the GPU's model name contains this, e.g. "H100"), ``cpu_only`` (workers
+        without a GPU share). Raises :class:`DeploymentExistsError` if the name is taken, :class:`InputError` for
+        settings the gateway's workers cannot serve."""
         level = self._level(verification)
         body = {"name": name, "model": await self._model_ref(model, level == "zk"), "verification": level,
-                "replicas": replicas, "max_batch_size": max_batch_size, "gpu": gpu,
+                "replicas": replicas, "max_batch_size": max_batch_size, "gpu": gpu, "gpu_memory_gb": gpu_memory_gb,
+                "gpu_model": gpu_model, "cpu_only": cpu_only,
                 "max_payment": str(max_payment) if max_payment is not None else None, "metadata": metadata or {}}
         return Deployment.from_wire(await self._request("POST", "/v1/deployments", json=body))
 
@@ -208,10 +216,10 @@ class AsyncCiroClient:
                                 **changes: Any) -> Deployment:
         """Change a deployment: a new ``model`` (path, bytes or ref) takes over once stored and set up; other
         keywords as in :meth:`create_deployment` (only those given change)."""
-        unknown = set(changes) - {"verification", "replicas", "max_batch_size", "gpu", "max_payment", "metadata"}
+        unknown = set(changes) - set(_DEPLOYMENT_SETTINGS)
         if unknown:
-            raise InputError(f"Unknown deployment setting(s): {', '.join(sorted(unknown))}. Use verification, "
-                             "replicas, max_batch_size, gpu, max_payment or metadata.")
+            raise InputError(f"Unknown deployment setting(s): {', '.join(sorted(unknown))}. Use "
+                             f"{', '.join(_DEPLOYMENT_SETTINGS[:-1])} or {_DEPLOYMENT_SETTINGS[-1]}.")
         if "verification" in changes:
             changes["verification"] = self._level(changes["verification"])
         if changes.get("max_payment") is not None:
@@ -240,13 +248,15 @@ class AsyncCiroClient:
 
     async def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                      **options: Any) -> str:
-        """Queue one job; returns its id at once."""
+        """Queue one job; returns its id at once. ``options`` are stored with the job; the hardware ones place it:
+        ``gpu=True`` (a worker holding a GPU share; ``gpu="H100"`` is a preference, recorded only),
+        ``gpu_memory_gb=40``, ``gpu_model="H100"``, ``cpu_only=True``."""
         out = await self._submit(model, inputs, verification, options, wait=0.0)
         return str(out["id"])
 
     async def infer(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
                     timeout: float | None = None, **options: Any) -> JobResult:
-        """Run one job and return its result; raises if the job fails."""
+        """Run one job and return its result; raises if the job fails. ``options`` as in :meth:`submit`."""
         wait = timeout if timeout is not None else self.timeout
         proc = await self.processor(model) if is_raw(inputs) else None
         out = await self._submit(model, proc.preprocess(inputs) if proc else inputs, verification, options, wait=wait)
@@ -338,40 +348,47 @@ class AsyncCiroClient:
 
     async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
                            rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
-                           wait: float = 0.0, max_payment: int | None = None) -> list[str]:
-        """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items``."""
-        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment)
+                           wait: float = 0.0, max_payment: int | None = None, **options: Any) -> list[str]:
+        """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items`` and
+        ``options``."""
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment, options)
         return [str(i) for i in body["job_ids"]]
 
     async def infer_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
                           rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
-                          timeout: float | None = None, max_payment: int | None = None) -> list[JobResult]:
+                          timeout: float | None = None, max_payment: int | None = None,
+                          **options: Any) -> list[JobResult]:
         """Run many jobs in one request. ``items`` is a list of inputs (one job each), or stacked
         inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows.
+        ``options`` are every job's options, as for :meth:`infer` (e.g. ``gpu_memory_gb=16``, ``cpu_only=True``).
         With ``max_payment`` (CIRO base units per job) every job's payment is escrowed on chain first, in one
         transaction from :meth:`payer`'s account, and the worker is paid once the result is verified."""
         wait = timeout if timeout is not None else self.timeout
-        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment)
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment, options)
         if body.get("results") is None:
             return [_checked(await self.wait(j, timeout=wait)) for j in body["job_ids"]]
         return [_checked(JobResult.from_wire(r)) for r in body["results"]]
 
     async def _batch(self, model: str, items: Any, rows_per_job: int, verification: Any,
-                     wait: float, max_payment: int | None = None) -> dict[str, Any]:
+                     wait: float, max_payment: int | None = None,
+                     options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         info = await self.model(model)
         level = self._level(verification)
+        job_options = {**self.default_options, **(options or {})}
         params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
         if max_payment is not None:
             params = {"wait": 0, "escrow": "true"}
         if isinstance(items, np.ndarray | Mapping):  # stacked: send binary
             stacked = _normalize(info, items)
             params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
+            if job_options:
+                params["options"] = orjson.dumps(job_options, option=orjson.OPT_SORT_KEYS).decode()
             result: dict[str, Any] = await self._request(
                 "POST", "/v1/jobs/batch/binary", data=encode_binary(stacked), params=params,
                 headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
         else:
             body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
-                    "verification": level, "options": dict(self.default_options)}
+                    "verification": level, "options": job_options}
             result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
         if max_payment is not None:
             await self._escrow(result["jobs"], int(max_payment))
@@ -559,11 +576,13 @@ class CiroClient:
 
     def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
                           verification: VerificationLevel | str = "receipt", replicas: int | None = None,
-                          max_batch_size: int | None = None, gpu: bool = False, max_payment: int | None = None,
+                          max_batch_size: int | None = None, gpu: bool = False, gpu_memory_gb: float | None = None,
+                          gpu_model: str | None = None, cpu_only: bool = False, max_payment: int | None = None,
                           metadata: dict[str, Any] | None = None) -> Deployment:
         return self._run(self._async.create_deployment(
             name, model, verification=verification, replicas=replicas, max_batch_size=max_batch_size, gpu=gpu,
-            max_payment=max_payment, metadata=metadata))
+            gpu_memory_gb=gpu_memory_gb, gpu_model=gpu_model, cpu_only=cpu_only, max_payment=max_payment,
+            metadata=metadata))
 
     def update_deployment(self, name: str, *, model: str | os.PathLike[str] | bytes | None = None,
                           **changes: Any) -> Deployment:
@@ -584,16 +603,17 @@ class CiroClient:
 
     def submit_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
                      verification: VerificationLevel | str | bool | None = None,
-                     max_payment: int | None = None) -> list[str]:
+                     max_payment: int | None = None, **options: Any) -> list[str]:
         return self._run(self._async.submit_batch(model, items, rows_per_job=rows_per_job,
-                                                  verification=verification, max_payment=max_payment))
+                                                  verification=verification, max_payment=max_payment, **options))
 
     def infer_batch(self, model: str, items: Any, *, rows_per_job: int = 1,
                     verification: VerificationLevel | str | bool | None = None,
-                    timeout: float | None = None, max_payment: int | None = None) -> list[JobResult]:
+                    timeout: float | None = None, max_payment: int | None = None,
+                    **options: Any) -> list[JobResult]:
         return self._run(self._async.infer_batch(model, items, rows_per_job=rows_per_job,
                                                  verification=verification, timeout=timeout,
-                                                 max_payment=max_payment))
+                                                 max_payment=max_payment, **options))
 
     def chain_info(self) -> dict[str, Any]:
         return self._run(self._async.chain_info())

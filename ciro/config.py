@@ -38,6 +38,8 @@ class Config:
     port: int = DEFAULT_PORT
     #: Ray cluster address (``host:port`` of the GCS). None: ``ciro up`` starts a local head.
     ray_address: str | None = None
+    #: The address this machine's Ray node advertises (a LAN address for a cluster of several machines).
+    node_ip: str = "127.0.0.1"
     num_workers: int = 2
     worker_num_cpus: float = 1.0
     worker_num_gpus: float = 0.0
@@ -89,6 +91,17 @@ class Config:
     #: Provider: who runs this node's workers (set it where `ray start` runs). Quorum jobs go to workers of
     #: distinct providers where the cluster has them. Unset: each Ray node counts as its own provider.
     provider: str | None = None
+    #: Provider node: the GPU's model name and memory (GB) when nvidia-smi cannot tell (set by `ciro provider join`).
+    gpu_model: str | None = None
+    gpu_memory_gb: float = 0.0
+    #: Provider node: seconds between the signed heartbeats `ciro provider join` sends for its workers.
+    heartbeat_interval_s: float = 10.0
+    #: Gateway: a provider worker whose last heartbeat is older than this is down (downtime evidence starts).
+    heartbeat_timeout_s: float = 60.0
+    #: Gateway: downtime longer than this is slashed on chain (CDCPool violation 2; the seed's 6 hours).
+    downtime_slash_s: float = 6 * 3600.0
+    #: Gateway: how often it looks for provider nodes joining or leaving the Ray cluster.
+    node_poll_s: float = 2.0
     #: Client: "auto" signs requests to a gateway that is not on this machine; "always"; "never".
     sign_requests: str = "auto"
     #: Client: name of the key (in $CIRO_HOME/keys) that signs requests; created on first use.
@@ -146,7 +159,9 @@ class Config:
 
     def _validate(self) -> None:
         checks = [
-            (self.num_workers >= 1, "num_workers must be >= 1"),
+            (self.num_workers >= 0, "num_workers must be >= 0 (0: only provider nodes' workers)"),
+            (self.heartbeat_interval_s > 0 and self.heartbeat_timeout_s > 0 and self.downtime_slash_s > 0,
+             "heartbeat_interval_s, heartbeat_timeout_s and downtime_slash_s must be > 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
             (self.batch_timeout_ms >= 0, "batch_timeout_ms must be >= 0"),
             (self.max_attempts >= 1, "max_attempts must be >= 1"),

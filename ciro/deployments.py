@@ -23,8 +23,14 @@ class Deployment:
     replicas: int | None = None
     #: At most this many jobs per batch (None: the gateway's max_batch_size).
     max_batch_size: int | None = None
-    #: Only workers with a GPU execution provider run it.
+    #: Only workers holding a GPU share run it.
     gpu: bool = False
+    #: Only workers whose GPU share has at least this much memory (GB) run it.
+    gpu_memory_gb: float | None = None
+    #: Only workers whose GPU model name contains this (case-insensitive, e.g. "H100") run it.
+    gpu_model: str | None = None
+    #: Only workers without a GPU share run it (keeps GPUs for the deployments that need them).
+    cpu_only: bool = False
     #: The most a job may cost (token base units), escrowed per job on chain; None: unpaid jobs.
     max_payment: int | None = None
     #: Free-form data of the tool that made it (the MLflow plugin keeps the model URI, flavor, signature here).

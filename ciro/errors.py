@@ -17,6 +17,7 @@ The tree (a domain base also subclasses the stdlib type callers already catch)::
     │   ├── NoQuorumError (JobFailedError)  fewer than 2f+1 of k workers agreed
     │   └── JobTimeoutError (TimeoutError)  waited longer than asked
     ├── WorkerError (RuntimeError)          a worker died or could not run the model
+    │   └── WorkerBusyError                 a leaving worker still runs batches (drain, then retry)
     ├── ChainError                          a Starknet node or contract call failed
     │   ├── ContractRevertedError           a contract refused the call (``reason`` holds its message)
     │   └── InsufficientEscrowError         a job's on-chain escrow is missing or too small (HTTP 402)
@@ -64,6 +65,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProtocolError",
     "UnauthenticatedError",
+    "WorkerBusyError",
     "WorkerError",
     "error_class",
     "error_from_payload",
@@ -183,6 +185,13 @@ class JobTimeoutError(JobError, TimeoutError):
 class WorkerError(CiroError, RuntimeError):
     code = "worker_error"
     http_status = 503
+
+
+class WorkerBusyError(WorkerError):
+    """A worker asked to leave while it still runs batches: drain it and retry."""
+
+    code = "worker_busy"
+    http_status = 409
 
 
 class ChainError(CiroError):

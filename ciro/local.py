@@ -137,23 +137,23 @@ def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        _ray_exe(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+        _ray_exe(), "start", "--head", "--block", f"--port={port}", f"--node-ip-address={cfg.node_ip}",
         "--include-dashboard=false", "--disable-usage-stats",
         f"--dashboard-agent-listen-port={_free_port()}",
     ]
-    _say(progress, f"ciro: starting a local Ray head on 127.0.0.1:{port} ...")
+    _say(progress, f"ciro: starting a local Ray head on {cfg.node_ip}:{port} ...")
     with open(logs / "ray-head.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=ray_env(os.environ))
     deadline = time.monotonic() + _RAY_START_S
-    while not _port_open("127.0.0.1", port):
+    while not _port_open(cfg.node_ip, port):
         if proc.poll() is not None:
             raise CiroError(f"`ray start` exited with code {proc.returncode}. See {logs / 'ray-head.log'}.")
         if time.monotonic() > deadline:
             proc.terminate()
             raise CiroError(f"The Ray head did not come up in {_RAY_START_S:.0f}s. See {logs / 'ray-head.log'}.")
         time.sleep(0.2)
-    return {"ray_address": f"127.0.0.1:{port}", "ray_pid": proc.pid, "ray_started": True}
+    return {"ray_address": f"{cfg.node_ip}:{port}", "ray_pid": proc.pid, "ray_started": True}
 
 
 def _devnet_url(cfg: Config) -> str:
@@ -231,7 +231,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
     env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
     env.pop("CIRO_GATEWAY_URL", None)
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
-    if num_workers:
+    if num_workers is not None:
         cmd += ["--workers", str(num_workers)]
     _say(progress, f"ciro: starting the gateway on {url} (Ray at {ray_state['ray_address']}) ...")
     with open(logs / "gateway.log", "ab") as log:

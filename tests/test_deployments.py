@@ -63,7 +63,10 @@ def test_settings_the_workers_cannot_serve_are_refused_and_nothing_changes(clien
                                                                          mlp_path: Path) -> None:
     client.delete_deployment("dep-bad")
     cases = [
-        (dict(gpu=True), "No worker of this gateway runs on a GPU"),
+        (dict(gpu=True), r"No worker of this gateway fits this deployment: it requires a GPU, and the workers "
+                         r"have: 2 CPU-only .*Deploy without the requirement .*ciro provider join --num-gpus 1"),
+        (dict(gpu_model="H100", gpu_memory_gb=40), "it requires a GPU, model H100, at least 40 GB"),
+        (dict(cpu_only=True, gpu=True), "cpu_only cannot be combined with gpu"),
         (dict(replicas=9), "replicas=9 but this gateway has 2"),
         (dict(verification="quorum"), "needs 4 eligible workers"),
         (dict(verification="zk"), "no zk set-up"),

@@ -190,9 +190,21 @@ def test_bad_input_gives_a_clear_mlflow_exception_and_changes_nothing(logged: Lo
         get_deploy_client("ciro:/ftp://x")
 
 
+def test_hardware_options_are_typed_and_bad_values_refused() -> None:
+    from mlflow_ciro.target import _options, target_help
+
+    config = {"gpu": "true", "gpu_memory_gb": "40", "gpu_model": "H100", "cpu_only": "no"}
+    assert _options(config) == {"gpu": True, "gpu_memory_gb": 40.0, "gpu_model": "H100", "cpu_only": False}
+    for key, bad in (("gpu_memory_gb", "lots"), ("gpu_memory_gb", "0"), ("cpu_only", "maybe"), ("gpu_model", " ")):
+        with pytest.raises(MlflowException, match=f"Bad value -C {key}="):
+            _options({key: bad})
+    assert all(f"-C {k}=" in target_help() for k in config)
+
+
 def test_help_run_local_and_the_quickstart_example(logged: Logged, cluster: Cluster, tmp_path: Path) -> None:
     helptext = _mlflow(logged, "help", "-t", "ciro").stdout
-    for option in ("verify", "replicas", "max_batch_size", "gpu", "max_payment", "rtol", "atol"):
+    for option in ("verify", "replicas", "max_batch_size", "gpu", "gpu_memory_gb", "gpu_model", "cpu_only",
+                   "max_payment", "rtol", "atol"):
         assert f"-C {option}=" in helptext
     assert "ciro:/http://HOST:PORT" in helptext and "agreement, not correctness" in helptext
 

@@ -5,7 +5,7 @@ Imported on demand (``import ciro.chain``): it needs starknet-py (``pip install 
 
 from .client import ChainClient, TxResult, decode_revert
 from .contracts import CDCPool, CiroToken, JobManager, JobState, Violation
-from .network import Network, account_address, deploy_network, ensure_account
+from .network import Network, account_address, account_exists, deploy_network, ensure_account
 
 __all__ = [
     "CDCPool",
@@ -17,6 +17,7 @@ __all__ = [
     "TxResult",
     "Violation",
     "account_address",
+    "account_exists",
     "decode_revert",
     "deploy_network",
     "ensure_account",

@@ -20,7 +20,7 @@ from .client import ChainClient
 from .contracts import CDCPool, CiroToken, JobManager
 from .deploy import class_hashes, declare, deploy
 
-__all__ = ["Network", "account_address", "deploy_network", "ensure_account"]
+__all__ = ["Network", "account_address", "account_exists", "deploy_network", "ensure_account"]
 
 CHAIN_FILE = "chain.json"
 
@@ -94,18 +94,30 @@ async def deploy_network(gov: ChainClient, *, rpc_url: str, supply: int, min_sta
     return net
 
 
-async def ensure_account(gov: ChainClient, identity: Identity) -> int:
-    """Deploy the CiroAccount of ``identity`` (paid by ``gov``) unless it exists; returns its address."""
+async def ensure_account(gov: ChainClient, identity: Identity | int) -> int:
+    """Deploy the CiroAccount of ``identity`` (a key pair, or just its public key), paid by ``gov``, unless it
+    exists; returns its address."""
     from starknet_py.net.client_errors import ClientError
 
-    address = account_address(identity.public_key)
+    public_key = identity if isinstance(identity, int) else identity.public_key
+    label = f"key {public_key:#x}" if isinstance(identity, int) else f"key {identity.name!r}"
+    address = account_address(public_key)
     try:
         await gov.node.get_class_hash_at(address)
         return address
     except ClientError:
         pass
     cls = await declare(gov, "CiroAccount")
-    deployed, _ = await deploy(gov, cls, [identity.public_key], salt=identity.public_key,
-                               what=f"Deploying the account of key {identity.name!r}")
+    deployed, _ = await deploy(gov, cls, [public_key], salt=public_key, what=f"Deploying the account of {label}")
     assert deployed == address, "UDC address differs from the computed one"
     return address
+
+
+async def account_exists(chain: ChainClient, address: int) -> bool:
+    from starknet_py.net.client_errors import ClientError
+
+    try:
+        await chain.node.get_class_hash_at(address)
+        return True
+    except ClientError:
+        return False

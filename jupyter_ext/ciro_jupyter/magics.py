@@ -39,10 +39,13 @@ __all__ = ["CiroMagics", "JobHandle"]
 
 HELP = """%ciro: run verifiable inference from the notebook.
 
-  %ciro infer MODEL INPUT [--verify receipt|quorum|zk|none] [--gpu] [--async] [--max-payment N] [--timeout S]
+  %ciro infer MODEL INPUT [--verify receipt|quorum|zk|none] [--gpu] [--gpu-model NAME] [--gpu-memory-gb N]
+             [--cpu-only] [--async] [--max-payment N] [--timeout S]
       MODEL: a deployed model's name or hash, an ONNX file (deployed first), or a Hugging Face repo id when the
       hf plugin is installed. INPUT: a variable (numpy array, DataFrame, list, string) or a file (.npy, .npz,
-      .json, .csv, .txt). Returns a JobResult (with --async: a JobHandle; .result() waits).
+      .json, .csv, .txt). Hardware: --gpu a worker holding a GPU share, --gpu-model one whose GPU's name contains
+      NAME (e.g. H100), --gpu-memory-gb at least N GB of GPU memory in its share, --cpu-only one without a GPU.
+      Returns a JobResult (with --async: a JobHandle; .result() waits).
   %%ciro infer MODEL [options]       the cell body is the input: JSON, a Python expression, or plain text
   %ciro deploy PATH [--name NAME] [--zk]      upload an ONNX model; returns its ModelInfo
   %ciro jobs [--limit N]                      recent jobs as a table
@@ -68,6 +71,9 @@ def _parsers() -> dict[str, _Parser]:
     infer.add_argument("input", nargs="?")
     infer.add_argument("--verify", dest="verification")
     infer.add_argument("--gpu", action="store_true")
+    infer.add_argument("--gpu-model")
+    infer.add_argument("--gpu-memory-gb", type=float)
+    infer.add_argument("--cpu-only", action="store_true")
     infer.add_argument("--async", dest="asynchronous", action="store_true")
     infer.add_argument("--max-payment", type=int)
     infer.add_argument("--timeout", type=float)
@@ -261,6 +267,12 @@ class CiroMagics(Magics):
         raw, data = data, proc.preprocess(data) if proc is not None else data
         level = VerificationLevel.parse(a.verification or self.ciro_config.verification).value
         options: dict[str, Any] = {"gpu": True} if a.gpu else {}
+        if a.gpu_model:
+            options["gpu_model"] = a.gpu_model
+        if a.gpu_memory_gb is not None:
+            options["gpu_memory_gb"] = a.gpu_memory_gb
+        if a.cpu_only:
+            options["cpu_only"] = True
         if a.max_payment is not None:
             options["max_payment"] = a.max_payment
         job_id = self.client.submit(info.hash, data, verification=level, **options)

@@ -59,7 +59,11 @@ _OPTIONS = {
     "verify": "receipt | quorum | zk | none: the evidence each prediction carries (default receipt)",
     "replicas": "at most this many workers run the deployment at once (default: all free workers)",
     "max_batch_size": "at most this many predictions per worker batch (default: the gateway's max_batch_size)",
-    "gpu": "true: only workers with a GPU execution provider (default false)",
+    "gpu": "true: only workers holding a GPU share (default false)",
+    "gpu_memory_gb": "only workers whose GPU share has at least this much memory, in GB (a 0.5 share of an 80 GB "
+                     "GPU has 40)",
+    "gpu_model": "only workers whose GPU model name contains this, case-insensitive (e.g. H100)",
+    "cpu_only": "true: only workers without a GPU share, keeping GPUs for what needs them (default false)",
     "max_payment": "escrow per job on Starknet, in CIRO base units (the gateway must settle payments)",
     "rows_per_job": "input rows per job (default 1: every row is its own job with its own evidence; more rows "
                     "per job amortise the per-job cost, and one receipt or proof then covers them all)",
@@ -145,10 +149,18 @@ def _options(config: dict[str, Any] | None) -> dict[str, Any]:
                 out[key] = int(value)
                 if out[key] < (0 if key == "max_payment" else 1):
                     raise ValueError("too small")
-            elif key == "gpu":
+            elif key in ("gpu", "cpu_only"):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError("not a boolean")
-                out["gpu"] = value.lower() in ("true", "1", "yes")
+                out[key] = value.lower() in ("true", "1", "yes")
+            elif key == "gpu_model":
+                if not value:
+                    raise ValueError("empty")
+                out[key] = value
+            elif key == "gpu_memory_gb":
+                out[key] = float(value)
+                if not out[key] > 0:
+                    raise ValueError("not above 0")
             else:
                 out[key] = float(value)
         except (ValueError, InputError) as exc:
@@ -162,7 +174,8 @@ def _summary(d: Deployment, url: str) -> dict[str, Any]:
     out = {"name": d.name, "flavor": meta.get("flavor", "onnx"), "model_uri": meta.get("model_uri"),
            "model_hash": d.model_hash, "status": d.status, "verification": d.verification,
            "proves": PROVES.get(d.verification), "replicas": d.replicas, "max_batch_size": d.max_batch_size,
-           "gpu": d.gpu, "max_payment": d.max_payment, "version": d.version,
+           "gpu": d.gpu, "gpu_memory_gb": d.gpu_memory_gb, "gpu_model": d.gpu_model, "cpu_only": d.cpu_only,
+           "max_payment": d.max_payment, "version": d.version,
            "previous_model_hash": d.previous_model_hash, "rows_per_job": meta.get("rows_per_job", 1),
            "conversion_check": meta.get("check"),
            "gateway": url, "zk": (d.model.get("zk") or {}).get("status") if d.model else None}

@@ -18,8 +18,28 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--home", help="CIRO_HOME (stores and logs)")
     serve.add_argument("--ray-address", help="GCS address of an existing Ray cluster (host:port)")
     serve.add_argument("--workers", type=int, dest="num_workers")
+    node = sub.add_parser("provider-node", help="a provider's Ray node and its heartbeats (`ciro provider join`)")
+    node.add_argument("--address", required=True)
+    node.add_argument("--gateway", required=True)
+    node.add_argument("--slots", type=int, required=True)
+    node.add_argument("--num-cpus", type=float, required=True)
+    node.add_argument("--num-gpus", type=float, default=0.0)
+    node.add_argument("--node-ip", default="127.0.0.1")
+    node.add_argument("--provider", required=True)
+    node.add_argument("--gpu-model")
+    node.add_argument("--gpu-memory-gb", type=float)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "provider-node":
+        from .provider import run_node
+
+        try:
+            return run_node(address=args.address, gateway=args.gateway, slots=args.slots, num_cpus=args.num_cpus,
+                            num_gpus=args.num_gpus, node_ip=args.node_ip, provider=args.provider,
+                            gpu_model=args.gpu_model, gpu_memory_gb=args.gpu_memory_gb)
+        except CiroError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     try:
         cfg = Config.load(host=args.host, port=args.port, home=args.home, ray_address=args.ray_address,
                           num_workers=args.num_workers)

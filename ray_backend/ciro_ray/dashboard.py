@@ -79,14 +79,21 @@ async def collect(gw: Gateway) -> dict[str, Any]:
             den += capacity
         workers.append({"id": d["id"], "provider": d.get("provider"), "node": d.get("hostname") or d.get("node_id"),
                         "alive": d["alive"], "admitted": d["admitted"], "num_cpus": d.get("num_cpus"),
-                        "num_gpus": d.get("num_gpus"), "execution_providers": d.get("execution_providers", []),
+                        "num_gpus": d.get("num_gpus"), "gpu_model": d.get("gpu_model"),
+                        "gpu_memory_gb": d.get("gpu_memory_gb"), "gpu_source": d.get("gpu_source"),
+                        "state": "draining" if d.get("draining") else "down" if d.get("down") else "ready",
+                        "execution_providers": d.get("execution_providers", []),
                         "inflight_batches": d.get("inflight_batches", 0), "jobs_last_hour": len(recent),
                         "utilisation": utilisation, "stake": chain.get("stake"), "reputation": chain.get("reputation")})
     jobs = [{"id": r.id, "status": r.status.value, "verification": r.verification, "worker": r.worker,
              "model": r.model_hash[:12], "latency_ms": (r.finished_at - r.submitted_at) * 1000
              if r.finished_at else None, "settlement": r.settlement, "settlement_tx": r.settlement_tx}
             for r in gw.store.recent(limit=20)]
+    downtime = [{"worker_key": r["worker_key"], "provider": r["provider"], "last_heartbeat": r["last_seen"],
+                 "seconds": (r["ended_at"] or now) - r["last_seen"], "ongoing": r["ended_at"] is None,
+                 "slash": r["slash"], "slash_tx": r["slash_tx"]} for r in gw.providers.downtime(limit=20)]
     return {"time": now, "workers": workers, "recent_jobs": jobs, "jobs_per_hour": list(reversed(per_hour)),
+            "downtime": downtime,
             "eta": num / den if den else None, "security": str(security) if security is not None else None,
             "settlement": gw.settlement is not None}
 
@@ -108,13 +115,22 @@ def _table(name: str, header: list[str], rows: list[list[Any]]) -> str:
     return f"<table aria-label='{name}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _gpus(w: dict[str, Any]) -> str:
+    share = float(w.get("num_gpus") or 0)
+    if not share:
+        return "0"
+    facts = [f"{w['gpu_memory_gb']:g} GB" if w.get("gpu_memory_gb") else "", w.get("gpu_source") or ""]
+    detail = ", ".join(f for f in facts if f)
+    return f"{share:g} x {w.get('gpu_model') or 'GPU'}" + (f" ({detail})" if detail else "")
+
+
 def render(data: dict[str, Any]) -> str:
     eta = "n/a" if data["eta"] is None else f"{data['eta']:.3f}"
     security = data["security"] if data["security"] is not None else "n/a (this gateway settles no payments)"
-    workers = _table("workers", ["worker", "provider", "node", "alive", "admitted", "CPUs", "GPUs", "runtime",
-                                 "in flight", "jobs/hour", "utilisation", "stake", "reputation"],
+    workers = _table("workers", ["worker", "provider", "node", "alive", "admitted", "state", "CPUs", "GPUs",
+                                 "runtime", "in flight", "jobs/hour", "utilisation", "stake", "reputation"],
                      [[w["id"], w["provider"], w["node"], "yes" if w["alive"] else "no",
-                       "yes" if w["admitted"] else "no", w["num_cpus"], w["num_gpus"],
+                       "yes" if w["admitted"] else "no", w["state"], w["num_cpus"], _gpus(w),
                        ", ".join(w["execution_providers"]), w["inflight_batches"], w["jobs_last_hour"],
                        f"{w['utilisation']:.1%}", w["stake"], w["reputation"]] for w in data["workers"]])
     jobs = _table("recent jobs", ["job", "status", "verification", "worker", "model", "latency", "payment"],
@@ -122,13 +138,19 @@ def render(data: dict[str, Any]) -> str:
                     f"{j['latency_ms']:.1f} ms" if j["latency_ms"] is not None else None,
                     (j["settlement"] or "unpaid") + (f" tx {j['settlement_tx'][:12]}..." if j["settlement_tx"] else "")]
                    for j in data["recent_jobs"]])
+    downtime = _table("downtime", ["provider", "worker key", "silent for", "state", "slash"],
+                      [[d["provider"], d["worker_key"][:18] + "...", f"{d['seconds']:.0f} s",
+                        "ongoing" if d["ongoing"] else "ended",
+                        (d["slash"] or "-") + (f" tx {d['slash_tx'][:12]}..." if d["slash_tx"] else "")]
+                       for d in data["downtime"]])
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Ciro dashboard</title>"
             f"<meta http-equiv='refresh' content='10'><style>{_STYLE}</style></head><body><main>"
             f"<h1>Ciro network</h1><div class='kpi'>network efficiency &eta;<b id='eta'>{eta}</b></div>"
             f"<div class='kpi'>Security(n)<b id='security'>{html.escape(security)}</b></div>"
             f"<div class='kpi'>workers alive<b>{sum(w['alive'] for w in data['workers'])}</b></div>"
             f"<h2>Workers</h2>{workers}<h2>Jobs per hour (last 24 h)</h2>{_chart(data['jobs_per_hour'])}"
-            f"<h2>Recent jobs</h2>{jobs}<p><small>Definitions of &eta; and Security(n): docs/architecture.md. "
+            f"<h2>Recent jobs</h2>{jobs}<h2>Provider downtime</h2>{downtime}"
+            f"<p><small>Definitions of &eta; and Security(n): docs/architecture.md. "
             f"JSON: <a href='/v1/dashboard'>/v1/dashboard</a>.</small></p></main></body></html>")
 
 

@@ -1,6 +1,6 @@
 """Deployments on the gateway: a durable registry (SQLite under ``CIRO_HOME``) and the ``/v1/deployments`` routes.
 
-A deployment names a model and how it is served (verification level, replicas, batch size, GPU, payment).
+A deployment names a model and how it is served (verification level, replicas, batch size, hardware, payment).
 Creating or updating one points the model store's name at the model hash and gives the scheduler the serving
 settings, so jobs submitted by name run on the deployed model. The registry survives a gateway restart.
 """
@@ -28,7 +28,8 @@ from ciro import (
     QuorumPolicy,
 )
 
-from .scheduler import Serving
+from .fit import Fit
+from .scheduler import Serving, hardware_summary, unfit_error
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -84,7 +85,12 @@ class DeploymentUpdate(BaseModel):
     verification: str | None = Field(None, description="receipt | quorum | zk | none")
     replicas: int | None = Field(None, ge=1, description="at most this many workers run it at once")
     max_batch_size: int | None = Field(None, ge=1, description="at most this many jobs per batch")
-    gpu: bool | None = Field(None, description="only workers with a GPU execution provider")
+    gpu: bool | None = Field(None, description="only workers holding a GPU share")
+    gpu_memory_gb: float | None = Field(None, ge=0, description="only workers whose GPU share has at least this "
+                                        "much memory (GB; a 0.5 share of an 80 GB GPU has 40)")
+    gpu_model: str | None = Field(None, max_length=128, description="only workers whose GPU model name contains "
+                                  "this (case-insensitive), e.g. H100")
+    cpu_only: bool | None = Field(None, description="only workers without a GPU share")
     max_payment: str | None = Field(None, pattern=r"^[0-9]+$", description="escrow per job (token base units)")
     metadata: dict[str, Any] | None = None
 
@@ -94,11 +100,16 @@ class DeploymentIn(DeploymentUpdate):
     model: str = Field(description="model hash, unique hash prefix or name (upload it first)")
 
 
+def _fit(d: Deployment) -> Fit:
+    """The hardware a deployment's workers need (InputError for settings that contradict each other)."""
+    return Fit.of({"gpu": d.gpu, "gpu_memory_gb": d.gpu_memory_gb, "gpu_model": d.gpu_model, "cpu_only": d.cpu_only})
+
+
 def _apply(gw: Gateway, d: Deployment) -> None:
     """Point the name at the model and hand the scheduler its serving settings."""
     gw.models.set_name(d.name, d.model_hash)
     if gw.scheduler is not None:
-        gw.scheduler.serving[d.model_hash] = Serving(d.max_batch_size, d.replicas, d.gpu)
+        gw.scheduler.serving[d.model_hash] = Serving(d.max_batch_size, d.replicas, _fit(d))
 
 
 def _check(gw: Gateway, d: Deployment) -> None:
@@ -109,17 +120,19 @@ def _check(gw: Gateway, d: Deployment) -> None:
         raise InputError(f"Model {d.model_hash[:12]} has no zk set-up, so it cannot be deployed with verification "
                          "zk. Upload it with zk=true (ciro deploy --zk), or choose receipt or quorum.")
     pool = gw.pool
-    workers = pool.eligible_count(gpu=d.gpu) if pool is not None else 0
-    if d.gpu and workers == 0:
-        raise InputError("No worker of this gateway runs on a GPU (none reports onnxruntime's CUDA or TensorRT "
-                         "provider; see GET /v1/workers). Deploy with gpu=false, or add GPU workers with "
-                         "onnxruntime-gpu installed.")
+    fit = _fit(d)
+    workers = pool.eligible_count(fit) if pool is not None else 0
+    if not fit.any and workers == 0:
+        raise unfit_error(fit, pool, subject="this deployment", instead="Deploy without the requirement ("
+                          + ("cpu_only=false" if fit.cpu_only else "gpu=false, no gpu_model or gpu_memory_gb") + ")")
+    hardware = f" of {fit.describe()}" if not fit.any else ""
     if d.verification == "quorum" and workers < QuorumPolicy().k:
-        raise InputError(f"A quorum deployment needs {QuorumPolicy().k} eligible workers (k = 3f+1, f = 1); this "
-                         f"gateway has {workers}. Add workers, or choose receipt or zk.")
+        raise InputError(f"A quorum deployment needs {QuorumPolicy().k} eligible workers{hardware} (k = 3f+1, "
+                         f"f = 1); this gateway has {workers} ({hardware_summary(pool)}). Add workers, or choose "
+                         "receipt or zk.")
     if d.replicas is not None and d.replicas > max(workers, 1):
-        raise InputError(f"replicas={d.replicas} but this gateway has {workers} eligible worker(s). Lower replicas "
-                         "or add workers (ciro up --workers N).")
+        raise InputError(f"replicas={d.replicas} but this gateway has {workers} eligible worker(s){hardware}. Lower "
+                         "replicas or add workers (ciro up --workers N, or ciro provider join).")
     if d.max_batch_size is not None and d.max_batch_size > gw.cfg.max_batch_size:
         raise InputError(f"max_batch_size={d.max_batch_size} is above this gateway's limit "
                          f"{gw.cfg.max_batch_size}. Lower it, or raise CIRO_MAX_BATCH_SIZE on the gateway.")
@@ -171,6 +184,7 @@ def add_routes(app: FastAPI, gw: Gateway, errors: dict[int | str, dict[str, Any]
         now = time.time()
         d = Deployment(name=body.name, model_hash=info.hash, verification=body.verification or "receipt",
                        replicas=body.replicas, max_batch_size=body.max_batch_size, gpu=bool(body.gpu),
+                       gpu_memory_gb=body.gpu_memory_gb, gpu_model=body.gpu_model or None, cpu_only=bool(body.cpu_only),
                        max_payment=int(body.max_payment) if body.max_payment is not None else None,
                        metadata=body.metadata or {}, created_at=now, updated_at=now, owner=request.state.account)
         _check(gw, d)
@@ -187,6 +201,11 @@ def add_routes(app: FastAPI, gw: Gateway, errors: dict[int | str, dict[str, Any]
         fields = body.model_dump(exclude_unset=True, exclude={"model"})
         if "max_payment" in fields and fields["max_payment"] is not None:
             fields["max_payment"] = int(fields["max_payment"])
+        for flag in ("gpu", "cpu_only"):  # an explicit null switches the requirement off
+            if flag in fields:
+                fields[flag] = bool(fields[flag])
+        if "gpu_model" in fields:
+            fields["gpu_model"] = fields["gpu_model"] or None
         new = Deployment(**{**old.to_dict(), **fields, "max_payment": fields.get("max_payment", old.max_payment),
                             "model_hash": info.hash, "version": old.version + 1, "updated_at": time.time(),
                             "previous_model_hash": old.model_hash if info.hash != old.model_hash

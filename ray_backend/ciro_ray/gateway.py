@@ -37,6 +37,7 @@ from ciro import (
     ModelStore,
     QuorumPolicy,
     VerificationLevel,
+    WorkerBusyError,
     __version__,
     canonical_bytes,
     decode_binary,
@@ -53,11 +54,14 @@ from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .limits import BodyLimitMiddleware
 from .metrics import Metrics
+from .nodes import ProviderNodes
 from .plugins import install_plugins
 from .pool import WorkerPool
+from .providers import ProviderStore
 from .proving import run_setup
-from .scheduler import Outcome, Pending, Scheduler
+from .scheduler import DEFAULT_SERVING, Outcome, Pending, Scheduler, admit_fit
 from .schemas import (
+    _OPTIONS_DOC,
     BatchRequest,
     BatchResponse,
     ErrorResponse,
@@ -94,10 +98,12 @@ class Gateway:
         self.allowed_workers = read_keys(cfg.allowed_workers) if cfg.allowed_workers else None
         self.nonces = NonceStore(cfg.home / "nonces.db")
         self.deployments = DeploymentStore(cfg.home / "deployments.db")
+        self.providers = ProviderStore(cfg.home / "providers.db")
         self.auth = RequestAuth(cfg, self.nonces, self.known_workers)
         #: Last signed heartbeat per worker key (unix seconds).
         self.heartbeats: dict[str, float] = {}
         self.pool: WorkerPool | None = None
+        self.nodes: ProviderNodes | None = None
         self.scheduler: Scheduler | None = None
         self.settlement: Settlement | None = None
         self.started_at = time.time()
@@ -126,7 +132,12 @@ class Gateway:
             self.pool.allowed_keys = eligible if self.allowed_workers is None else eligible & self.allowed_workers
             self.pool.readmit()
             self.settlement.on_ineligible = self._drop_workers
+            self.settlement.providers = self.providers
             self.settlement.start()
+        self.nodes = ProviderNodes(self.cfg, self.pool, self.providers, allowed=self.allowed_workers,
+                                   eligible=self.settlement.eligible if self.settlement is not None else None)
+        await self.nodes.poll()  # provider nodes already in the cluster get their workers now
+        self.nodes.start()
         self.scheduler = Scheduler(self.cfg, self.store, self.models, self.pool, self.metrics)
         apply_all(self)
         recovered = self.store.recover()
@@ -137,6 +148,8 @@ class Gateway:
                  len(self.pool.workers), len(queued), recovered)
 
     async def stop(self) -> None:
+        if self.nodes:
+            await self.nodes.stop()
         if self.settlement:
             await self.settlement.stop()
         if self.scheduler:
@@ -146,12 +159,14 @@ class Gateway:
         self.store.close()
         self.nonces.close()
         self.deployments.close()
+        self.providers.close()
 
     def known_workers(self) -> set[int]:
         """Worker keys this gateway admits: the allowed_workers list, else the workers it started."""
         if self.allowed_workers is not None:
             return self.allowed_workers
-        return self.pool.keys() if self.pool else set()
+        started = self.pool.all_keys() if self.pool else set()
+        return started | {int(w["worker_key"], 16) for w in self.providers.workers(include_left=False)}
 
     @property
     def sched(self) -> Scheduler:
@@ -205,10 +220,8 @@ class Gateway:
             )
         if not items:
             raise InputError("The batch holds no jobs. Send at least one input.")
-        if options.get("gpu") is True and (self.pool is None or self.pool.eligible_count(gpu=True) == 0):
-            raise InputError("The job requires a GPU (options.gpu = true) but no worker of this gateway runs on "
-                             "one (none reports onnxruntime's CUDA or TensorRT provider; see GET /v1/workers). Submit "
-                             "without gpu, or add GPU workers with onnxruntime-gpu installed.")
+        serving = self.scheduler.serving.get(info.hash, DEFAULT_SERVING) if self.scheduler else DEFAULT_SERVING
+        fit = admit_fit(serving.fit, options, self.pool)  # the hardware it needs, which some worker has
         if level is VerificationLevel.ZKML:
             if self.models.zk_status(info.hash) is None:
                 raise InputError(f"Model {info.hash[:12]} has no zk set-up. Deploy it with zk=True "
@@ -221,7 +234,7 @@ class Gateway:
                                          "dimensions. Split larger inputs into jobs (infer_batch).")
         if level is VerificationLevel.QUORUM:
             policy = QuorumPolicy.from_options(options)
-            have = self.pool.eligible_count() if self.pool else 0
+            have = self.pool.eligible_count(fit) if self.pool else 0
             if have < policy.k:
                 raise InputError(
                     f"Quorum with f={policy.f} needs k={policy.k} distinct workers; this gateway has {have}. "
@@ -471,10 +484,18 @@ def create_app(cfg: Config | None = None) -> FastAPI:
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
     async def submit_batch_binary(request: Request, model: str = Query(...), rows_per_job: int = Query(1, ge=1),
                                   verification: str = "receipt", wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
-                                  escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
+                                  escrow: bool = Query(False, description=_ESCROW_DOC),
+                                  options: str | None = Query(None, description="JSON object: " + _OPTIONS_DOC)
+                                  ) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
+        try:
+            opts = orjson.loads(options) if options else {}
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"The options query parameter is not JSON ({exc}). Send a JSON object.") from None
+        if not isinstance(opts, dict):
+            raise InputError("The options query parameter must be a JSON object, e.g. {\"gpu\": true}.")
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)
-        return await _batch(model, items, verification, {}, wait, request.state.account, escrow)
+        return await _batch(model, items, verification, opts, wait, request.state.account, escrow)
 
     async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
                      wait: float, client: str | None, escrow: bool = False) -> Response:
@@ -582,9 +603,48 @@ def create_app(cfg: Config | None = None) -> FastAPI:
 
     @app.post("/v1/workers/heartbeat", tags=["workers"], responses=_ERRORS)
     async def worker_heartbeat(request: Request) -> Response:
-        """A worker says it is alive. Signed by the worker's key; a key this gateway does not admit gets 403."""
+        """A worker says it is alive. Signed by the worker's key; a key this gateway does not know gets 403. A
+        provider worker silent for longer than heartbeat_timeout_s is down (GET /v1/downtime)."""
         key = request.state.account
         gw.heartbeats[key] = now = time.time()
-        return _json({"worker_key": key, "admitted": True, "last_seen": now})
+        state = gw.nodes.heartbeat(key) if gw.nodes is not None else {}
+        admitted_keys = gw.pool.keys() if gw.pool is not None else set()
+        admitted = int(key, 16) in admitted_keys
+        return _json({"worker_key": key, "admitted": admitted, "last_seen": now, **state})
+
+    @app.post("/v1/workers/drain", tags=["workers"], responses=_ERRORS)
+    async def worker_drain(request: Request) -> Response:
+        """The signing worker stops taking new jobs; what it runs finishes. Poll ``inflight_batches`` (here or
+        in GET /v1/workers) until it is 0, then POST /v1/workers/leave."""
+        if gw.nodes is None:
+            raise CiroError("The gateway is still starting. Retry in a moment.")
+        return _json(gw.nodes.drain(request.state.account))
+
+    @app.post("/v1/workers/leave", tags=["workers"], responses=_ERRORS)
+    async def worker_leave(request: Request) -> Response:
+        """The signing worker leaves: it is stopped and no longer watched for downtime. 409 while it still runs
+        batches (drain first)."""
+        if gw.nodes is None:
+            raise CiroError("The gateway is still starting. Retry in a moment.")
+        out = gw.nodes.leave(request.state.account)
+        if out["state"] != "left":
+            raise WorkerBusyError(f"Worker {out['worker_key']} still runs {out['inflight_batches']} batch(es). "
+                                  "POST /v1/workers/drain, wait until inflight_batches is 0, then leave.",
+                                  detail=out)
+        return _json(out)
+
+    @app.get("/v1/providers", tags=["workers"])
+    async def list_providers() -> Response:
+        """Provider workers this gateway watches: provider, node, state, last heartbeat, whether down."""
+        rows = gw.providers.workers()
+        for r in rows:
+            r["down"] = gw.providers.is_down(r["worker_key"])
+        return _json(rows)
+
+    @app.get("/v1/downtime", tags=["workers"])
+    async def list_downtime(worker_key: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> Response:
+        """Downtime records, newest first: last heartbeat, when it was detected, when it ended, and the slash
+        filed for it (with the evidence whose SHA-256 the slash recorded)."""
+        return _json(gw.providers.downtime(worker_key=worker_key, limit=limit))
 
     return app

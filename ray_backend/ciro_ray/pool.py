@@ -14,12 +14,20 @@ import ray
 
 from ciro import Config, ConfigError
 
+from .fit import Fit
 from .worker import OnnxWorker
 
-__all__ = ["NAMESPACE", "WorkerHandle", "WorkerPool"]
+__all__ = ["NAMESPACE", "PROVIDER_RESOURCE", "WorkerHandle", "WorkerPool", "provider_key_name"]
 
 log = logging.getLogger("ciro.pool")
 NAMESPACE = "ciro"
+#: Custom Ray resource a provider node advertises (`ciro provider join`): how many worker slots it offers.
+PROVIDER_RESOURCE = "ciro_worker"
+
+
+def provider_key_name(slot: int) -> str:
+    """Name, in the provider node's key store, of the key of its worker in ``slot``."""
+    return f"provider-worker-{slot}"
 
 
 @dataclass
@@ -34,12 +42,26 @@ class WorkerHandle:
     created_at: float = field(default_factory=time.time)
     #: False when its key is not on the gateway's allowed_workers list: it never gets a job.
     admitted: bool = True
+    #: The provider node it is pinned to (None: placed by Ray anywhere, the embedded default's workers).
+    node_id: str | None = None
+    #: Its provider asked to leave: it finishes what it runs and gets nothing new.
+    draining: bool = False
+    #: Its heartbeats stopped: it gets nothing new until they resume.
+    down: bool = False
 
     @property
     def gpu(self) -> bool:
-        """Runs its models on a GPU (onnxruntime's CUDA or TensorRT execution provider)."""
-        eps = self.info.get("execution_providers") or []
-        return any(ep in eps for ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+        """Holds a share of a GPU (whether onnxruntime uses it: ``execution_providers`` in its info)."""
+        return float(self.info.get("num_gpus") or 0.0) > 0
+
+    @property
+    def key(self) -> int | None:
+        k = self.info.get("worker_key")
+        return int(str(k), 16) if k else None
+
+    @property
+    def schedulable(self) -> bool:
+        return self.alive and self.admitted and not self.draining and not self.down and bool(self.info)
 
 
 def _load_class(path: str) -> type:
@@ -67,6 +89,8 @@ class WorkerPool:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called when a worker becomes eligible (the scheduler wakes up on it).
         self.on_ready: Callable[[], None] = lambda: None
+        #: Called when a started worker has reported its capabilities (the gateway checks its stake).
+        self.on_admit: Callable[[WorkerHandle], None] = lambda w: None
 
     def _spawn(self, slot: int) -> WorkerHandle:
         """Start a worker in ``slot``; a replacement takes its predecessor's slot and so its key."""
@@ -87,6 +111,36 @@ class WorkerPool:
         handle = WorkerHandle(id=wid, name=name, slot=slot, actor=actor)
         self.workers[wid] = handle
         return handle
+
+    def spawn_on(self, node_id: str, slot: int, *, num_cpus: float, num_gpus: float) -> WorkerHandle:
+        """Start the worker of a provider node's ``slot``, pinned to that node. Its key is the node's own
+        (``provider_key_name(slot)`` in the key store of the node's CIRO_HOME), registered and staked by
+        ``ciro provider join``. It is not replaced elsewhere when it dies: its node is its provider's."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._seq += 1
+        wid = f"w{self._seq}"
+        name = f"ciro-worker-{wid}-{int(time.time() * 1000)}"
+        actor = self._classes[0].options(
+            name=name, namespace=NAMESPACE, num_cpus=num_cpus, num_gpus=num_gpus or None,
+            resources={PROVIDER_RESOURCE: 1}, max_restarts=0, max_concurrency=1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        ).remote(wid, num_cpus=num_cpus, num_gpus=num_gpus, home=None, key_name=provider_key_name(slot))
+        handle = WorkerHandle(id=wid, name=name, slot=slot, actor=actor, node_id=node_id)
+        self.workers[wid] = handle
+        task = asyncio.get_running_loop().create_task(self._describe(handle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return handle
+
+    def remove(self, w: WorkerHandle) -> None:
+        """Stop a worker for good (its provider left, or its node is gone): no replacement."""
+        w.alive = False
+        self.workers.pop(w.id, None)
+        try:
+            ray.kill(w.actor, no_restart=True)
+        except Exception as exc:  # already gone with its node
+            log.debug("kill %s: %s", w.id, exc)
 
     async def start(self, *, timeout_s: float = 120.0) -> None:
         for slot in range(self.cfg.num_workers):
@@ -122,8 +176,12 @@ class WorkerPool:
         if not w.alive:
             return
         w.alive = False
-        log.warning("worker %s died (%s); starting a replacement", w.id, reason)
         self.workers.pop(w.id, None)
+        if w.node_id is not None:  # a provider node's worker: the node watcher restarts it if its node lives
+            log.warning("worker %s on provider node %s died (%s)", w.id, w.node_id[:12], reason)
+            self.on_ready()
+            return
+        log.warning("worker %s died (%s); starting a replacement", w.id, reason)
         replacement = self._spawn(w.slot)
         task = asyncio.get_running_loop().create_task(self._describe(replacement))
         self._tasks.add(task)
@@ -134,11 +192,13 @@ class WorkerPool:
             self._set_info(w, await w.actor.info.remote())
         except Exception as exc:  # a replacement that fails to start is replaced again
             self.mark_dead(w, exc)
+        else:
+            self.on_admit(w)
         self.on_ready()
 
     def _free(self, limit: int, fits: Callable[[WorkerHandle], bool] | None) -> list[WorkerHandle]:
         # A worker is eligible once it has reported its capabilities (and so its key).
-        return [w for w in self.workers.values() if w.alive and w.admitted and w.info and w.inflight < limit
+        return [w for w in self.workers.values() if w.schedulable and w.inflight < limit
                 and (fits is None or fits(w))]
 
     def pick(self, limit: int, fits: Callable[[WorkerHandle], bool] | None = None) -> WorkerHandle | None:
@@ -163,8 +223,10 @@ class WorkerPool:
         chosen += [w for w in live if w not in chosen]
         return chosen[:k]
 
-    def eligible_count(self, *, gpu: bool = False) -> int:
-        return sum(1 for w in self.workers.values() if w.alive and w.admitted and (w.gpu or not gpu))
+    def eligible_count(self, fit: Fit | None = None) -> int:
+        """Workers that may get jobs (and whose hardware ``fit`` accepts)."""
+        return sum(1 for w in self.workers.values() if w.alive and w.admitted and not w.draining
+                   and (fit is None or fit.accepts(w.info)))
 
     def readmit(self) -> None:
         """Apply a changed ``allowed_keys`` to the running workers."""
@@ -177,11 +239,15 @@ class WorkerPool:
         return {int(str(w.info["worker_key"]), 16) for w in self.workers.values()
                 if w.admitted and w.info.get("worker_key")}
 
+    def all_keys(self) -> set[int]:
+        """Keys of every worker that reported, admitted or not."""
+        return {k for w in self.workers.values() if (k := w.key) is not None}
 
     def describe(self) -> list[dict[str, Any]]:
         return [
             {**w.info, "id": w.id, "actor_name": w.name, "namespace": NAMESPACE, "alive": w.alive,
-             "admitted": w.admitted, "inflight_batches": w.inflight}
+             "admitted": w.admitted, "inflight_batches": w.inflight, "draining": w.draining, "down": w.down,
+             "pinned_node": w.node_id}
             for w in self.workers.values()
         ]
 

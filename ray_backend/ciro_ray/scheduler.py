@@ -15,8 +15,8 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ciro import (
     CiroError,
     Config,
+    InputError,
     InvalidComputeError,
     JobStatus,
     ModelStore,
@@ -38,13 +39,15 @@ from ciro import (
 )
 from ciro.quorum import group_votes
 
+from .fit import FIT_OPTIONS, Fit
 from .jobstore import JobStore
 from .metrics import Metrics
 from .pool import WorkerHandle, WorkerPool
 from .proving import Prover
 from .worker import RECEIPT_LEVELS, JobMeta
 
-__all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving"]
+__all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving", "admit_fit", "hardware_summary",
+           "job_fit", "unfit_error"]
 
 log = logging.getLogger("ciro.scheduler")
 PIPELINE = 2
@@ -73,14 +76,77 @@ class Pending:
 
 @dataclass(frozen=True)
 class Serving:
-    """How a deployed model is served: jobs per batch, how many workers run it at once, GPU workers only."""
+    """How a deployed model is served: jobs per batch, how many workers run it at once, the hardware they need."""
 
     max_batch_size: int | None = None
     replicas: int | None = None
-    gpu: bool = False
+    fit: Fit = field(default_factory=Fit)
 
 
 DEFAULT_SERVING = Serving()
+
+
+def job_fit(serving: Serving, p: Pending) -> Fit:
+    """The hardware job ``p`` needs: its options' requirement on top of its deployment's. The gateway refuses
+    invalid or conflicting options at admission; one that slips through (a job stored before its deployment
+    changed) counts as asking for nothing beyond the deployment."""
+    if not any(k in p.options for k in FIT_OPTIONS):
+        return serving.fit
+    try:
+        return serving.fit.merge(Fit.of(p.options))
+    except InputError:
+        return serving.fit
+
+
+def hardware_summary(pool: WorkerPool | None) -> str:
+    """What the workers that may get jobs run on, e.g. "2 CPU-only, 1 with a 0.5 share of a GPU H100 (80 GB)"."""
+    kinds: Counter[str] = Counter()
+    for w in (pool.workers.values() if pool is not None else ()):
+        if not (w.alive and w.admitted and not w.draining and w.info):
+            continue
+        share = float(w.info.get("num_gpus") or 0.0)
+        if share <= 0:
+            kinds["CPU-only"] += 1
+            continue
+        memory = float(w.info.get("gpu_memory_gb") or 0.0)
+        size = "a whole GPU" if share == 1 else f"{share:g} GPUs" if share > 1 else f"a {share:g} share of a GPU"
+        kinds[f"with {size} {w.info.get('gpu_model') or 'of unknown model'}"
+              + (f" ({memory:g} GB)" if memory else "")] += 1
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "none"
+
+
+def unfit_error(fit: Fit, pool: WorkerPool | None, *, subject: str, instead: str) -> InputError:
+    """No eligible worker has the hardware ``fit`` requires: say what is required, what the workers have, the fix
+    (``instead``: how to ask for less, e.g. "Submit without gpu")."""
+    add = ("a worker without a GPU share (`ciro provider join --num-gpus 0` on a CPU machine)" if fit.cpu_only else
+           "a provider node with such a GPU (`ciro provider join --num-gpus 1` on it; --gpu-model and "
+           "--gpu-memory-gb declare a GPU nvidia-smi cannot see)")
+    return InputError(f"No worker of this gateway fits {subject}: it requires {fit.describe()}, and the workers "
+                      f"have: {hardware_summary(pool)} (GET /v1/workers). {instead}, or add {add}.",
+                      detail={"required": fit.to_dict()})
+
+
+def admit_fit(deployed: Fit, options: Mapping[str, Any], pool: WorkerPool | None) -> Fit:
+    """The hardware a new job needs: its options' (a string ``gpu`` such as "H100" is a preference, recorded only)
+    on top of its deployment's ``deployed``. Refused, with the fix, when its options are invalid, contradict the
+    deployment, or no eligible worker has that hardware."""
+    job = Fit.of(options)
+    if (deployed.cpu_only and job.needs_gpu) or (job.cpu_only and deployed.needs_gpu):
+        raise InputError(f"The job asks for {job.describe()} but its deployment requires {deployed.describe()}. "
+                         f"Submit without {_fit_keys(job)}, or update the deployment.")
+    fit = deployed.merge(job)
+    if fit.any or (pool is not None and pool.eligible_count(fit) > 0):
+        return fit
+    if job.any:
+        instead = "Update its deployment to require less"
+    else:
+        instead = f"Submit without {_fit_keys(job)}" + (
+            "" if deployed.any else f" (its deployment also requires {deployed.describe()}: update it)")
+    raise unfit_error(fit, pool, subject="this job", instead=instead)
+
+
+def _fit_keys(fit: Fit) -> str:
+    return "cpu_only" if fit.cpu_only else "gpu, gpu_model and gpu_memory_gb"
 
 
 @dataclass(frozen=True)
@@ -229,17 +295,16 @@ class Scheduler:
         """Send one batch of ``model`` if a fitting worker is free (True); else None, or the seconds until its
         batch is due (a busy worker waits up to ``batch_timeout_ms`` for a fuller batch)."""
         q = self.queues[model]
-        serving = self.serving.get(model, DEFAULT_SERVING)
-        gpu = q[0].options.get("gpu") is True  # a string (e.g. "H100") is a preference, recorded only
-        if gpu and not serving.gpu:  # a job that asks for a GPU, of a model deployed without that setting
-            serving = Serving(serving.max_batch_size, serving.replicas, True)
+        deployed = self.serving.get(model, DEFAULT_SERVING)
+        fit = job_fit(deployed, q[0])  # the batch's hardware: jobs that need other hardware wait for their own
+        serving = replace(deployed, fit=fit) if fit != deployed.fit else deployed
         max_n = min(self.cfg.max_batch_size, serving.max_batch_size or self.cfg.max_batch_size)
         policy = q[0].quorum
         if policy is not None:  # the same batch goes to k distinct workers (replicas does not cap a quorum)
             workers = self.pool.pick_distinct(policy.k, PIPELINE, self._fits(model, serving, capped=False))
             if workers is None:
                 return None  # not enough free workers: a finishing batch or a new worker wakes us
-            batch = _take(q, max_n, lambda p, pol=policy: p.quorum == pol and (p.options.get("gpu") is True) == gpu)  # type: ignore[misc]
+            batch = _take(q, max_n, lambda p: p.quorum == policy and job_fit(deployed, p) == fit)
             self._launch(self._execute_quorum(workers, model, batch, policy), workers, model)
             return True
         worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
@@ -250,18 +315,19 @@ class Scheduler:
             due = q[0].enqueued_at + wait_s - time.monotonic()
             if due > 0:
                 return due
-        batch = _take(q, max_n, lambda p: p.verification != "quorum" and (p.options.get("gpu") is True) == gpu)
+        batch = _take(q, max_n, lambda p: p.verification != "quorum" and job_fit(deployed, p) == fit)
         self._launch(self._execute(worker, model, batch), [worker], model)
         return True
 
     def _fits(self, model: str, serving: Serving, *, capped: bool) -> Callable[[WorkerHandle], bool] | None:
-        """Which workers may take a batch of ``model``: GPU ones for a GPU deployment, and while ``replicas``
-        workers are busy with it, only those."""
+        """Which workers may take a batch of ``model``: those whose hardware ``serving.fit`` accepts, and while
+        ``replicas`` workers are busy with it, only those."""
         busy = self._busy.get(model) if capped and serving.replicas else None
         full = busy is not None and serving.replicas is not None and len(busy) >= serving.replicas
-        if not serving.gpu and not full:
+        fit = serving.fit
+        if fit.any and not full:
             return None
-        return lambda w: (w.gpu or not serving.gpu) and (not full or w.id in busy)  # type: ignore[operator]
+        return lambda w: fit.accepts(w.info) and (not full or w.id in busy)  # type: ignore[operator]
 
     def _launch(self, coro: Coroutine[Any, Any, None], workers: list[WorkerHandle], model: str) -> None:
         self.metrics.queue_depth.set(self.depth())

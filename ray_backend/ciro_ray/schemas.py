@@ -25,8 +25,11 @@ class Tensor(BaseModel):
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol), gpu (true: only GPU workers run it; a string such "
-                "as \"H100\" is a preference, recorded only); other keys are stored with the job and not acted on")
+_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol); hardware: gpu (true: a worker holding a GPU share runs "
+                "it; a string such as \"H100\" is a preference, recorded only), gpu_memory_gb (at least this much GPU "
+                "memory in the worker's share, GB: a 0.5 share of an 80 GB GPU has 40), gpu_model (the GPU's model "
+                "name contains this, case-insensitive, e.g. \"H100\"), cpu_only (true: a worker without a GPU share), "
+                "added to its deployment's; other keys are stored with the job and not acted on")
 
 
 class JobRequest(BaseModel):

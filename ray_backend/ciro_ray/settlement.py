@@ -33,6 +33,7 @@ from ciro.identity import Identity
 from ciro.receipts import short_string
 
 from .jobstore import JobRow, JobStore
+from .providers import ProviderStore, downtime_evidence, evidence_felt
 
 __all__ = ["Settlement"]
 
@@ -81,6 +82,10 @@ class Settlement:
         self._task: asyncio.Task[None] | None = None
         #: Called with the keys of workers a slash left ineligible (below the minimum stake, or banned).
         self.on_ineligible: Callable[[set[int]], None] | None = None
+        #: Provider workers' downtime records (the gateway's); long downtime is slashed from here.
+        self.providers: ProviderStore | None = None
+        self._seated: set[int] = set()
+        self._seating = asyncio.Lock()
 
     @classmethod
     async def open(cls, cfg: Config, store: JobStore) -> Settlement | None:
@@ -188,6 +193,23 @@ class Settlement:
                 eligible.add(key)
         return eligible
 
+    async def eligible(self, worker_keys: set[int]) -> set[int]:
+        """The keys whose worker is eligible on chain (registered, at least the minimum stake, not banned). An
+        eligible worker not yet in the validator set gets a seat (it then counts in Security(n))."""
+        pool = self.network.pool_on(self.operator)
+        out = set()
+        async with self._seating:  # one seat per worker, however many checks run at once
+            for key in worker_keys:
+                address = account_address(key)
+                if not await pool.is_eligible(address):
+                    continue
+                out.add(key)
+                if key not in self._seated:
+                    if not bool(await pool.view("is_validator", address)):
+                        await self.operator.execute([pool.add_validator_call(address)], what="CDCPool.add_validator")
+                    self._seated.add(key)
+        return out
+
     # -- after a job ran -----------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -210,7 +232,7 @@ class Settlement:
     async def settle_once(self) -> int:
         """Settle up to ``settle_batch`` finished jobs and file pending slashes; returns how many changed state."""
         rows = self.store.to_settle(self.cfg.settle_batch)
-        changed = await self._slash()
+        changed = await self._slash() + await self._slash_downtime()
         if not rows:
             return changed
         done = [r for r in rows if r.status.value == "done"]
@@ -302,6 +324,42 @@ class Settlement:
         if filed:
             await self._drop_ineligible({int(f["worker_key"], 16) for f in filed})
         return len(faults)
+
+    async def _slash_downtime(self) -> int:
+        """File downtime longer than ``downtime_slash_s`` as ``CDCPool.slash(worker, DOWNTIME, evidence)`` from
+        governance, in one transaction. The evidence names the record served at GET /v1/downtime (the worker, its
+        last heartbeat, how long it was silent); like the zk slash, the pool takes governance's word for it."""
+        if self.providers is None:
+            return 0
+        now = time.time()
+        due = self.providers.to_slash(self.cfg.downtime_slash_s, self.cfg.settle_batch, now)
+        if not due:
+            return 0
+        pool = self.network.pool_on(self.operator)
+        calls: list[Any] = []
+        filed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        done: list[tuple[int, str, str | None, dict[str, Any] | None]] = []
+        for d in due:
+            key = int(d["worker_key"], 16)
+            evidence = downtime_evidence(d, now)
+            if int(await pool.view("worker_key", account_address(key))) == 0:
+                done.append((int(d["id"]), "unregistered", None, evidence))
+                continue
+            calls.append(pool.slash_call(account_address(key), Violation.DOWNTIME, evidence_felt(evidence)))
+            filed.append((d, evidence))
+        if filed:
+            try:
+                tx = await self.operator.execute(calls, what="Slashing for downtime")
+            except ChainError as exc:
+                log.warning("filing %d downtime slashes failed: %s", len(filed), exc)
+                done += [(int(d["id"]), "error", None, ev) for d, ev in filed]
+            else:
+                log.warning("slashed %d worker(s) for downtime: tx %s", len(filed), tx.tx_hex)
+                done += [(int(d["id"]), "slashed", tx.tx_hex, ev) for d, ev in filed]
+        self.providers.slashed(done)
+        if filed:
+            await self._drop_ineligible({int(d["worker_key"], 16) for d, _ in filed})
+        return len(due)
 
     async def _drop_ineligible(self, keys: set[int]) -> None:
         pool = self.network.pool_on(self.operator)

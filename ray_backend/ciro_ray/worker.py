@@ -56,6 +56,8 @@ class OnnxWorker:
             if num_gpus > 0 and "CUDAExecutionProvider" in available
             else ["CPUExecutionProvider"]
         )
+        hardware = _gpu_hardware(node_cfg) if num_gpus > 0 else (None, 0.0, None)
+        self.gpu_model, self.gpu_memory_gb, self.gpu_source = hardware
         self._sessions: dict[str, Any] = {}
         self._batchable: dict[str, bool] = {}
         self.started_at = time.time()
@@ -81,6 +83,9 @@ class OnnxWorker:
             "platform": platform.platform(terse=True),
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
+            "gpu_model": self.gpu_model,
+            "gpu_memory_gb": self.gpu_memory_gb,
+            "gpu_source": self.gpu_source,
             "execution_providers": self.execution_providers,
             "onnxruntime": self._ort.__version__,
             "models_loaded": sorted(self._sessions),
@@ -153,6 +158,19 @@ class OnnxWorker:
                                        level=meta.level).to_dict()
             out.append((res, oc, receipt))
         return out
+
+
+def _gpu_hardware(node_cfg: Config) -> tuple[str | None, float, str | None]:
+    """(model, memory in GB, "detected" | "declared") of this node's GPU: nvidia-smi, else the provider's
+    declaration (gpu_model / gpu_memory_gb in the node's configuration, which `ciro provider join` sets)."""
+    from .hardware import nvidia_gpus
+
+    if node_cfg.gpu_model or node_cfg.gpu_memory_gb:
+        return node_cfg.gpu_model, node_cfg.gpu_memory_gb, "declared"
+    found = nvidia_gpus()
+    if found:
+        return found[0][0], found[0][1], "detected"
+    return None, 0.0, None
 
 
 def _run_concatenated(sess: Any, names: list[str], batch: list[Tensors]) -> list[Tensors] | None:

@@ -1,0 +1,248 @@
+"""Providers: `ciro provider head/join/stake/status/leave` with real `ray start` nodes on loopback, the devnet's
+CDCPool for registration, stake, eligibility and the downtime slash, and the gateway scheduling by hardware fit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import CIRO, browser_page, free_port
+
+from ciro import CiroClient, Config, InputError
+from ciro.demo import digits_inputs
+from ciro.local import ray_env
+from ciro_ray.providers import ProviderStore, downtime_evidence, evidence_felt
+
+CIRO_UNIT = 10**18
+HEARTBEAT_TIMEOUT_S = 3.0
+DOWNTIME_SLASH_S = 6.0
+
+
+# -- the gateway's record of heartbeats and downtime (no Ray) -------------------------------------------------
+def test_provider_store_turns_silence_into_downtime_and_slash_evidence(tmp_path: Path) -> None:
+    store = ProviderStore(tmp_path / "providers.db")
+    key = f"{7:#066x}"
+    store.track(key, "alpha", "node-1", now=100.0)
+    assert store.silent(10.0, now=105.0) == []  # joined 5 s ago: not silent yet
+    store.heartbeat(key, now=108.0)
+    [silent] = store.silent(10.0, now=120.0)
+    opened = store.open_downtime(silent, now=120.0)
+    assert opened is not None and opened["last_seen"] == 108.0 and store.is_down(key)
+    assert store.open_downtime(silent, now=121.0) is None  # one record per gap
+    assert store.to_slash(60.0, 10, now=150.0) == []  # 42 s of silence: below the threshold
+    [due] = store.to_slash(60.0, 10, now=200.0)
+    evidence = downtime_evidence(due, 200.0)
+    assert evidence == {"worker_key": key, "violation": "downtime", "last_heartbeat": 108.0, "silent_until": 200.0,
+                        "seconds": 92.0}
+    store.slashed([(due["id"], "slashed", "0xabc", evidence)])
+    assert store.to_slash(60.0, 10, now=300.0) == []  # filed once
+    [record] = store.downtime(worker_key=key)
+    assert record["evidence"] == evidence and record["slash_tx"] == "0xabc"
+    assert evidence_felt(record["evidence"]) == evidence_felt(evidence) < 2**251  # a felt anyone can recompute
+    closed = store.heartbeat(key, now=210.0)  # back: the record closes
+    assert closed is not None and closed["ended_at"] == 210.0 and not store.is_down(key)
+    store.set_state(key, "left")
+    assert store.silent(10.0, now=10_000.0) == []  # a worker that left is not watched
+    store.close()
+
+
+# -- the multi-node scenario -----------------------------------------------------------------------------------
+class Site:
+    """A head and its providers' homes, driven through the `ciro` CLI as users do."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port, self.devnet_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CIRO_")}
+        self.env = {**ray_env(env), "CIRO_PORT": str(self.port), "CIRO_DEVNET_PORT": str(self.devnet_port),
+                    "CIRO_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+                    "CIRO_DOWNTIME_SLASH_S": str(DOWNTIME_SLASH_S), "CIRO_NODE_POLL_S": "0.5",
+                    "CIRO_HEARTBEAT_INTERVAL_S": "0.5", "CIRO_SETTLE_INTERVAL_S": "0.5"}
+        self.ray_address = ""
+
+    def ciro(self, home: str, *args: str, timeout: float = 300) -> str:
+        r = subprocess.run([CIRO, "--home", str(self.root / home), *args], env=self.env, capture_output=True,
+                           text=True, timeout=timeout)
+        assert r.returncode == 0, f"ciro {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def join(self, home: str, *args: str) -> dict[str, Any]:
+        pub = self.ciro(home, "keys", "new", "provider").split()[1]
+        self.ciro("head", "fund", pub, "--amount", "5000")
+        state: dict[str, Any] = json.loads(self.ciro(home, "provider", "join", "--address", self.ray_address,
+                                                     "--gateway", self.url, "--json", *args))
+        return state
+
+    def get(self, path: str) -> Any:
+        return httpx.get(self.url + path, timeout=30).json()
+
+    def workers_of(self, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        keys = set(state["worker_keys"])
+        return {w["id"]: w for w in self.get("/v1/workers") if w.get("worker_key") in keys}
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    out = s.ciro("head", "provider", "head")
+    s.ray_address = out.split("ray: ")[1].split()[0]
+    try:
+        yield s
+    finally:
+        for home in ("a", "b", "c"):
+            state_file = tmp_path / home / "run" / "provider.json"
+            if state_file.exists():
+                pid = json.loads(state_file.read_text())["supervisor_pid"]
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+        subprocess.run([CIRO, "--home", str(tmp_path / "head"), "down"], env=s.env, capture_output=True, timeout=120)
+
+
+class Stream:
+    """Plain jobs, 20 per request, sent one request after another from a thread until stopped."""
+
+    def __init__(self, client: CiroClient, model: str) -> None:
+        self.client, self.model = client, model
+        self.results: list[tuple[float, str | None]] = []  # (finished at, worker)
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.x = digits_inputs()[:20]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for r in self.client.infer_batch(self.model, self.x, timeout=120):
+                    assert r.status.value == "done" and r.outputs is not None
+                    self.results.append((time.time(), r.worker))
+            except BaseException as exc:  # reported by the test
+                self.errors.append(exc)
+                return
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=180)
+
+    def workers_after(self, t: float) -> set[str | None]:
+        return {w for at, w in self.results if at > t}
+
+
+def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_cleanly(site: Site,
+                                                                                      digits_path: Path) -> None:
+    # Three provider nodes: CPU-only, one (declared) H100 shared by two workers, and one under the minimum stake.
+    a = site.join("a", "--stake", "1000", "--num-cpus", "1", "--name", "cpu-provider")
+    b = site.join("b", "--stake", "1000", "--num-cpus", "1", "--num-gpus", "1", "--gpu-model",
+                  "NVIDIA H100 80GB HBM3", "--gpu-memory-gb", "80", "--workers-per-gpu", "2", "--name", "gpu-provider")
+    c = site.join("c", "--stake", "10", "--num-cpus", "1", "--name", "small-provider")
+    assert a["slots"] == 1 and b["slots"] == 2 and c["slots"] == 1
+    assert all(w["eligible"] for w in a["staking"]["workers"] + b["staking"]["workers"])
+    assert not c["staking"]["workers"][0]["eligible"]  # 10 CIRO < the pool's minimum of 1,000
+    _until("the staked workers to be admitted", lambda: all(
+        w["admitted"] for w in [*site.workers_of(a).values(), *site.workers_of(b).values()]))
+    wa, wb, wc = site.workers_of(a), site.workers_of(b), site.workers_of(c)
+    assert len(wa) == 1 and len(wb) == 2 and len(wc) == 1
+    assert all(w["num_gpus"] == 0.5 and w["gpu_model"] == "NVIDIA H100 80GB HBM3" and w["gpu_memory_gb"] == 80
+               and w["gpu_source"] == "declared" for w in wb.values())
+    assert [w["num_gpus"] for w in wa.values()] == [0.0] and not next(iter(wc.values()))["admitted"]
+
+    client = CiroClient(site.url, config=Config.load(home=site.root / "client"))
+    model = client.deploy(digits_path)
+    x = digits_inputs()
+    # Jobs go where their hardware fits; the under-staked worker gets nothing.
+    on_gpu = client.infer_batch(model.hash, x[:60], gpu_memory_gb=40)  # half of an 80 GB GPU holds 40 GB
+    assert {r.worker for r in on_gpu} <= set(wb) and len(on_gpu) == 60
+    on_cpu = client.infer_batch(model.hash, x[:60], cpu_only=True)
+    assert {r.worker for r in on_cpu} == set(wa)
+    anywhere = client.infer_batch(model.hash, x[:200])
+    assert not {r.worker for r in anywhere} & set(wc)
+    np.testing.assert_allclose(np.stack([r.outputs["probabilities"][0] for r in on_gpu]),
+                               np.stack([r.outputs["probabilities"][0] for r in on_cpu]), rtol=1e-5)
+    for too_much in ({"gpu_memory_gb": 41}, {"gpu_model": "A100"}):
+        with pytest.raises(InputError, match="No worker of this gateway fits this job"):
+            client.infer(model.hash, x[:1], **too_much)
+
+    # The dashboard, in Chromium, shows every provider's workers with their hardware.
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        page.goto(f"{site.url}/dashboard")
+        table = page.get_by_role("table", name="workers")
+        expect(table.locator("tbody tr")).to_have_count(4)
+        for name in ("cpu-provider", "gpu-provider", "small-provider"):
+            expect(table).to_contain_text(name)
+        expect(table).to_contain_text("0.5 x NVIDIA H100 80GB HBM3 (80 GB, declared)")
+
+    # Kill the CPU node (its Ray processes and heartbeats) mid-run: every job completes on the GPU node's workers.
+    with Stream(client, model.hash) as stream:
+        _until("jobs on the CPU node", lambda: set(wa) & stream.workers_after(0), timeout=60)
+        killed_at = time.time()
+        os.killpg(a["supervisor_pid"], signal.SIGKILL)
+        _until("jobs after the kill", lambda: len([1 for at, _ in stream.results if at > killed_at + 3]) >= 100,
+               timeout=120)
+    assert not stream.errors, stream.errors
+    assert stream.workers_after(killed_at + 3) <= set(wb)
+    assert not set(wa) & set(site.workers_of(a))  # its worker is gone from the gateway
+
+    # Its silence became downtime evidence and, past the (test's) threshold, a downtime slash on chain.
+    key_a = a["worker_keys"][0]
+    [down] = _until("the downtime slash", lambda: [d for d in site.get(f"/v1/downtime?worker_key={key_a}")
+                                                     if d["slash"] == "slashed"], timeout=90)
+    assert down["provider"] == "cpu-provider" and down["ended_at"] is None and down["slash_tx"].startswith("0x")
+    assert down["evidence"]["worker_key"] == key_a and down["evidence"]["seconds"] > DOWNTIME_SLASH_S
+    assert down["last_seen"] <= killed_at + 1
+    status_a = json.loads(site.ciro("a", "provider", "status", "--json"))
+    assert not status_a["running"]
+    [chain_a] = status_a["chain"]
+    assert int(chain_a["stake"]) == 950 * CIRO_UNIT  # 5 % of 1,000 CIRO
+    assert chain_a["reputation"] == 490 and not chain_a["eligible"]  # -10, banned for 30 days
+    providers = {p["worker_key"]: p for p in site.get("/v1/providers")}
+    assert providers[key_a]["down"] and not any(providers[k]["down"] for k in b["worker_keys"])
+
+    # The under-staked provider tops up and is admitted; then the GPU provider leaves while jobs run.
+    stake_c = json.loads(site.ciro("c", "provider", "stake", "1000", "--json"))
+    assert stake_c["workers"][0]["eligible"]
+    _until("the topped-up worker to be admitted", lambda: all(w["admitted"] for w in site.workers_of(c).values()),
+           timeout=60)
+    with Stream(client, model.hash) as stream:
+        _until("jobs before the leave", lambda: len(stream.results) >= 40)
+        left = json.loads(site.ciro("b", "provider", "leave", "--json"))
+        left_at = time.time()
+        _until("jobs after the leave", lambda: len(stream.workers_after(left_at)) and
+               len([1 for at, _ in stream.results if at > left_at]) >= 60)
+    assert not stream.errors, stream.errors
+    assert {w["state"] for w in left["left"]} == {"left"} and len(left["left"]) == 2
+    assert [int(u["pending"]) for u in left["unstake"]] == [1000 * CIRO_UNIT] * 2
+    assert all(u["tx"] for u in left["unstake"])
+    assert stream.workers_after(left_at) <= set(wc)
+    assert set(wb) & {r for _, r in stream.results}  # B ran jobs of this stream before it left
+    assert site.workers_of(b) == {}
+    assert {p["state"] for k, p in {p["worker_key"]: p for p in site.get("/v1/providers")}.items()
+            if k in b["worker_keys"]} == {"left"}
+    time.sleep(HEARTBEAT_TIMEOUT_S + 1)
+    assert not [d for d in site.get("/v1/downtime") if d["worker_key"] in b["worker_keys"]]  # leaving is not downtime
