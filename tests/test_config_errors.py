@@ -32,7 +32,8 @@ def test_config_file_location_can_be_overridden(
 
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"num_workers": 0}, "num_workers"), ({"port": 70000}, "port"), ({"max_batch_size": "x"}, "max_batch_size"),
+    [({"num_workers": -1}, "num_workers"), ({"heartbeat_timeout_s": 0}, "heartbeat_timeout_s"),
+     ({"port": 70000}, "port"), ({"max_batch_size": "x"}, "max_batch_size"),
      ({"jobstore_sync": "SOMETIMES"}, "jobstore_sync"), ({"bogus": 1}, "Unknown setting")],
 )
 def test_bad_settings_raise_config_error(tmp_home: Path, kwargs: dict, needle: str) -> None:

@@ -52,6 +52,8 @@ def test_provider_store_turns_silence_into_downtime_and_slash_evidence(tmp_path:
     assert evidence_felt(record["evidence"]) == evidence_felt(evidence) < 2**251  # a felt anyone can recompute
     closed = store.heartbeat(key, now=210.0)  # back: the record closes
     assert closed is not None and closed["ended_at"] == 210.0 and not store.is_down(key)
+    assert store.silent(10.0, now=300.0, since=295.0) == []  # a gateway that just restarted: no heartbeat could come
+    assert len(store.silent(10.0, now=320.0, since=295.0)) == 1
     store.set_state(key, "left")
     assert store.silent(10.0, now=10_000.0) == []  # a worker that left is not watched
     store.close()

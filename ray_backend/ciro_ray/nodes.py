@@ -52,6 +52,8 @@ class ProviderNodes:
         #: Nodes whose provider left: their workers are not started again.
         self.left_nodes: set[str] = set()
         self._checked_at = 0.0
+        #: When this gateway started watching: silence before it is not the providers' downtime.
+        self.since = time.time()
         self._task: asyncio.Task[None] | None = None
         pool.on_admit = self._on_admit
 
@@ -103,6 +105,10 @@ class ProviderNodes:
             return
         self.store.track(_hex(w.key), w.info.get("provider"), w.node_id)
         w.down = False
+        if w.gpu and "CUDAExecutionProvider" not in (w.info.get("execution_providers") or []):
+            log.warning("worker %s holds %.2f of a GPU but its onnxruntime has no CUDA provider, so it runs its models "
+                        "on the CPU. Install onnxruntime-gpu on node %s.", w.id, w.info.get("num_gpus"),
+                        w.info.get("hostname"))
         task = asyncio.get_running_loop().create_task(self.check_eligibility({w.key}))
         task.add_done_callback(_log_failure)
 
@@ -133,9 +139,9 @@ class ProviderNodes:
 
     def _watch_heartbeats(self) -> None:
         now = time.time()
-        silent = {w["worker_key"]: w for w in self.store.silent(self.cfg.heartbeat_timeout_s, now)}
+        silent = {w["worker_key"]: w for w in self.store.silent(self.cfg.heartbeat_timeout_s, now, since=self.since)}
         for rec in silent.values():
-            opened = self.store.open_downtime(rec, now)
+            opened = self.store.open_downtime(rec, now, since=self.since)
             if opened is not None:
                 log.warning("provider worker %s (%s) is down: no heartbeat for %.0f s", rec["worker_key"],
                             rec["provider"], now - opened["last_seen"])

@@ -116,13 +116,15 @@ class ProviderStore:
             return {**open_[0], "ended_at": now}
         return None
 
-    def silent(self, timeout_s: float, now: float | None = None) -> list[dict[str, Any]]:
-        """Watched workers (not left) whose last heartbeat, or join, is older than ``timeout_s``."""
+    def silent(self, timeout_s: float, now: float | None = None, *, since: float = 0.0) -> list[dict[str, Any]]:
+        """Watched workers (not left) whose last heartbeat, or join, is older than ``timeout_s``. Nothing before
+        ``since`` (when this gateway started) counts: while the gateway was away, heartbeats had nowhere to go."""
         now = time.time() if now is None else now
-        return self._all("SELECT * FROM provider_workers WHERE state != 'left' AND COALESCE(last_seen, joined_at) < ?",
-                         (now - timeout_s,))
+        return self._all("SELECT * FROM provider_workers WHERE state != 'left' AND "
+                         "MAX(COALESCE(last_seen, joined_at), ?) < ?", (since, now - timeout_s))
 
-    def open_downtime(self, w: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    def open_downtime(self, w: dict[str, Any], now: float | None = None, *,
+                      since: float = 0.0) -> dict[str, Any] | None:
         """Open a downtime record for ``w`` unless one is open; returns the new record."""
         now = time.time() if now is None else now
         with self._lock:
@@ -130,7 +132,7 @@ class ProviderStore:
                                    (w["worker_key"],))
             if cur.fetchone() is not None:
                 return None
-            last = w["last_seen"] if w["last_seen"] is not None else w["joined_at"]
+            last = max(w["last_seen"] if w["last_seen"] is not None else w["joined_at"], since)
             cur = self._db.execute("INSERT INTO downtime (worker_key, provider, node_id, last_seen, detected_at) "
                                    "VALUES (?, ?, ?, ?, ?)", (w["worker_key"], w["provider"], w["node_id"], last, now))
             row = self._db.execute("SELECT * FROM downtime WHERE id=?", (cur.lastrowid,)).fetchone()
