@@ -33,6 +33,29 @@ def test_jobstore_delivers_a_result_at_most_once(tmp_path: Path) -> None:
     store.close()
 
 
+def test_jobstore_keeps_inputs_out_of_the_job_row_and_reads_older_inline_inputs(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert([_job(1)])
+    store.close()
+    db = sqlite3.connect(tmp_path / "jobs.db")
+    assert db.execute("SELECT length(inputs) FROM jobs WHERE id='job1'").fetchone() == (0,)  # status updates stay small
+    old = _job(2)  # a job written by an older store, its inputs inline in the row
+    db.execute("INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, "
+               "submitted_at) VALUES (?, ?, 'queued', 'none', '{}', ?, ?, 0)",
+               (old.id, old.model_hash, old.input_commitment, old.inputs))
+    db.commit()
+    db.close()
+    store = JobStore(tmp_path / "jobs.db")
+    for job in (_job(1), old):
+        row = store.get(job.id, with_inputs=True)
+        assert row is not None and row.inputs == job.inputs
+        np.testing.assert_array_equal(decode_canonical(row.inputs)["x"], decode_canonical(job.inputs)["x"])
+    assert {r.id: r.inputs for r in store.queued()} == {"job1": _job(1).inputs, "job2": old.inputs}  # resumed whole
+    store.close()
+
+
 def test_jobstore_survives_reopen_and_recovers_running_jobs(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     store.insert([_job(i) for i in range(3)])

@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     settlement_tx TEXT,
     payment TEXT
 );
+-- A job's inputs live apart from its row: SQLite rewrites a whole row on every UPDATE, and a job's row changes
+-- state several times (queued, running, done). jobs.inputs is empty for jobs stored here (older stores kept them
+-- inline; both are read).
+CREATE TABLE IF NOT EXISTS job_inputs (
+    id TEXT PRIMARY KEY,
+    inputs BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, status);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
@@ -161,8 +168,9 @@ class JobStore:
             "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, "
             "batch_id, submitted_at, client) VALUES (?,?,?,?,?,?,?,?,?,?)",
             [(j.id, j.model_hash, j.status.value, j.verification, json.dumps(j.options),
-              j.input_commitment, j.inputs, j.batch_id, now, j.client) for j in jobs],
+              j.input_commitment, b"", j.batch_id, now, j.client) for j in jobs],
             )
+            db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)", [(j.id, j.inputs) for j in jobs])
         return now
 
     def mark_running(self, ids: Sequence[str], worker: str) -> dict[str, int]:
@@ -354,7 +362,8 @@ class JobStore:
         return [(str(w), float(a), float(b)) for w, a, b in rows]
 
     def _select(self, clause: str, args: Sequence[Any], *, with_inputs: bool) -> list[JobRow]:
-        cols = _COLS.format(inputs="inputs" if with_inputs else "NULL")
+        cols = _COLS.format(inputs="COALESCE((SELECT i.inputs FROM job_inputs i WHERE i.id = jobs.id), jobs.inputs)"
+                            if with_inputs else "NULL")
         with self._lock:
             rows = self._db.execute(f"SELECT {cols} FROM jobs {clause}", tuple(args)).fetchall()
         return [
