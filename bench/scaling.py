@@ -1,8 +1,9 @@
-"""Throughput of the demo model with one vs two Ray worker nodes (scaling).
+"""Throughput of the demo model with one vs two provider worker nodes (scaling).
 
-Each configuration starts its own Ray cluster as separate `ray start` processes on loopback (a head, plus a second
-node for the two-node case), each node with one CPU and one Ciro worker (CIRO_WORKER_NUM_CPUS=1), a gateway on
-the head (`ciro up --ray-address`), and measures the digits classifier (the `make demo` model):
+Each configuration starts its own cluster the way providers do: `ciro provider head` (a Ray head and the gateway,
+no workers of its own, no chain: settlement off) and one or two `ciro provider join --num-cpus 1 --stake 0` nodes,
+each a separate `ray start` process on loopback with one Ciro worker. It measures the digits classifier (the
+`make demo` model):
   - batched: 2,000 one-row jobs in one `infer_batch` request;
   - concurrent: 1,000 single-job requests, 32 in flight (AsyncCiroClient).
 The client, the gateway and the nodes share the machine: on a 2-core VM the second node adds a core that the
@@ -19,7 +20,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,48 +27,33 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import free_port, write_report
 
 from ciro import AsyncCiroClient, CiroClient, Config
 from ciro.demo import build_digits_model, digits_inputs
 from ciro.local import ray_env
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-               "--num-cpus=1", f"--dashboard-agent-listen-port={free_port()}", *args]
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=ray_env(os.environ))
-
-
-def wait_nodes(address: str, n: int) -> None:
-    code = (f"import ray,time\nray.init(address='{address}', logging_level='ERROR')\nd=time.time()+90\n"
-            f"while sum(x['Alive'] for x in ray.nodes())<{n} and time.time()<d: time.sleep(0.2)\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=150, env=ray_env(os.environ))
+CIRO = str(Path(sys.executable).parent / "ciro")
 
 
 def measure(nodes: int, work: Path, model_path: Path) -> dict[str, float]:
-    home = work / f"home-{nodes}"
-    gcs, port = free_port(), free_port()
-    procs = [ray_node(["--head", f"--port={gcs}", "--include-dashboard=false"], work / f"head-{nodes}.log")]
-    env = {**ray_env(os.environ), "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_SETTLEMENT": "off",
-           "CIRO_WORKER_NUM_CPUS": "1"}
+    root = work / f"cluster-{nodes}"
+    port = free_port()
+    env = {**{k: v for k, v in ray_env(os.environ).items() if not k.startswith("CIRO_")}, "CIRO_PORT": str(port),
+           "CIRO_SETTLEMENT": "off"}
+
+    def ciro(home: str, *args: str) -> str:
+        return subprocess.run([CIRO, "--home", str(root / home), *args], env=env, check=True, capture_output=True,
+                              text=True, timeout=300).stdout
+
+    address = ciro("head", "provider", "head").split("ray: ")[1].split()[0]
+    joined = []
     try:
-        time.sleep(3)
-        if nodes == 2:
-            procs.append(ray_node([f"--address=127.0.0.1:{gcs}"], work / f"node2-{nodes}.log"))
-        wait_nodes(f"127.0.0.1:{gcs}", nodes)
-        subprocess.run([str(BIN / "ciro"), "up", "--ray-address", f"127.0.0.1:{gcs}", "--workers", str(nodes)],
-                       env=env, check=True, capture_output=True, timeout=300)
-        cfg = Config.load(home=home, port=port, settlement="off")
+        for i in range(nodes):
+            state = json.loads(ciro(f"node{i}", "provider", "join", "--address", address, "--gateway",
+                                    f"http://127.0.0.1:{port}", "--stake", "0", "--num-cpus", "1", "--json"))
+            joined.append(state["supervisor_pid"])
+        cfg = Config.load(home=root / "client", port=port, settlement="off")
         x = digits_inputs()
         with CiroClient(f"http://127.0.0.1:{port}", config=cfg) as client:
             model = client.deploy(model_path)
@@ -93,17 +78,12 @@ def measure(nodes: int, work: Path, model_path: Path) -> dict[str, float]:
             return 1000 / (time.perf_counter() - t0)
 
         conc = asyncio.run(concurrent())
-        subprocess.run([str(BIN / "ciro"), "down"], env=env, capture_output=True, timeout=120)
         return {"nodes": nodes, "distinct_worker_nodes": len(set(workers.values())), "batched_jobs_per_s": batched,
                 "concurrent32_jobs_per_s": conc}
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        for pid in joined:
+            os.killpg(pid, signal.SIGTERM)
+        subprocess.run([CIRO, "--home", str(root / "head"), "down"], env=env, capture_output=True, timeout=120)
 
 
 def main() -> None:
@@ -119,11 +99,8 @@ def main() -> None:
     one, two = results
     print(f"scaling 1 -> 2 nodes: batched {two['batched_jobs_per_s'] / one['batched_jobs_per_s']:.2f}x, "
           f"concurrent {two['concurrent32_jobs_per_s'] / one['concurrent32_jobs_per_s']:.2f}x")
-    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {os.cpu_count()} cores",
-              "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
-    print(f"written {args.json}")
+    write_report(args.json, {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {os.cpu_count()} "
+                             "cores", "results": results})
 
 
 if __name__ == "__main__":
