@@ -22,6 +22,8 @@ from conftest import CIRO, browser_page, free_port
 from ciro import CiroClient, Config, InputError
 from ciro.demo import digits_inputs
 from ciro.local import ray_env
+from ciro_ray.hardware import Hardware
+from ciro_ray.provider import accelerator_type, fmt_ciro, parse_amount
 from ciro_ray.providers import ProviderStore, downtime_evidence, evidence_felt
 
 CIRO_UNIT = 10**18
@@ -59,6 +61,19 @@ def test_provider_store_turns_silence_into_downtime_and_slash_evidence(tmp_path:
     store.close()
 
 
+def test_hardware_and_amounts_as_a_provider_types_them() -> None:
+    assert accelerator_type("NVIDIA H100 80GB HBM3") == "H100"  # Ray's accelerator_type:H100 resource
+    assert accelerator_type("Tesla V100-SXM2-16GB") == "V100"
+    assert parse_amount("1000") == 1000 * CIRO_UNIT and parse_amount("0.5") == CIRO_UNIT // 2
+    assert fmt_ciro(950 * CIRO_UNIT) == "950" and fmt_ciro(CIRO_UNIT // 4) == "0.25"
+    for bad in ("-1", "lots", "nan"):
+        with pytest.raises(InputError, match="CIRO"):
+            parse_amount(bad)
+    hw = Hardware.detect(cpus=4, gpus=1, gpu_model="NVIDIA L4", gpu_memory_gb=24)
+    assert (hw.gpus, hw.gpu_source, hw.describe()) == (1.0, "declared", "4 CPU, 1 x NVIDIA L4 (24 GB, declared)")
+    assert Hardware.detect(cpus=2, gpus=0).describe() == "2 CPU, no GPU"
+
+
 # -- the multi-node scenario -----------------------------------------------------------------------------------
 class Site:
     """A head and its providers' homes, driven through the `ciro` CLI as users do."""
@@ -79,6 +94,12 @@ class Site:
                            text=True, timeout=timeout)
         assert r.returncode == 0, f"ciro {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         return r.stdout
+
+    def fails(self, home: str, *args: str) -> str:
+        r = subprocess.run([CIRO, "--home", str(self.root / home), *args], env=self.env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode != 0, f"ciro {' '.join(args)} should have failed:\n{r.stdout}"
+        return r.stderr
 
     def join(self, home: str, *args: str) -> dict[str, Any]:
         pub = self.ciro(home, "keys", "new", "provider").split()[1]
@@ -162,6 +183,15 @@ def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_clean
     b = site.join("b", "--stake", "1000", "--num-cpus", "1", "--num-gpus", "1", "--gpu-model",
                   "NVIDIA H100 80GB HBM3", "--gpu-memory-gb", "80", "--workers-per-gpu", "2", "--name", "gpu-provider")
     c = site.join("c", "--stake", "10", "--num-cpus", "1", "--name", "small-provider")
+    # Mistakes change nothing: a wallet without an account, one without enough CIRO, joining twice.
+    join_d = ("provider", "join", "--address", site.ray_address, "--gateway", site.url, "--num-cpus", "1")
+    pub_d = site.ciro("d", "keys", "new", "provider").split()[1]
+    assert "has no account" in site.fails("d", *join_d, "--stake", "1000")
+    site.ciro("head", "fund", pub_d, "--amount", "100")
+    err = site.fails("d", *join_d, "--stake", "1000")
+    assert "holds 100 CIRO" in err and "Nothing was staked" in err
+    assert not (site.root / "d" / "run" / "provider.json").exists()
+    assert "already runs a provider node" in site.fails("a", *join_d, "--stake", "1")
     assert a["slots"] == 1 and b["slots"] == 2 and c["slots"] == 1
     assert all(w["eligible"] for w in a["staking"]["workers"] + b["staking"]["workers"])
     assert not c["staking"]["workers"][0]["eligible"]  # 10 CIRO < the pool's minimum of 1,000
@@ -172,6 +202,9 @@ def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_clean
     assert all(w["num_gpus"] == 0.5 and w["gpu_model"] == "NVIDIA H100 80GB HBM3" and w["gpu_memory_gb"] == 80
                and w["gpu_source"] == "declared" for w in wb.values())
     assert [w["num_gpus"] for w in wa.values()] == [0.0] and not next(iter(wc.values()))["admitted"]
+    assert len(site.get("/v1/workers")) == 4  # the mistakes above started no node
+    shown = site.ciro("c", "provider", "status")
+    assert "not admitted" in shown and "stake=10 CIRO" in shown and "eligible=no" in shown
 
     client = CiroClient(site.url, config=Config.load(home=site.root / "client"))
     model = client.deploy(digits_path)

@@ -72,7 +72,7 @@ def parse_amount(text: str) -> int:
         value = Decimal(text)
     except InvalidOperation:
         raise InputError(f"Stake {text!r} is not a number of CIRO. Pass e.g. --stake 1000.") from None
-    if value < 0 or value != value:  # NaN
+    if not value.is_finite() or value < 0:
         raise InputError(f"Stake {text!r} must be a non-negative number of CIRO.")
     return int(value * ONE_CIRO)
 
@@ -272,6 +272,16 @@ def _say(progress: bool, msg: str) -> None:
 
 
 # -- the node's supervisor ----------------------------------------------------------------------------
+def _is_model_word(word: str) -> bool:
+    return word.upper() not in {"NVIDIA", "TESLA", "GEFORCE", "RTX", "QUADRO"}
+
+
+def accelerator_type(model: str) -> str:
+    """Ray's short GPU type of a model name: "NVIDIA H100 80GB HBM3" -> "H100"."""
+    words = [w for w in model.replace("-", " ").split() if _is_model_word(w)]
+    return words[0].upper() if words else "GPU"
+
+
 def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpus: float, node_ip: str,
              provider: str, gpu_model: str | None = None, gpu_memory_gb: float | None = None) -> int:
     """Run ``ray start --block`` for this node and send heartbeats until it ends (or SIGTERM stops both)."""
@@ -281,9 +291,12 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
     env = {**ray_env(os.environ), "CIRO_HOME": str(cfg.home), "CIRO_PROVIDER": provider}
     if gpu_model or gpu_memory_gb:
         env.update({"CIRO_GPU_MODEL": gpu_model or "", "CIRO_GPU_MEMORY_GB": str(gpu_memory_gb or 0)})
+    resources: dict[str, float] = {PROVIDER_RESOURCE: slots}
+    if gpu_model and num_gpus:  # Ray's own name for a GPU type, which it sets itself for the GPUs it detects
+        resources[f"accelerator_type:{accelerator_type(gpu_model)}"] = 1
     cmd = [_ray_exe(), "start", "--block", f"--address={address}", f"--node-ip-address={node_ip}",
            f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}",
-           f"--resources={json.dumps({PROVIDER_RESOURCE: slots})}", "--disable-usage-stats",
+           f"--resources={json.dumps(resources)}", "--disable-usage-stats",
            f"--dashboard-agent-listen-port={_free_port()}"]
     ray_proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     stopping = False
