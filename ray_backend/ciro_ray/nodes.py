@@ -27,6 +27,9 @@ __all__ = ["ProviderNodes"]
 log = logging.getLogger("ciro.nodes")
 #: Seconds between re-reads of provider workers' eligibility on chain.
 ELIGIBILITY_EVERY_S = 10.0
+#: After a node's worker dies, the node gets no new worker for this long: a node that is going down would
+#: only take a new actor down with it (Ray declares a node dead some seconds after it stops answering).
+RESPAWN_AFTER_S = 15.0
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -52,10 +55,12 @@ class ProviderNodes:
         #: Nodes whose provider left: their workers are not started again.
         self.left_nodes: set[str] = set()
         self._checked_at = 0.0
+        self._lost: dict[str, float] = {}
         #: When this gateway started watching: silence before it is not the providers' downtime.
         self.since = time.time()
         self._task: asyncio.Task[None] | None = None
         pool.on_admit = self._on_admit
+        pool.on_lost = self._on_lost
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -88,7 +93,13 @@ class ProviderNodes:
         if time.monotonic() - self._checked_at > ELIGIBILITY_EVERY_S:
             await self.check_eligibility()
 
+    def _on_lost(self, w: WorkerHandle) -> None:
+        if w.node_id is not None:
+            self._lost[w.node_id] = time.monotonic()
+
     def _fill(self, node_id: str, resources: dict[str, float]) -> None:
+        if time.monotonic() - self._lost.get(node_id, -RESPAWN_AFTER_S) < RESPAWN_AFTER_S:
+            return
         slots = int(float(resources[PROVIDER_RESOURCE]))
         taken = {w.slot for w in self.pool.workers.values() if w.node_id == node_id}
         cpus = float(resources.get("CPU", 0)) / slots

@@ -91,6 +91,8 @@ class WorkerPool:
         self.on_ready: Callable[[], None] = lambda: None
         #: Called when a started worker has reported its capabilities (the gateway checks its stake).
         self.on_admit: Callable[[WorkerHandle], None] = lambda w: None
+        #: Called when a provider node's worker dies (the node watcher waits before starting it again).
+        self.on_lost: Callable[[WorkerHandle], None] = lambda w: None
 
     def _spawn(self, slot: int) -> WorkerHandle:
         """Start a worker in ``slot``; a replacement takes its predecessor's slot and so its key."""
@@ -179,6 +181,7 @@ class WorkerPool:
         self.workers.pop(w.id, None)
         if w.node_id is not None:  # a provider node's worker: the node watcher restarts it if its node lives
             log.warning("worker %s on provider node %s died (%s)", w.id, w.node_id[:12], reason)
+            self.on_lost(w)
             self.on_ready()
             return
         log.warning("worker %s died (%s); starting a replacement", w.id, reason)
