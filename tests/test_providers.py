@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -203,6 +204,14 @@ def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_clean
                and w["gpu_source"] == "declared" for w in wb.values())
     assert [w["num_gpus"] for w in wa.values()] == [0.0] and not next(iter(wc.values()))["admitted"]
     assert len(site.get("/v1/workers")) == 4  # the mistakes above started no node
+    code = (f"import json, ray; ray.init(address={site.ray_address!r}, logging_level='ERROR'); "
+            "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+    listed = subprocess.run([sys.executable, "-c", code], env=site.env, capture_output=True, text=True, timeout=120)
+    resources = json.loads(listed.stdout.strip().splitlines()[-1])
+    [gpu_node] = [r for r in resources if r.get("GPU")]
+    assert gpu_node["GPU"] == 1 and gpu_node["ciro_worker"] == 2 and gpu_node["ciro_gpu_memory_gb"] == 80
+    assert gpu_node["accelerator_type:H100"] == 1  # hardware advertised as Ray resources
+    assert sorted(r.get("ciro_worker", 0) for r in resources) == [0, 1, 1, 2]  # the head offers no worker slot
     shown = site.ciro("c", "provider", "status")
     assert "not admitted" in shown and "stake=10 CIRO" in shown and "eligible=no" in shown
 
@@ -281,3 +290,57 @@ def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_clean
             if k in b["worker_keys"]} == {"left"}
     time.sleep(HEARTBEAT_TIMEOUT_S + 1)
     assert not [d for d in site.get("/v1/downtime") if d["worker_key"] in b["worker_keys"]]  # leaving is not downtime
+
+
+def test_node_watcher_admits_by_stake_marks_silent_workers_down_and_leaves_only_when_drained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway side without Ray: a provider node's worker handle, a fake chain and the real store."""
+    import asyncio
+
+    import ciro_ray.pool
+    from ciro_ray.nodes import ProviderNodes
+    from ciro_ray.pool import WorkerHandle, WorkerPool
+
+    killed: list[object] = []
+    monkeypatch.setattr(ciro_ray.pool.ray, "kill", lambda actor, **kw: killed.append(actor))
+
+    cfg = Config.load(home=tmp_path, heartbeat_timeout_s=0.05, settlement="off")
+    pool = WorkerPool(cfg, allowed_keys=set())
+    store = ProviderStore(tmp_path / "providers.db")
+    staked: set[int] = set()
+
+    async def eligible(keys: set[int]) -> set[int]:
+        return keys & staked
+
+    nodes = ProviderNodes(cfg, pool, store, eligible=eligible)
+    key = 0xABC
+    w = WorkerHandle(id="w1", name="w1", slot=0, actor=object(), node_id="node-1",
+                     info={"worker_key": f"{key:#066x}", "provider": "alpha", "num_cpus": 1.0, "num_gpus": 0.5})
+    pool.workers[w.id] = w
+
+    async def scenario() -> None:
+        pool._set_info(w, w.info)
+        nodes._on_admit(w)
+        await asyncio.sleep(0)
+        await nodes.check_eligibility()
+        assert not w.admitted and not w.schedulable  # registered with the gateway, but not staked
+        staked.add(key)
+        await nodes.check_eligibility()
+        assert w.admitted and w.schedulable
+        await asyncio.sleep(0.1)
+        nodes._watch_heartbeats()  # silent past the timeout: down, no new jobs
+        assert w.down and not w.schedulable and store.is_down(f"{key:#066x}")
+        assert nodes.heartbeat(f"{key:#x}")["downtime_closed"]  # any spelling of the key
+        assert not w.down and w.schedulable
+        w.inflight = 1
+        assert nodes.drain(f"{key:#066x}") == {"worker_key": f"{key:#066x}", "state": "draining",
+                                               "inflight_batches": 1}
+        assert not w.schedulable and pool.eligible_count() == 0
+        assert nodes.leave(f"{key:#066x}")["state"] == "draining"  # still running a batch: refused
+        w.inflight = 0
+        assert nodes.leave(f"{key:#066x}")["state"] == "left"
+        assert pool.workers == {} and killed == [w.actor] and "node-1" in nodes.left_nodes
+        assert store.worker(f"{key:#066x}")["state"] == "left"  # type: ignore[index]
+
+    asyncio.run(scenario())
+    store.close()

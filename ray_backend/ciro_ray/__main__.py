@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     node.add_argument("--provider", required=True)
     node.add_argument("--gpu-model")
     node.add_argument("--gpu-memory-gb", type=float)
+    node.add_argument("--gpu-declared", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "provider-node":
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_node(address=args.address, gateway=args.gateway, slots=args.slots, num_cpus=args.num_cpus,
                             num_gpus=args.num_gpus, node_ip=args.node_ip, provider=args.provider,
-                            gpu_model=args.gpu_model, gpu_memory_gb=args.gpu_memory_gb)
+                            gpu_model=args.gpu_model, gpu_memory_gb=args.gpu_memory_gb,
+                            gpu_declared=args.gpu_declared)
         except CiroError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

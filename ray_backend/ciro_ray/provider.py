@@ -43,6 +43,8 @@ __all__ = ["add_stake", "fmt_ciro", "join", "leave", "parse_amount", "ray_addres
 
 log = logging.getLogger("ciro.provider")
 ONE_CIRO = 10**18
+#: Custom Ray resource: a provider node's GPU memory in GB, all GPUs together.
+GPU_MEMORY_RESOURCE = "ciro_gpu_memory_gb"
 _JOIN_WAIT_S = 180.0
 
 
@@ -229,8 +231,10 @@ def join(cfg: Config, *, address: str, stake: int, gateway: str | None = None, p
     argv = [sys.executable, "-m", "ciro_ray", "provider-node", "--address", address, "--gateway", url,
             "--slots", str(slots), "--num-cpus", f"{hw.cpus:g}", "--num-gpus", f"{hw.gpus:g}",
             "--node-ip", node_ip, "--provider", name]
-    if hw.gpu_source == "declared":
+    if hw.gpus:
         argv += ["--gpu-model", hw.gpu_model or "", "--gpu-memory-gb", f"{hw.gpu_memory_gb:g}"]
+        if hw.gpu_source == "declared":
+            argv.append("--gpu-declared")
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _say(progress, f"ciro: starting the Ray worker node ({hw.describe()}, {slots} worker slot(s)) -> {address} ...")
@@ -283,16 +287,19 @@ def accelerator_type(model: str) -> str:
 
 
 def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpus: float, node_ip: str,
-             provider: str, gpu_model: str | None = None, gpu_memory_gb: float | None = None) -> int:
+             provider: str, gpu_model: str | None = None, gpu_memory_gb: float | None = None,
+             gpu_declared: bool = False) -> int:
     """Run ``ray start --block`` for this node and send heartbeats until it ends (or SIGTERM stops both)."""
     cfg = Config.load()
     keystore = KeyStore(cfg.home / "keys")
     keys = [keystore.get(provider_key_name(i)) for i in range(slots)]
     env = {**ray_env(os.environ), "CIRO_HOME": str(cfg.home), "CIRO_PROVIDER": provider}
-    if gpu_model or gpu_memory_gb:
+    if gpu_declared:  # the workers report these as declared; detected ones they read from nvidia-smi themselves
         env.update({"CIRO_GPU_MODEL": gpu_model or "", "CIRO_GPU_MEMORY_GB": str(gpu_memory_gb or 0)})
     resources: dict[str, float] = {PROVIDER_RESOURCE: slots}
-    if gpu_model and num_gpus:  # Ray's own name for a GPU type, which it sets itself for the GPUs it detects
+    if num_gpus and gpu_memory_gb:  # the node's GPU memory, as a resource other Ray jobs can see too
+        resources[GPU_MEMORY_RESOURCE] = round(num_gpus * gpu_memory_gb, 3)
+    if gpu_model and num_gpus and gpu_declared:  # Ray's own name for a GPU type (it sets it for GPUs it detects)
         resources[f"accelerator_type:{accelerator_type(gpu_model)}"] = 1
     cmd = [_ray_exe(), "start", "--block", f"--address={address}", f"--node-ip-address={node_ip}",
            f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}",
