@@ -22,6 +22,7 @@ from conftest import CIRO, browser_page, free_port
 
 from ciro import CiroClient, Config, InputError
 from ciro.demo import digits_inputs
+from ciro.devnet.launch import rpc_request
 from ciro.local import ray_env
 from ciro_ray.hardware import Hardware
 from ciro_ray.provider import accelerator_type, fmt_ciro, parse_amount
@@ -290,6 +291,17 @@ def test_providers_join_are_scheduled_by_fit_survive_a_dead_node_and_leave_clean
             if k in b["worker_keys"]} == {"left"}
     time.sleep(HEARTBEAT_TIMEOUT_S + 1)
     assert not [d for d in site.get("/v1/downtime") if d["worker_key"] in b["worker_keys"]]  # leaving is not downtime
+
+    # The unstaked CIRO comes back to the wallet once the pool's cooldown (7 days on the devnet) has passed.
+    assert "already left" in site.fails("b", "provider", "leave")
+    assert "still in the pool's cooldown" in site.fails("b", "provider", "withdraw")
+    assert "unstaking=1000 CIRO" in site.ciro("b", "provider", "status")
+    rpc_request(f"http://127.0.0.1:{site.devnet_port}/rpc", "devnet_increaseTime", {"time": 8 * 24 * 3600})
+    back = json.loads(site.ciro("b", "provider", "withdraw", "--json"))
+    assert [int(w["withdrawn"]) for w in back["workers"]] == [1000 * CIRO_UNIT] * 2 and back["to"] == "provider"
+    assert int(back["wallet_balance"]) == 5000 * CIRO_UNIT  # funded 5,000, staked 2 x 1,000, got it all back
+    assert [int(c["pending_unstake"]) for c in json.loads(site.ciro("b", "provider", "status", "--json"))["chain"]] \
+        == [0, 0]
 
 
 def test_node_watcher_admits_by_stake_marks_silent_workers_down_and_leaves_only_when_drained(

@@ -39,7 +39,8 @@ from ciro.local import _alive, _free_port, _ray_exe, _terminate, ray_env
 from .hardware import Hardware
 from .pool import PROVIDER_RESOURCE, provider_key_name
 
-__all__ = ["add_stake", "fmt_ciro", "join", "leave", "parse_amount", "ray_address_of", "run_node", "status"]
+__all__ = ["add_stake", "fmt_ciro", "join", "leave", "parse_amount", "ray_address_of", "run_node", "status",
+           "withdraw"]
 
 log = logging.getLogger("ciro.provider")
 ONE_CIRO = 10**18
@@ -375,6 +376,9 @@ def leave(cfg: Config, *, timeout_s: float = 300.0, progress: bool = False) -> d
     state = read_state(cfg)
     if not state:
         raise CiroError(f"No provider node was joined from {cfg.home}; there is nothing to leave.")
+    if state.get("left_at"):
+        raise CiroError(f"This node already left ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(state['left_at']))})"
+                        ". Run `ciro provider withdraw` once the unstake's cooldown has passed, or join again.")
     url, keystore = state["gateway"], KeyStore(cfg.home / "keys")
     keys = [keystore.get(n) for n in state["keys"]]
     _say(progress, f"ciro: draining {len(keys)} worker(s) ...")
@@ -398,5 +402,51 @@ def leave(cfg: Config, *, timeout_s: float = 300.0, progress: bool = False) -> d
     unstaked = asyncio.run(_unstake(info, keys)) if info.get("enabled") else []
     _say(progress, "ciro: stopping the Ray worker node ...")
     _terminate(state.get("supervisor_pid"), 60.0)
-    _state_path(cfg).unlink(missing_ok=True)
+    _write_state(cfg, {**state, "left_at": time.time()})  # kept: `withdraw` needs the gateway and the keys
     return {"left": left, "unstake": unstaked}
+
+
+async def _withdraw(info: dict[str, Any], keys: list[Identity],
+                    wallet: Identity | None) -> tuple[list[dict[str, Any]], int | None]:
+    """(per worker: what was withdrawn, and the wallet's balance afterwards when the CIRO went there)."""
+    from ciro.chain import CDCPool, ChainClient, CiroToken, account_address
+
+    out = []
+    token = None
+    for ident in keys:
+        address = account_address(ident.public_key)
+        chain = await ChainClient.connect(str(info["rpc_url"]), address=address, identity=ident)
+        pool, token = CDCPool(chain, int(info["pool"], 16)), CiroToken(chain, int(info["token"], 16))
+        s = await pool.worker(address)
+        row: dict[str, Any] = {"worker_key": ident.public_hex, "withdrawn": "0", "ready_at": s.ready_at, "tx": None}
+        if s.pending and s.ready_at <= await chain.now():
+            calls = [pool.prepare("withdraw")]
+            if wallet is not None:  # the unstaked CIRO goes back where the stake came from, in the same transaction
+                calls.append(token.transfer_call(account_address(wallet.public_key), s.pending))
+            row.update(withdrawn=str(s.pending), tx=(await chain.execute(calls, what="CDCPool.withdraw")).tx_hex)
+        elif s.pending:
+            row["waiting"] = str(s.pending)
+        out.append(row)
+    balance = await token.balance_of(account_address(wallet.public_key)) if wallet and token else None
+    return out, balance
+
+
+def withdraw(cfg: Config, *, to_wallet: bool = True) -> dict[str, Any]:
+    """After the pool's cooldown, withdraw each worker's unstaked CIRO (to the wallet, unless ``to_wallet`` is
+    False: then it stays in the worker's account)."""
+    state = read_state(cfg)
+    if not state:
+        raise CiroError(f"No provider node was joined from {cfg.home}; there is nothing to withdraw.")
+    info = _call(state["gateway"], "GET", "/v1/chain")
+    if not info.get("enabled"):
+        raise InputError(f"The gateway at {state['gateway']} does not settle on chain; nothing was staked.")
+    keystore = KeyStore(cfg.home / "keys")
+    wallet = keystore.get(state["wallet_key"]) if to_wallet else None
+    rows, balance = asyncio.run(_withdraw(info, [keystore.get(n) for n in state["keys"]], wallet))
+    waiting = [r for r in rows if r.get("waiting")]
+    if waiting and not any(r["tx"] for r in rows):
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(r["ready_at"] for r in waiting)))
+        raise InputError(f"The unstaked CIRO is still in the pool's cooldown: withdrawable from {when}. Run "
+                         "`ciro provider withdraw` again then.", detail={"workers": rows})
+    return {"workers": rows, "to": state["wallet_key"] if to_wallet else "worker accounts",
+            "wallet_balance": str(balance) if balance is not None else None}

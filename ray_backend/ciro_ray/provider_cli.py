@@ -94,7 +94,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=1))
         return
-    click.echo(f"provider {s['provider']!r}: node {'running' if s['running'] else 'STOPPED'}, joined to "
+    node_state = "left" if s.get("left_at") else "running" if s["running"] else "STOPPED"
+    click.echo(f"provider {s['provider']!r}: node {node_state}, joined to "
                f"{s['address']}, gateway {s['gateway']}")
     if "gateway_error" in s:
         click.echo(f"gateway: {s['gateway_error']}")
@@ -110,6 +111,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         if c:
             line += f"  stake={node.fmt_ciro(int(c['stake']))} CIRO reputation={c['reputation']} " \
                     f"eligible={'yes' if c['eligible'] else 'no'}"
+            if int(c["pending_unstake"]):
+                line += f" unstaking={node.fmt_ciro(int(c['pending_unstake']))} CIRO"
         click.echo(line)
 
 
@@ -147,3 +150,21 @@ def leave(ctx: click.Context, timeout: float, as_json: bool) -> None:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(u["ready_at"])) if u["ready_at"] else "-"
         click.echo(f"  {u['worker_key'][:18]}…  unstake requested: {node.fmt_ciro(int(u['pending']))} CIRO, "
                    f"withdrawable from {when} (tx {u['tx'] or '-'})")
+
+
+@provider.command()
+@click.option("--keep-in-workers", is_flag=True, help="Leave the CIRO in the worker accounts (default: to the wallet).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def withdraw(ctx: click.Context, keep_in_workers: bool, as_json: bool) -> None:
+    """After `leave` and the pool's cooldown, withdraw the unstaked CIRO (back to the wallet)."""
+    out = node.withdraw(_cfg(ctx), to_wallet=not keep_in_workers)
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    for w in out["workers"]:
+        click.echo(f"  {w['worker_key'][:18]}…  withdrew {node.fmt_ciro(int(w['withdrawn']))} CIRO to {out['to']}"
+                   + (f" (tx {w['tx']})" if w["tx"] else ""))
+    if out["wallet_balance"] is not None:
+        click.echo(f"wallet {out['to']!r} now holds {node.fmt_ciro(int(out['wallet_balance']))} CIRO")
