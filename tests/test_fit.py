@@ -160,11 +160,32 @@ def test_a_batch_holds_jobs_of_one_requirement_and_goes_to_a_worker_that_fits() 
     assert [w for _, w in sent][1:3] == [["w2"], ["w2"]]  # the GPU batches only on the GPU worker
 
 
-def test_a_job_no_free_worker_fits_waits() -> None:
+def test_a_job_no_free_worker_fits_waits_without_holding_up_jobs_for_other_hardware() -> None:
     d = _Dispatch(_pool(w1=CPU))
-    assert d.run(_job(1, gpu_model="H100"), _job(2)) == [] and len(d.s.queues["m"]) == 2
+    assert d.run(_job(1, gpu_model="H100"), _job(2), _job(3)) == [(["j2", "j3"], ["w1"])]
+    assert [p.id for p in d.s.queues["m"]] == ["j1"]  # it keeps its place at the head
     d = _Dispatch(_pool(w1=H100_HALF), Serving(fit=Fit(cpu_only=True)))
     assert d.run(_job(1)) == []
+
+
+def test_a_busy_gpu_does_not_hold_up_the_cpu_jobs_queued_behind_a_gpu_job() -> None:
+    pool = _pool(c1=CPU, g1=H100_HALF)
+    pool.workers["g1"].inflight = 2  # the GPU worker's pipeline is full
+    d = _Dispatch(pool)
+    sent = d.run(_job(1, gpu=True), _job(2, gpu=True), _job(3, cpu_only=True), _job(4, gpu=True),
+                 _job(5, cpu_only=True))
+    assert sent == [(["j3", "j5"], ["c1"])]  # in queue order, one batch of the CPU-only jobs
+    assert [p.id for p in d.s.queues["m"]] == ["j1", "j2", "j4"]
+    pool.workers["g1"].inflight = 0
+    assert d.run() == [(["j3", "j5"], ["c1"]), (["j1", "j2", "j4"], ["g1"])]
+
+
+def test_a_quorum_head_waiting_for_workers_lets_jobs_for_other_hardware_behind_it_run() -> None:
+    d = _Dispatch(_pool(w1=CPU, w2=CPU))  # a quorum needs 4
+    quorum = Pending("q0", "m", {}, "ic", "quorum", 0.0, {})
+    sent = d.run(quorum, _job(1), _job(2, cpu_only=True), _job(3, cpu_only=True))
+    assert sent == [(["j2", "j3"], ["w1"])]  # j1 needs what the quorum needs: it waits behind it, as before
+    assert [p.id for p in d.s.queues["m"]] == ["q0", "j1"]
 
 
 def test_a_deployment_fit_places_every_batch_and_replicas_still_cap() -> None:

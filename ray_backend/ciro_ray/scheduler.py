@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import time
@@ -51,6 +52,8 @@ __all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving", "adm
 
 log = logging.getLogger("ciro.scheduler")
 PIPELINE = 2
+#: How far past a blocked head the scheduler looks for jobs that need other hardware.
+LOOKAHEAD = 128
 
 Tensors = dict[str, np.ndarray]
 
@@ -302,14 +305,14 @@ class Scheduler:
         policy = q[0].quorum
         if policy is not None:  # the same batch goes to k distinct workers (replicas does not cap a quorum)
             workers = self.pool.pick_distinct(policy.k, PIPELINE, self._fits(model, serving, capped=False))
-            if workers is None:
-                return None  # not enough free workers: a finishing batch or a new worker wakes us
+            if workers is None:  # not enough free workers: a finishing batch or a new worker wakes us
+                return self._dispatch_other_fit(model, deployed, fit)
             batch = _take(q, max_n, lambda p: p.quorum == policy and job_fit(deployed, p) == fit)
             self._launch(self._execute_quorum(workers, model, batch, policy), workers, model)
             return True
         worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
-        if worker is None:
-            return None  # a finishing batch wakes us
+        if worker is None:  # a finishing batch wakes us
+            return self._dispatch_other_fit(model, deployed, fit)
         wait_s = self.cfg.batch_timeout_ms / 1000.0
         if worker.inflight > 0 and len(q) < max_n and wait_s > 0:
             due = q[0].enqueued_at + wait_s - time.monotonic()
@@ -318,6 +321,32 @@ class Scheduler:
         batch = _take(q, max_n, lambda p: p.verification != "quorum" and job_fit(deployed, p) == fit)
         self._launch(self._execute(worker, model, batch), [worker], model)
         return True
+
+    def _dispatch_other_fit(self, model: str, deployed: Serving, blocked: Fit) -> bool | None:
+        """No free worker has the hardware the head of ``model``'s queue needs. Send the first jobs, among the
+        next LOOKAHEAD, that need other hardware a free worker has, so a busy GPU does not hold up the CPU jobs
+        queued behind a GPU job. Quorum jobs keep their place; the head keeps its place too."""
+        q = self.queues[model]
+        tried = {blocked}
+        for i, p in enumerate(itertools.islice(q, LOOKAHEAD)):
+            fit = job_fit(deployed, p)
+            if p.verification == "quorum" or fit in tried:
+                continue
+            tried.add(fit)
+            serving = replace(deployed, fit=fit)
+            worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
+            if worker is None:
+                continue
+            max_n = min(self.cfg.max_batch_size, serving.max_batch_size or self.cfg.max_batch_size)
+            batch = [x for x in itertools.islice(q, i, i + LOOKAHEAD)
+                     if x.verification != "quorum" and job_fit(deployed, x) == fit][:max_n]
+            taken = {id(x) for x in batch}
+            kept = [x for x in q if id(x) not in taken]
+            q.clear()
+            q.extend(kept)
+            self._launch(self._execute(worker, model, batch), [worker], model)
+            return True
+        return None
 
     def _fits(self, model: str, serving: Serving, *, capped: bool) -> Callable[[WorkerHandle], bool] | None:
         """Which workers may take a batch of ``model``: those whose hardware ``serving.fit`` accepts, and while
