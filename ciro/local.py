@@ -27,7 +27,8 @@ from typing import Any
 from .config import Config
 from .errors import CiroError, GatewayUnavailableError
 
-__all__ = ["ensure_running", "read_state", "running_url", "stop"]
+__all__ = ["ensure_running", "free_port", "process_alive", "ray_env", "ray_exe", "read_json", "read_state",
+           "running_url", "stop", "terminate", "write_json"]
 
 _GATEWAY_START_S = 180.0
 _RAY_START_S = 120.0
@@ -38,23 +39,32 @@ def _state_path(cfg: Config) -> Path:
     return cfg.home / "run" / "local.json"
 
 
-def read_state(cfg: Config) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A run-state file (``$CIRO_HOME/run/*.json``); {} when it is missing or unreadable."""
     try:
-        data: dict[str, Any] = json.loads(_state_path(cfg).read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
         return data
     except (OSError, ValueError):
         return {}
 
 
-def _write_state(cfg: Config, state: dict[str, Any]) -> None:
-    path = _state_path(cfg)
+def write_json(path: Path, state: dict[str, Any]) -> None:
+    """Replace a run-state file atomically (a reader sees the old state or the new one, never half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, path)
 
 
-def _alive(pid: int | None) -> bool:
+def read_state(cfg: Config) -> dict[str, Any]:
+    return read_json(_state_path(cfg))
+
+
+def _write_state(cfg: Config, state: dict[str, Any]) -> None:
+    write_json(_state_path(cfg), state)
+
+
+def process_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -86,7 +96,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -104,7 +114,7 @@ def _say(progress: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _ray_exe() -> str:
+def ray_exe() -> str:
     cand = Path(sys.executable).with_name("ray")
     found = str(cand) if cand.exists() else shutil.which("ray")
     if not found:
@@ -133,13 +143,13 @@ def ray_env(base: dict[str, str] | os._Environ[str]) -> dict[str, str]:
 
 
 def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        _ray_exe(), "start", "--head", "--block", f"--port={port}", f"--node-ip-address={cfg.node_ip}",
+        ray_exe(), "start", "--head", "--block", f"--port={port}", f"--node-ip-address={cfg.node_ip}",
         "--include-dashboard=false", "--disable-usage-stats",
-        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
     ]
     _say(progress, f"ciro: starting a local Ray head on {cfg.node_ip}:{port} ...")
     with open(logs / "ray-head.log", "ab") as log:
@@ -172,7 +182,7 @@ def _ensure_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[s
                 return {}  # a deployment elsewhere (another devnet, Sepolia, mainnet)
         except (OSError, ValueError):
             pass
-    if _alive(state.get("devnet_pid")) and _port_open("127.0.0.1", cfg.devnet_port):
+    if process_alive(state.get("devnet_pid")) and _port_open("127.0.0.1", cfg.devnet_port):
         return {"devnet_pid": state["devnet_pid"]}
     if _port_open("127.0.0.1", cfg.devnet_port):
         raise CiroError(f"Port {cfg.devnet_port} is taken, but not by a devnet that `ciro up` started. Stop it, "
@@ -208,7 +218,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         return url
     state = read_state(cfg)
     cfg.home.mkdir(parents=True, exist_ok=True)
-    if _alive(state.get("gateway_pid")):  # a gateway that is still starting, or stuck
+    if process_alive(state.get("gateway_pid")):  # a gateway that is still starting, or stuck
         _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress)
         return str(state["gateway_url"])
     if _port_open(cfg.host, cfg.port):
@@ -217,7 +227,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
             "Stop it, or choose another port (ciro up --port P / CIRO_PORT).")
     if cfg.ray_address:
         ray_state: dict[str, Any] = {"ray_address": cfg.ray_address, "ray_started": False}
-    elif state.get("ray_started") and _alive(state.get("ray_pid")):
+    elif state.get("ray_started") and process_alive(state.get("ray_pid")):
         ray_state = {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")}
         if "devnet_pid" in state:
             ray_state["devnet_pid"] = state["devnet_pid"]
@@ -247,7 +257,7 @@ def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool) -> None:
     deadline = time.monotonic() + _GATEWAY_START_S
     log = cfg.home / "logs" / "gateway.log"
     while not _healthy(url, timeout=1.0):
-        if not _alive(pid):
+        if not process_alive(pid):
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise GatewayUnavailableError(f"The gateway exited while starting. Last lines of {log}:\n{tail}")
         if time.monotonic() > deadline:
@@ -256,20 +266,20 @@ def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool) -> None:
         time.sleep(0.1)
 
 
-def _terminate(pid: int | None, grace_s: float) -> bool:
-    if not _alive(pid):
+def terminate(pid: int | None, grace_s: float) -> bool:
+    if not process_alive(pid):
         return False
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10.0
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if process_alive(pid):
             raise CiroError(f"Process {pid} survived SIGKILL. Check it with `ps -p {pid}`.")
     return True
 
@@ -278,11 +288,11 @@ def stop(cfg: Config, *, keep_ray: bool = False) -> list[str]:
     """Stop the gateway and the Ray head that ``ciro up`` started. Returns what was stopped."""
     state = read_state(cfg)
     stopped = []
-    if _terminate(state.get("gateway_pid"), 20.0):
+    if terminate(state.get("gateway_pid"), 20.0):
         stopped.append("gateway")
-    if not keep_ray and state.get("ray_started") and _terminate(state.get("ray_pid"), 40.0):
+    if not keep_ray and state.get("ray_started") and terminate(state.get("ray_pid"), 40.0):
         stopped.append("ray head")
-    if not keep_ray and _terminate(state.get("devnet_pid"), 20.0):
+    if not keep_ray and terminate(state.get("devnet_pid"), 20.0):
         stopped.append("devnet")
     if keep_ray and state.get("ray_started"):
         _write_state(cfg, {k: state[k] for k in ("ray_address", "ray_pid", "ray_started", "devnet_pid")

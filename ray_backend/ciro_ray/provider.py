@@ -34,7 +34,7 @@ from ciro import CiroError, Config, ConfigError, GatewayUnavailableError, InputE
 from ciro.auth import sign_request
 from ciro.errors import InsufficientEscrowError, error_from_payload
 from ciro.identity import Identity
-from ciro.local import _alive, _free_port, _ray_exe, _terminate, ray_env
+from ciro.local import free_port, process_alive, ray_env, ray_exe, read_json, terminate, write_json
 
 from .hardware import Hardware
 from .pool import PROVIDER_RESOURCE, provider_key_name
@@ -54,19 +54,11 @@ def _state_path(cfg: Config) -> Path:
 
 
 def read_state(cfg: Config) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(_state_path(cfg).read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
+    return read_json(_state_path(cfg))
 
 
 def _write_state(cfg: Config, state: dict[str, Any]) -> None:
-    path = _state_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_json(_state_path(cfg), state)
 
 
 def parse_amount(text: str) -> int:
@@ -198,7 +190,7 @@ def join(cfg: Config, *, address: str, stake: int, gateway: str | None = None, p
          progress: bool = False) -> dict[str, Any]:
     """Join the cluster at ``address`` (see the module's docstring); returns the run state."""
     state = read_state(cfg)
-    if _alive(state.get("supervisor_pid")):
+    if process_alive(state.get("supervisor_pid")):
         raise CiroError(f"This CIRO_HOME ({cfg.home}) already runs a provider node (pid {state['supervisor_pid']}, "
                         f"joined to {state.get('address')}). Run `ciro provider leave` first, or use another --home.")
     hw = hardware or Hardware.detect()
@@ -302,10 +294,10 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
         resources[GPU_MEMORY_RESOURCE] = round(num_gpus * gpu_memory_gb, 3)
     if gpu_model and num_gpus and gpu_declared:  # Ray's own name for a GPU type (it sets it for GPUs it detects)
         resources[f"accelerator_type:{accelerator_type(gpu_model)}"] = 1
-    cmd = [_ray_exe(), "start", "--block", f"--address={address}", f"--node-ip-address={node_ip}",
+    cmd = [ray_exe(), "start", "--block", f"--address={address}", f"--node-ip-address={node_ip}",
            f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus:g}",
            f"--resources={json.dumps(resources)}", "--disable-usage-stats",
-           f"--dashboard-agent-listen-port={_free_port()}"]
+           f"--dashboard-agent-listen-port={free_port()}"]
     ray_proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     stopping = False
 
@@ -328,7 +320,7 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
                     log.info("heartbeat of %s not taken: %s", ident.name, exc)
         time.sleep(0.2)
     if ray_proc.poll() is None:
-        _terminate(ray_proc.pid, 40.0)
+        terminate(ray_proc.pid, 40.0)
     return 0 if stopping else (ray_proc.returncode or 1)
 
 
@@ -339,7 +331,7 @@ def status(cfg: Config) -> dict[str, Any]:
     if not state:
         raise CiroError(f"No provider node was joined from {cfg.home}. Run `ciro provider join --address HOST:PORT "
                         "--stake AMOUNT`.")
-    out: dict[str, Any] = {**state, "running": _alive(state.get("supervisor_pid"))}
+    out: dict[str, Any] = {**state, "running": process_alive(state.get("supervisor_pid"))}
     keys = set(state["worker_keys"])
     try:
         out["workers"] = _workers_of(state["gateway"], keys)
@@ -401,7 +393,7 @@ def leave(cfg: Config, *, timeout_s: float = 300.0, progress: bool = False) -> d
     info = _call(url, "GET", "/v1/chain")
     unstaked = asyncio.run(_unstake(info, keys)) if info.get("enabled") else []
     _say(progress, "ciro: stopping the Ray worker node ...")
-    _terminate(state.get("supervisor_pid"), 60.0)
+    terminate(state.get("supervisor_pid"), 60.0)
     _write_state(cfg, {**state, "left_at": time.time()})  # kept: `withdraw` needs the gateway and the keys
     return {"left": left, "unstake": unstaked}
 
