@@ -100,8 +100,6 @@ class Gateway:
         self.deployments = DeploymentStore(cfg.home / "deployments.db")
         self.providers = ProviderStore(cfg.home / "providers.db")
         self.auth = RequestAuth(cfg, self.nonces, self.known_workers)
-        #: Last signed heartbeat per worker key (unix seconds).
-        self.heartbeats: dict[str, float] = {}
         self.pool: WorkerPool | None = None
         self.nodes: ProviderNodes | None = None
         self.scheduler: Scheduler | None = None
@@ -606,7 +604,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         """A worker says it is alive. Signed by the worker's key; a key this gateway does not know gets 403. A
         provider worker silent for longer than heartbeat_timeout_s is down (GET /v1/downtime)."""
         key = request.state.account
-        gw.heartbeats[key] = now = time.time()
+        now = time.time()
         state = gw.nodes.heartbeat(key) if gw.nodes is not None else {}
         admitted_keys = gw.pool.keys() if gw.pool is not None else set()
         admitted = int(key, 16) in admitted_keys

@@ -19,6 +19,7 @@ import ray
 
 from ciro import Config
 
+from .background import Background
 from .pool import PROVIDER_RESOURCE, WorkerHandle, WorkerPool
 from .providers import ProviderStore
 
@@ -41,7 +42,7 @@ def _hex(key: int) -> str:
     return f"{key:#066x}"  # as keys are written everywhere else (identity.public_hex, signed requests)
 
 
-class ProviderNodes:
+class ProviderNodes(Background):
     def __init__(self, cfg: Config, pool: WorkerPool, store: ProviderStore, *,
                  eligible: Callable[[set[int]], Awaitable[set[int]]] | None = None,
                  allowed: set[int] | None = None) -> None:
@@ -58,17 +59,8 @@ class ProviderNodes:
         self._lost: dict[str, float] = {}
         #: When this gateway started watching: silence before it is not the providers' downtime.
         self.since = time.time()
-        self._task: asyncio.Task[None] | None = None
         pool.on_admit = self._on_admit
         pool.on_lost = self._on_lost
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -32,6 +32,7 @@ from ciro.errors import ChainError, InsufficientEscrowError
 from ciro.identity import Identity
 from ciro.receipts import short_string
 
+from .background import Background
 from .jobstore import JobRow, JobStore
 from .providers import ProviderStore, downtime_evidence, evidence_felt
 
@@ -69,7 +70,7 @@ def fault_evidence(fault: dict[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest(), "big") >> 6
 
 
-class Settlement:
+class Settlement(Background):
     def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
         self.cfg = cfg
         self.store = store
@@ -79,7 +80,6 @@ class Settlement:
         self.keys = KeyStore(cfg.home / "keys")
         self._workers: dict[int, ChainClient] = {}
         self._identities: dict[int, Identity] = {}
-        self._task: asyncio.Task[None] | None = None
         #: Called with the keys of workers a slash left ineligible (below the minimum stake, or banned).
         self.on_ineligible: Callable[[set[int]], None] | None = None
         #: Provider workers' downtime records (the gateway's); long downtime is slashed from here.
@@ -211,14 +211,6 @@ class Settlement:
         return out
 
     # -- after a job ran -----------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.settle_interval_s)
