@@ -16,10 +16,8 @@ Ciro's figures include tokenization and post-processing on the client, as the ba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import free_port, write_report
 
 from ciro import CiroClient, Config
 from ciro.local import ensure_running, stop
@@ -104,9 +103,7 @@ def main() -> None:
                            "pipeline feature-extraction + mean": rate(fe_mean, N_TEXTS)},
             "text-classification": {"pipeline text-classification": rate(lambda: tc(texts, batch_size=BATCH),
                                                                          N_TEXTS)}}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cfg = Config.load(home=work / "home", port=port, settlement="off")
     url = ensure_running(cfg, progress=True)
     try:
@@ -133,9 +130,7 @@ def main() -> None:
                     print(f"{task:<20} {k:<38} {v:8.1f} texts/s  ({v / ref:.2f}x of {next(iter(base[task]))})")
     finally:
         stop(cfg)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
-    print(f"written {args.json}")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ It starts its own embedded default (Ray head + gateway, no chain) under a tempor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -28,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from common import free_port, write_report
 
 from ciro import Config
 from ciro.local import ensure_running, stop
@@ -79,9 +78,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ciro-bench-mlflow-"))
     models = log_models(work)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cfg = Config.load(home=work / "home", port=port, settlement="off")
     url = ensure_running(cfg, progress=True)
     client = get_deploy_client(f"ciro:/{url}")
@@ -112,9 +109,7 @@ def main() -> None:
             report["models"][label] = res
     finally:
         stop(cfg)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
-    print(f"written {args.json}")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from common import free_port, write_report
 
 from ciro import AsyncCiroClient, CiroClient, Config
 from ciro.demo import build_digits_model, build_tiny_mlp, digits_inputs
@@ -179,9 +178,7 @@ def main() -> None:
             build_tiny_mlp(work / "mlp-medium.onnx", in_dim=256, hidden=2048, out_dim=10), "x",
             np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)),
     }
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cfg = Config.load(home=work / "home", port=port)
     url = ensure_running(cfg, progress=True)
     os.environ.update(ray_env(os.environ))  # same token authentication as the head; before Ray reads it
@@ -202,9 +199,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         stop(cfg)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
-    print(f"written {args.json}")
+    write_report(args.json, report)
 
 
 def print_table(res: dict[str, dict[str, float]]) -> None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import free_port, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,9 +119,7 @@ def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int) -> dic
 
     out: dict[str, Any] = {}
     for proofs_at_once in (1, 2):
-        with socket.socket() as sk:
-            sk.bind(("127.0.0.1", 0))
-            port = sk.getsockname()[1]
+        port = free_port()
         cfg = Config.load(home=Path(tempfile.mkdtemp(prefix="ciro-proofs-")) / "home", port=port,
                           max_concurrent_proofs=proofs_at_once)
         url = ensure_running(cfg, progress=True)
@@ -201,8 +199,7 @@ def main() -> None:
         write_scaling(raw)
     report = {"date": time.strftime("%Y-%m-%d"), "raw": raw, "ciro": through_ciro(models, raw, args.jobs),
               "estimate": estimate_accuracy(models, raw)}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

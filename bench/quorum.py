@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import free_port
 
 from ciro import AsyncCiroClient, Config
 from ciro.demo import build_digits_model, digits_inputs
@@ -61,9 +61,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "quorum.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ciro-quorum-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = Config.load(home=work / "home", port=port, num_workers=4, worker_num_cpus=0.5)
     url = ensure_running(cfg, progress=True, num_workers=4)
     try:
