@@ -12,7 +12,7 @@ from ._version import __version__
 from .auth import sign_request
 from .client import AsyncCiroClient, CiroClient
 from .config import DEFAULT_PORT, Config
-from .deployments import Deployment
+from .deployments import DEPLOYMENT_NAME, Deployment, valid_deployment_name
 from .errors import (
     AuthError,
     ChainError,
@@ -57,6 +57,7 @@ from .jobs import (
     new_job_ids,
 )
 from .modelstore import ModelStore, read_model_file
+from .options import JOB_OPTIONS, check_options, options_doc
 from .processing import Processor, is_raw
 from .quorum import QuorumPolicy
 from .receipts import Receipt, sign_receipt
@@ -77,6 +78,8 @@ from .verify import VerificationReport, verify
 __all__ = [
     "BINARY_CONTENT_TYPE",
     "DEFAULT_PORT",
+    "DEPLOYMENT_NAME",
+    "JOB_OPTIONS",
     "SERVED_LEVELS",
     "AsyncCiroClient",
     "AuthError",
@@ -126,6 +129,7 @@ __all__ = [
     "WorkerError",
     "__version__",
     "canonical_bytes",
+    "check_options",
     "commitment",
     "decode_binary",
     "decode_canonical",
@@ -137,10 +141,12 @@ __all__ = [
     "model_hash",
     "new_job_id",
     "new_job_ids",
+    "options_doc",
     "read_model_file",
     "resolve_model",
     "sign_receipt",
     "sign_request",
+    "valid_deployment_name",
     "verify",
 ]
 

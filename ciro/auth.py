@@ -15,18 +15,22 @@ The gateway keeps every (account, nonce) until its expiry, which is what makes a
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
+import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from .errors import UnauthenticatedError
 from .identity import MAX_MESSAGE, Identity, verify_felt
 from .receipts import short_string
 
-__all__ = ["REQUEST_DOMAIN", "SignedRequest", "canonical_target", "is_loopback_url", "request_message",
+__all__ = ["LOCAL_TOKEN_HEADER", "REQUEST_DOMAIN", "SignedRequest", "canonical_target", "csrf_token",
+           "ensure_local_token", "is_loopback_url", "local_token_path", "read_local_token", "request_message",
            "sign_request"]
 
 REQUEST_DOMAIN = short_string("CIRO_REQUEST_V1")
@@ -133,3 +137,43 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: A request from this machine that carries the gateway's local token acts for the operator (as Jupyter's token does).
+LOCAL_TOKEN_HEADER = "x-ciro-local-token"
+
+
+def local_token_path(home: Path) -> Path:
+    """Where the gateway of ``CIRO_HOME`` keeps its local token (readable by its user only)."""
+    return Path(home) / "run" / "gateway.token"
+
+
+def read_local_token(home: Path) -> str | None:
+    """The local gateway's token, or None when there is none or this user cannot read it."""
+    try:
+        text = local_token_path(home).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def ensure_local_token(home: Path) -> str:
+    """The local token, created (mode 0600) if missing; a gateway calls this when it starts."""
+    existing = read_local_token(home)
+    if existing:
+        return existing
+    path = local_token_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(32)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(tmp, path)
+    return token
+
+
+def csrf_token(secret: str, purpose: str) -> str:
+    """A form's anti-forgery token: an HMAC of ``purpose`` under the gateway's secret. A page on another site
+    cannot read the gateway's pages, so it cannot learn the token its forged POST would need."""
+    return hmac.new(secret.encode(), b"ciro-csrf:" + purpose.encode(), hashlib.sha256).hexdigest()

@@ -22,21 +22,25 @@ from .client import AsyncCiroClient, CiroClient
 from .config import Config
 from .errors import (
     CiroError,
+    DeploymentNotFoundError,
     GatewayUnavailableError,
     InputError,
     JobError,
+    JobNotFoundError,
     ModelError,
 )
 from .jobs import JobResult, JobStatus
 from .tensors import decode_json
 
-EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB = 1, 2, 3, 4, 5
+EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB, EXIT_NOT_FOUND = 1, 2, 3, 4, 5, 6
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _exit_code(exc: CiroError) -> int:
     if isinstance(exc, GatewayUnavailableError):
         return EXIT_UNAVAILABLE
+    if isinstance(exc, JobNotFoundError | DeploymentNotFoundError):
+        return EXIT_NOT_FOUND
     if isinstance(exc, InputError | ModelError):
         return EXIT_INPUT
     if isinstance(exc, JobError):
@@ -86,15 +90,25 @@ def cli(ctx: click.Context, home: Path | None, gateway_url: str | None, port: in
 @cli.command()
 @click.option("--workers", type=int, help="Worker actors to start (CIRO_NUM_WORKERS).")
 @click.option("--ray-address", help="Join this Ray cluster (host:port) instead of starting a local head.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this PEM certificate (chain) (CIRO_TLS_CERT); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The PEM private key of --tls-cert (CIRO_TLS_KEY).")
 @click.pass_context
 @handle_errors
-def up(ctx: click.Context, workers: int | None, ray_address: str | None) -> None:
+def up(ctx: click.Context, workers: int | None, ray_address: str | None, tls_cert: Path | None,
+       tls_key: Path | None) -> None:
     """Start the embedded default: a local Ray head (or join --ray-address) and the gateway."""
     cfg = _cfg(ctx)
-    if ray_address:
-        cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address)
+    if ray_address or tls_cert or tls_key:
+        cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address,
+                          tls_cert=tls_cert and str(tls_cert.resolve()), tls_key=tls_key and str(tls_key.resolve()))
     url = local.ensure_running(cfg, progress=True, num_workers=workers)
     click.echo(f"gateway: {url}  (API docs: {url}/docs, metrics: {url}/metrics)")
+    if url.startswith("https://") and not _cfg(ctx).url.startswith("https://"):
+        click.echo(f"note: other commands and the SDK look for {_cfg(ctx).url}; put tls_cert and tls_key (or "
+                   f"gateway_url = \"{url}\") in config.toml or CIRO_* variables, with ca_bundle if a private CA "
+                   "signed the certificate.", err=True)
 
 
 @cli.command()
@@ -300,20 +314,24 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
 @cli.command("verify")
 @click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The ONNX file: check the result's model hash against it.")
+              help="The ONNX file: check the result's model hash against it (zk: and rebuild the verifying key).")
 @click.option("--input", "-i", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The input file the job ran on: check the input commitment against it.")
 @click.option("--input-name", help="The model input's name, when --input is a bare array (.npy or a plain list).")
 @click.option("--worker-key", "worker_keys", multiple=True, help="A trusted worker public key (repeatable).")
 @click.option("--srs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SRS file for a zk proof (default: found by hash in CIRO_SRS_DIR or $CIRO_HOME/srs).")
-@click.option("--rebuild-vk", is_flag=True, help="zk: rebuild the verifying key from --model + settings + SRS "
-              "and compare it, trusting no shipped key.")
+@click.option("--vk", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="zk: a verifying key file you trust (e.g. the model owner's registered key), used instead of "
+              "rebuilding one from --model (still needed: it checks the proof's settings).")
 @click.pass_context
 @handle_errors
 def verify_cmd(ctx: click.Context, result: Path, model: Path | None, input_path: Path | None,
-               input_name: str | None, worker_keys: tuple[str, ...], srs: Path | None, rebuild_vk: bool) -> None:
-    """Check a saved result offline (no network). Exit 0 only when every check passes."""
+               input_name: str | None, worker_keys: tuple[str, ...], srs: Path | None, vk: Path | None) -> None:
+    """Check a saved result offline (no network). Exit 0 only when every check passes.
+
+    A zk proof is checked against a verifying key you chose: rebuilt from --model (cached in
+    $CIRO_HOME/vk-cache) or given with --vk; never the one the prover shipped."""
     from .verify import verify
 
     inputs = None
@@ -326,10 +344,11 @@ def verify_cmd(ctx: click.Context, result: Path, model: Path | None, input_path:
         else:
             raise click.UsageError("--input holds a bare array: name the model input with --input-name NAME, "
                                    "or save the input as .npz (np.savez(f, NAME=x)).")
-    if rebuild_vk and model is None:
-        raise click.UsageError("--rebuild-vk needs --model MODEL.onnx.")
+    if vk is not None and model is None:
+        raise click.UsageError("--vk needs --model MODEL.onnx too: the proof's settings (how its public values "
+                               "decode) are checked against the model.")
     report = verify(result, inputs=inputs, model=model, trusted_workers=list(worker_keys) or None, srs=srs,
-                    rebuild_vk=rebuild_vk, config=_cfg(ctx))
+                    vk=vk, config=_cfg(ctx))
     click.echo(report.text())
     if not report.valid:
         sys.exit(EXIT_ERROR)

@@ -19,15 +19,17 @@ import aiohttp
 import numpy as np
 import orjson
 
-from .auth import is_loopback_url, sign_request
+from .auth import LOCAL_TOKEN_HEADER, is_loopback_url, read_local_token, sign_request
 from .config import Config
-from .deployments import Deployment
+from .deployments import Deployment, valid_deployment_name
 from .errors import (
     ConfigError,
+    DeploymentNotFoundError,
     GatewayUnavailableError,
     InputError,
     JobCancelledError,
     JobFailedError,
+    JobNotFoundError,
     JobTimeoutError,
     ProtocolError,
     error_class,
@@ -36,8 +38,10 @@ from .errors import (
 from .identity import Identity, KeyStore
 from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
 from .modelstore import read_model_file
+from .options import check_options
 from .processing import Processor, extract_bundle, is_raw, load_processor, make_bundle
 from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
+from .tls import CA_HINT, client_ssl_context
 
 __all__ = ["AsyncCiroClient", "CiroClient"]
 
@@ -51,6 +55,9 @@ _START_HINT = "Start the embedded default with `ciro up` (or CiroClient.local())
 
 
 KEEPALIVE_S = 2.0
+#: Keyword arguments the SDK takes next to the job options (named in the unknown-option message).
+_SDK_ARGS = {"max_payment": "CIRO base units escrowed per job", "verification": "none, receipt, quorum or zk",
+             "timeout": "seconds to wait"}
 
 
 class AsyncCiroClient:
@@ -68,7 +75,9 @@ class AsyncCiroClient:
         self.verification = VerificationLevel.parse(
             verification if verification is not None else self.config.verification)
         self.default_options = dict(options or {})
+        check_options({k: v for k, v in self.default_options.items() if k != "max_payment"}, extra=_SDK_ARGS)
         self._http: aiohttp.ClientSession | None = None
+        self._token: str | None = None
         self._models: dict[str, ModelInfo] = {}
         self._processors: dict[str, Processor] = {}
         self._chain: Any = None  # (chain info, ChainClient) once escrow is used
@@ -79,6 +88,12 @@ class AsyncCiroClient:
             return None
         return KeyStore(self.config.home / "keys").get_or_create(self.config.client_key)
 
+    def _local_token(self) -> str | None:
+        """The local gateway's token ($CIRO_HOME/run/gateway.token), sent only to a gateway on this machine."""
+        if self._token is None and is_loopback_url(self.url):
+            self._token = read_local_token(self.config.home)
+        return self._token
+
     async def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
@@ -86,7 +101,10 @@ class AsyncCiroClient:
                 # Idle connections are dropped well before the gateway's keep-alive (30 s; a proxy's may be 5 s)
                 # closes them, so a request never goes out on a connection the server is closing ("Server
                 # disconnected" after the client idled, e.g. while importing a tokenizer).
-                connector=aiohttp.TCPConnector(limit=512, force_close=False, keepalive_timeout=KEEPALIVE_S),
+                # https: certificates are verified against the system store plus ca_bundle, never skipped
+                connector=aiohttp.TCPConnector(limit=512, force_close=False, keepalive_timeout=KEEPALIVE_S,
+                                               ssl=client_ssl_context(self.config)
+                                               if self.url.startswith("https://") else True),
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._http
@@ -104,10 +122,12 @@ class AsyncCiroClient:
             kw["data"] = orjson.dumps(kw.pop("json"))
             kw["headers"] = {**kw.get("headers", {}), "content-type": "application/json"}
         query = {k: str(v) for k, v in (params or {}).items()}
-        if self.identity is not None and method != "GET":
+        if self.identity is not None:  # reads too: a remote gateway shows a key only the jobs it submitted
             body = kw.get("data") or b""
             kw["headers"] = {**kw.get("headers", {}), **sign_request(
                 self.identity, method=method, path="/" + path.lstrip("/"), query=query, body=bytes(body))}
+        elif (token := self._local_token()) is not None:
+            kw["headers"] = {**kw.get("headers", {}), LOCAL_TOKEN_HEADER: token}
         session = await self._session()
         try:
             for attempt in range(self.retries + 1):
@@ -120,6 +140,9 @@ class AsyncCiroClient:
                     if attempt == self.retries:
                         raise
                     await asyncio.sleep(0.05 * (attempt + 1))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise GatewayUnavailableError(f"The gateway at {self.url} presented a certificate this client does not "
+                                          f"trust ({exc.certificate_error}). {CA_HINT}") from exc
         except aiohttp.ClientConnectorError as exc:
             raise GatewayUnavailableError(f"No Ciro gateway answers at {self.url} ({exc}). {_START_HINT}") from exc
         except TimeoutError as exc:
@@ -227,14 +250,14 @@ class AsyncCiroClient:
         if model is not None:
             zk = changes.get("verification", (await self.deployment(name)).verification) == "zk"
             changes["model"] = await self._model_ref(model, zk)
-        return Deployment.from_wire(await self._request("PUT", f"/v1/deployments/{name}", json=changes))
+        return Deployment.from_wire(await self._request("PUT", f"/v1/deployments/{_dep(name)}", json=changes))
 
     async def delete_deployment(self, name: str) -> bool:
         """Remove a deployment; False if there was none (deleting twice is fine)."""
-        return bool((await self._request("DELETE", f"/v1/deployments/{name}"))["deleted"])
+        return bool((await self._request("DELETE", f"/v1/deployments/{_dep(name)}"))["deleted"])
 
     async def deployment(self, name: str) -> Deployment:
-        return Deployment.from_wire(await self._request("GET", f"/v1/deployments/{name}"))
+        return Deployment.from_wire(await self._request("GET", f"/v1/deployments/{_dep(name)}"))
 
     async def deployments(self) -> list[Deployment]:
         return [Deployment.from_wire(d) for d in await self._request("GET", "/v1/deployments")]
@@ -297,6 +320,7 @@ class AsyncCiroClient:
         info = await self.model(model)
         options = {**self.default_options, **options}
         max_payment = options.pop("max_payment", None)
+        options = check_options(options, extra=_SDK_ARGS)
         spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
                        verification=VerificationLevel(self._level(verification)), options=options)
         wait = min(wait, MAX_SERVER_WAIT_S)  # longer waits continue in `wait()`
@@ -375,6 +399,9 @@ class AsyncCiroClient:
         info = await self.model(model)
         level = self._level(verification)
         job_options = {**self.default_options, **(options or {})}
+        default_payment = job_options.pop("max_payment", None)
+        max_payment = max_payment if max_payment is not None else default_payment
+        job_options = check_options(job_options, extra=_SDK_ARGS)
         params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
         if max_payment is not None:
             params = {"wait": 0, "escrow": "true"}
@@ -396,11 +423,12 @@ class AsyncCiroClient:
         return result
 
     async def status(self, job_id: str) -> JobResult:
-        return JobResult.from_wire(await self._request("GET", f"/v1/jobs/{job_id}"))
+        return JobResult.from_wire(await self._request("GET", f"/v1/jobs/{_job_id(job_id)}"))
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
         """Wait until the job is final and return it with its outputs (it does not raise on failure)."""
         limit = timeout if timeout is not None else self.timeout
+        job_id = _job_id(job_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
@@ -416,7 +444,7 @@ class AsyncCiroClient:
                     f"(ciro.wait(job_id, timeout=...)) or cancel it.", detail={"job_id": job_id})
 
     async def cancel(self, job_id: str) -> JobResult:
-        return JobResult.from_wire(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))
+        return JobResult.from_wire(await self._request("POST", f"/v1/jobs/{_job_id(job_id)}/cancel"))
 
     async def jobs(self, *, status: JobStatus | str | None = None, model: str | None = None,
                    limit: int = 100) -> list[JobResult]:
@@ -426,6 +454,23 @@ class AsyncCiroClient:
         if model:
             params["model"] = model
         return [JobResult.from_wire(j) for j in await self._request("GET", "/v1/jobs", params=params)]
+
+
+def _dep(name: str) -> str:
+    """A deployment name as the gateway allows them; anything else (a '/', a '?') cannot name one."""
+    if not valid_deployment_name(name):
+        raise DeploymentNotFoundError(f"No deployment {name!r}: names are letters, digits, '.', '_' and '-' (at most "
+                                      "128). List deployments with client.deployments().", detail={"name": str(name)})
+    return name
+
+
+def _job_id(job_id: str) -> str:
+    """A job id as the gateway makes them (32 hex characters); anything else cannot name a job."""
+    text = str(job_id).strip().lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise JobNotFoundError(f"No job {job_id!r}: job ids are 32 hex characters. List jobs with `ciro jobs`.",
+                               detail={"job_id": str(job_id)})
+    return text
 
 
 def _checked(result: JobResult) -> JobResult:

@@ -109,6 +109,13 @@ class Config:
     #: Gateway: the shared secret incoming webhooks must carry (e.g. Hugging Face's X-Webhook-Secret);
     #: unset: webhooks are refused.
     webhook_secret: str | None = None
+    #: Gateway: PEM certificate (chain) and private key; set both to serve HTTPS, neither for plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Client: PEM file of CA certificates trusted in addition to the system store (a private CA's gateway).
+    ca_bundle: str | None = None
+    #: Gateway: seal job inputs and outputs in the job store with AES-256-GCM (key: $CIRO_HOME/keys/store.key).
+    encrypt_at_rest: bool = False
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -151,7 +158,7 @@ class Config:
 
     @property
     def local_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -173,6 +180,8 @@ class Config:
             (self.max_request_ttl_s > 0, "max_request_ttl_s must be > 0"),
             (self.settlement in {"auto", "required", "off"}, "settlement must be 'auto', 'required' or 'off'"),
             (self.settle_batch >= 1, "settle_batch must be >= 1"),
+            ((self.tls_cert is None) == (self.tls_key is None),
+             "tls_cert and tls_key go together: set both (the gateway serves HTTPS) or neither (plain HTTP)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -200,6 +209,8 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
             return Path(value).expanduser()
         if value is None:
             return None
+        if t.startswith("bool"):
+            return _to_bool(value)
         if t.startswith("int"):
             return int(value)
         if t.startswith("float"):
@@ -207,3 +218,19 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Setting {name!r} has the invalid value {value!r} ({exc}). Expected {t}.") from exc
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("use true/false, yes/no, on/off or 1/0")

@@ -7,10 +7,18 @@ see a half-ready model. Jobs submitted before the switch finish on the model the
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Deployment"]
+__all__ = ["DEPLOYMENT_NAME", "Deployment", "valid_deployment_name"]
+
+#: A deployment's name: letters, digits, '.', '_', '-', at most 128, starting with a letter or digit.
+DEPLOYMENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def valid_deployment_name(name: object) -> bool:
+    return isinstance(name, str) and re.fullmatch(DEPLOYMENT_NAME, name) is not None
 
 
 @dataclass(frozen=True)

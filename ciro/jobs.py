@@ -221,7 +221,7 @@ class JobResult:
     started_at: float | None = None
     finished_at: float | None = None
     error: dict[str, Any] | None = None
-    #: Free-form job metadata as submitted (recorded, not interpreted by this build).
+    #: The job's options (quorum policy, hardware), checked and typed by :func:`ciro.check_options`.
     options: dict[str, Any] = field(default_factory=dict)
     #: The worker's signed receipt (levels receipt and quorum).
     receipt: Receipt | None = None

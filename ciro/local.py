@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ from typing import Any
 
 from .config import Config
 from .errors import CiroError, GatewayUnavailableError
+from .sealing import store_sealer
+from .tls import CA_HINT, local_ssl_context, server_tls_files
 
 __all__ = ["ensure_running", "free_port", "process_alive", "ray_env", "ray_exe", "read_json", "read_state",
            "running_url", "stop", "terminate", "write_json"]
@@ -80,12 +83,26 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
-def _healthy(url: str, timeout: float = 2.0) -> bool:
+def _healthy(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> bool:
+    """Whether a Ciro gateway answers at ``url``; an https certificate that fails verification is an error."""
     try:
-        with urllib.request.urlopen(url + "/healthz", timeout=timeout) as r:
+        with urllib.request.urlopen(url + "/healthz", timeout=timeout, context=context) as r:
             return r.status == 200 and json.loads(r.read()).get("status") == "ok"
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            raise GatewayUnavailableError(
+                f"The gateway at {url} presented a certificate that does not verify ({exc.reason.verify_message}). "
+                f"Its certificate must name the host in the URL. {CA_HINT}") from exc
+        return False
     except (OSError, ValueError):
         return False
+
+
+def _check_context(cfg: Config, url: str, state: dict[str, Any]) -> ssl.SSLContext | None:
+    """Trust for checking the local gateway at ``url``: its own certificate (as recorded when it started)."""
+    if not url.startswith("https://"):
+        return None
+    return local_ssl_context(cfg, state.get("tls_cert") or cfg.tls_cert)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -106,7 +123,7 @@ def running_url(cfg: Config) -> str | None:
     """URL of a healthy gateway for this config, or None."""
     state = read_state(cfg)
     url = state.get("gateway_url") or cfg.local_url
-    return url if _healthy(url) else None
+    return url if _healthy(url, context=_check_context(cfg, url, state)) else None
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -213,13 +230,15 @@ def _ensure_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[s
 
 def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | None = None) -> str:
     """Start whatever of (Ray head, gateway) is not running; return the gateway URL."""
+    tls = server_tls_files(cfg)  # refuse bad certificate files or store key before starting anything
+    store_sealer(cfg)
     url = running_url(cfg)
     if url:
         return url
     state = read_state(cfg)
     cfg.home.mkdir(parents=True, exist_ok=True)
     if process_alive(state.get("gateway_pid")):  # a gateway that is still starting, or stuck
-        _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress)
+        _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress, state.get("tls_cert"))
         return str(state["gateway_url"])
     if _port_open(cfg.host, cfg.port):
         raise GatewayUnavailableError(
@@ -235,11 +254,15 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         ray_state = _start_ray_head(cfg, progress)
     ray_state.update(_ensure_devnet(cfg, state, progress))
     url = cfg.local_url
+    if tls:
+        ray_state["tls_cert"] = tls[0]
     _write_state(cfg, {**ray_state, "gateway_url": url})
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
     env.pop("CIRO_GATEWAY_URL", None)
+    if tls:
+        env["CIRO_TLS_CERT"], env["CIRO_TLS_KEY"] = tls
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
     if num_workers is not None:
         cmd += ["--workers", str(num_workers)]
@@ -248,15 +271,16 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
     _write_state(cfg, {**ray_state, "gateway_url": url, "gateway_pid": proc.pid})
-    _wait_gateway(cfg, url, proc.pid, progress)
+    _wait_gateway(cfg, url, proc.pid, progress, tls[0] if tls else None)
     _say(progress, f"ciro: gateway ready at {url}")
     return url
 
 
-def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool) -> None:
+def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool, tls_cert: str | None) -> None:
     deadline = time.monotonic() + _GATEWAY_START_S
     log = cfg.home / "logs" / "gateway.log"
-    while not _healthy(url, timeout=1.0):
+    context = _check_context(cfg, url, {"tls_cert": tls_cert})
+    while not _healthy(url, timeout=1.0, context=context):
         if not process_alive(pid):
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise GatewayUnavailableError(f"The gateway exited while starting. Last lines of {log}:\n{tail}")

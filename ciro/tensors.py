@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import struct
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ __all__ = [
 
 BINARY_CONTENT_TYPE = "application/vnd.ciro.safetensors"
 CANONICAL_MAGIC = b"CIRO-TENSORS-V1\x00"
+_SCALARS = "ciro.scalars"
 #: Above this many elements, :func:`encode_json` sends base64 bytes instead of a number list.
 JSON_LIST_LIMIT = 4096
 
@@ -145,7 +147,9 @@ def encode_json(tensors: Mapping[str, Any], *, list_limit: int = JSON_LIST_LIMIT
     for name, value in tensors.items():
         arr = _as_array(name, value)
         entry: dict[str, Any] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape)}
-        if arr.size <= list_limit:
+        # JSON numbers cannot hold inf or NaN (orjson writes null, which reads back as NaN) nor a NaN's payload:
+        # such tensors travel as their exact bytes.
+        if arr.size <= list_limit and (arr.dtype.kind != "f" or bool(np.isfinite(arr).all())):
             entry["data"] = arr.reshape(-1).tolist()
         else:
             raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
@@ -182,6 +186,7 @@ def decode_json(obj: Any) -> Tensors:
                 data = entry.get("data")
                 if not isinstance(data, list):
                     raise InputError(f'Tensor {name!r} needs a "data" list or a "b64" string.')
+                _check_values(name, data, dtype)
                 arr = np.asarray(data, dtype=dtype)
                 if arr.size != count:
                     raise InputError(
@@ -197,10 +202,27 @@ def decode_json(obj: Any) -> Tensors:
     return out
 
 
+def _check_values(name: str, data: list[Any], dtype: np.dtype) -> None:
+    """Refuse values numpy would silently change: null (read as NaN), 1.5 as an integer, 2 as a bool."""
+    if None in data:
+        raise InputError(f"Tensor {name!r} holds null, which is not a number. Send inf/-inf/NaN as the strings "
+                         '"inf", "-inf", "nan", or the exact bytes as "b64".')
+    if dtype.kind == "b":
+        if any(v not in (0, 1) or isinstance(v, str) for v in data):
+            raise InputError(f"Tensor {name!r} is bool: send true/false (or 0/1), not other values.")
+    elif dtype.kind in "iu" and any(isinstance(v, float) and not v.is_integer() for v in data):
+        raise InputError(f"Tensor {name!r} is {dtype.name} but holds a fractional number. Send whole numbers, or "
+                         "declare a float dtype.")
+
+
 def encode_binary(tensors: Mapping[str, Any]) -> bytes:
     from safetensors.numpy import save
 
-    return save({n: np.ascontiguousarray(_as_array(n, v)) for n, v in tensors.items()})
+    given = {n: _as_array(n, v) for n, v in tensors.items()}
+    arrays = {n: np.ascontiguousarray(a) for n, a in given.items()}  # (a 0-d array comes back with shape (1,))
+    scalars = sorted(n for n, a in given.items() if a.ndim == 0)
+    # safetensors writes a 0-d tensor with shape [1]; the metadata says which ones were 0-d.
+    return save(arrays, metadata={_SCALARS: json.dumps(scalars)} if scalars else None)
 
 
 def decode_binary(data: bytes) -> Tensors:
@@ -218,4 +240,18 @@ def decode_binary(data: bytes) -> Tensors:
         raise InputError("The safetensors payload holds no tensors. Send at least one named input.")
     for name, arr in out.items():
         _as_array(name, arr)
+    for name in _scalar_names(data):
+        if name in out and out[name].size == 1:
+            out[name] = out[name].reshape(())
     return out
+
+
+def _scalar_names(data: bytes) -> list[str]:
+    """The 0-d tensors :func:`encode_binary` recorded in the header's metadata (the loader checked the header)."""
+    (n,) = struct.unpack_from("<Q", data, 0)
+    meta = json.loads(bytes(data[8:8 + n])).get("__metadata__") or {}
+    try:
+        names = json.loads(meta.get(_SCALARS, "[]"))
+    except ValueError:
+        return []
+    return [x for x in names if isinstance(x, str)] if isinstance(names, list) else []

@@ -4,13 +4,21 @@
 commitment from the outputs) and checks the evidence its level carries (a receipt's fields and
 Stark signature). Given the inputs, the model file or a list of trusted worker keys, it also
 binds the result to them. Each check reports a reason when it fails.
+
+What it trusts is the verifier's, never the prover's: a zk proof is verified against a verifying
+key rebuilt from the given model (or one the verifier passes), with settings checked against that
+model; an SRS counts as pinned only when the verifier's own SHA256SUMS lists it; a receipt's signer
+only when it is among the keys passed. Anything else is a failed check or a note.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .jobs import JobResult, VerificationLevel
 from .modelstore import read_model_file
 from .quorum import QuorumPolicy, agree
@@ -82,7 +90,7 @@ def _load(result: JobResult | Mapping[str, Any] | str | os.PathLike[str]) -> Job
         data = dict(result)
     try:
         return JobResult.from_wire(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"Not a Ciro job result ({exc}). Save one with `ciro infer --out r.json` or "
                          "JobResult.to_dict().") from exc
 
@@ -90,12 +98,16 @@ def _load(result: JobResult | Mapping[str, Any] | str | os.PathLike[str]) -> Job
 def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
            inputs: Mapping[str, np.ndarray] | None = None, model: str | os.PathLike[str] | bytes | None = None,
            trusted_workers: Iterable[str] | None = None, srs: str | os.PathLike[str] | None = None,
-           rebuild_vk: bool = False, config: Config | None = None) -> VerificationReport:
+           vk: str | os.PathLike[str] | bytes | None = None, config: Config | None = None) -> VerificationReport:
     """Check a result offline. ``inputs``, ``model`` and ``trusted_workers`` bind it further when given.
 
-    zk results also need the SRS the proof was made with (``srs``, else found by its hash in
-    ``srs_dir`` or ``$CIRO_HOME/srs``); ``rebuild_vk`` (with ``model``) rebuilds the verifying key."""
+    A zk result is valid only against a verifying key you chose: the one rebuilt from ``model`` + the
+    proof's settings + the SRS (cached under ``$CIRO_HOME/vk-cache``), or ``vk``, a key file you trust
+    (the settings are still checked against ``model``). It also needs the SRS the proof was made with
+    (``srs``, else found by its hash in ``srs_dir`` or ``$CIRO_HOME/srs``), which counts as pinned only
+    when ``srs_dir/SHA256SUMS`` lists it."""
     r = _load(result)
+    vk_bytes = _read_vk(vk)
     model_bytes: bytes | None = None
     report = VerificationReport(r.job_id, r.verification)
     if r.outputs is None or r.output_commitment is None:
@@ -122,7 +134,7 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
         _check_quorum(report, r, trusted_workers)
     elif r.verification is VerificationLevel.ZKML:
         _check_receipt(report, r, trusted_workers)
-        _check_zk(report, r, inputs, srs, model_bytes if rebuild_vk else None, config or Config.load())
+        _check_zk(report, r, inputs, srs, model_bytes, vk_bytes, config or Config.load())
     elif r.verification is not VerificationLevel.NONE:
         report.add("evidence", False, f"level {r.verification.value!r} is not verifiable by this build")
     return report
@@ -146,6 +158,9 @@ def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[s
         known = int(rc.worker_key, 16) in keys
         report.add("worker key", known, "is in the trusted list" if known else
                    f"{rc.worker_key[:18]}... is not among the {len(keys)} trusted worker key(s)")
+    else:
+        report.notes.append(f"the receipt's signer {rc.worker_key[:18]}... was not checked against any key you "
+                            "trust (pass --worker-key KEY / trusted_workers=); any key can sign a receipt")
 
 
 def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None) -> None:
@@ -196,11 +211,14 @@ def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[st
         unknown = [k for k in agreeing if k not in keys]
         report.add("worker keys", not unknown, "every agreeing key is trusted" if not unknown else
                    f"{len(unknown)} agreeing key(s) are not in the trusted list")
+    else:
+        report.notes.append(f"the {len(agreeing)} agreeing worker key(s) were not checked against any key you trust "
+                            "(pass --worker-key KEY, repeatable); anyone can make keys that agree")
 
 
 def _check_zk(report: VerificationReport, r: JobResult, inputs: Mapping[str, np.ndarray] | None,
-              srs: str | os.PathLike[str] | None, rebuild_from: bytes | None, cfg: Config) -> None:
-    from .zk import DEV_SRS_WARNING, sha256_file, zk_check
+              srs: str | os.PathLike[str] | None, model: bytes | None, vk: bytes | None, cfg: Config) -> None:
+    from .zk import _quiet
 
     art = r.zk
     if not isinstance(art, dict) or "proof" not in art:
@@ -211,26 +229,106 @@ def _check_zk(report: VerificationReport, r: JobResult, inputs: Mapping[str, np.
     wrong = sorted(k for k, v in fields.items() if art.get(k) != v)
     report.add("zk artifact", not wrong, "names this result's model and commitments" if not wrong else
                f"artifact {', '.join(wrong)} differ from the result's")
-    srs_path = Path(srs) if srs else _find_srs_by_hash(art["srs"]["sha256"], cfg, sha256_file)
+    try:
+        with _quiet():  # EZKL's Rust code prints tables, and panics, to stdout/stderr
+            _check_proof(report, r, art, inputs, srs, model, vk, cfg)
+    except ConfigError:
+        raise  # EZKL is not installed: the message says how to install it
+    except BaseException as exc:
+        # pyo3 turns a Rust panic into PanicException, a BaseException: a malformed artifact, not a crash
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
+        why = (str(exc).strip().splitlines() or [""])[0][:160]
+        report.add("zk proof", False, f"malformed proof artifact ({type(exc).__name__}: {why}); ask for the result "
+                   "file exactly as `ciro infer --out` wrote it")
+
+
+def _check_proof(report: VerificationReport, r: JobResult, art: dict[str, Any],
+                 inputs: Mapping[str, np.ndarray] | None, srs: str | os.PathLike[str] | None, model: bytes | None,
+                 vk: bytes | None, cfg: Config) -> None:
+    from .zk import sha256_file, srs_pinned
+    from .zk_verify import settings_problem, zk_check
+
+    meta = art["srs"]
+    srs_path = Path(srs) if srs else _find_srs_by_hash(meta["sha256"], cfg, sha256_file)
     if srs_path is None:
-        report.add("zk srs", False, f"SRS {art['srs']['name']} (sha256 {art['srs']['sha256'][:16]}...) not found: "
+        report.add("zk srs", False, f"SRS {meta.get('name')} (sha256 {str(meta['sha256'])[:16]}...) not found: "
                    "pass --srs PATH")
         return
+    srs_sha = sha256_file(srs_path)
+    if not srs_pinned(srs_sha, cfg.srs_dir):  # the verifier's own pins, not the artifact's "kind" label
+        where = f"{cfg.srs_dir}/SHA256SUMS" if cfg.srs_dir else "no srs_dir (CIRO_SRS_DIR) is set"
+        report.notes.append(f"SRS {srs_path.name} (sha256 {srs_sha[:16]}...) is not pinned by you ({where}), "
+                            "so treat it as a DEVELOPMENT SRS: the proof is not sound against whoever generated it; "
+                            "pin public-ceremony SRS files (CIRO_SRS_DIR with SHA256SUMS) for real assurance")
+    settings = art["settings"]
+    shipped = base64.b64decode(art["vk_b64"], validate=True)
+    key, how = vk, f"the vk you gave (sha256 {hashlib.sha256(vk).hexdigest()[:16]}...)" if vk is not None else ""
+    if model is not None:
+        problem = settings_problem(model, settings)
+        report.add("zk settings", problem is None, "EZKL derives the same settings from the given model; weights "
+                   "fixed" if problem is None else f"the proof's settings do not fit the given model: {problem}")
+        if problem is not None:
+            return
+        if key is None:
+            key, how = _rebuilt_vk(model, settings, srs_path, srs_sha, cfg)
+            if key is None:
+                report.add("zk verifying key", False, how)
+                return
+    elif vk is None:
+        report.add("zk verifying key", False, "the proof was checked only against the vk the prover shipped; pass "
+                   "--model MODEL.onnx (the vk is rebuilt from it) or --vk FILE with it")
+    else:
+        report.add("zk settings", False, "the settings that decode the proof's public values come from the "
+                   "prover: pass --model MODEL.onnx to check them against the model")
+    if key is not None:
+        report.add("zk verifying key", key == shipped, f"{how}; the proof shipped the same vk" if key == shipped
+                   else f"{how} differs from the vk the proof shipped: the proof was not made for this model")
     assert r.outputs is not None
     names_in = sorted(inputs) if inputs is not None else None
-    try:
-        checks = zk_check(art, outputs=list(r.outputs.values()),
-                          inputs=[inputs[n] for n in names_in] if inputs is not None and names_in else None,
-                          srs_path=srs_path, rebuild_from=rebuild_from)
-    except (KeyError, TypeError, ValueError) as exc:
-        report.add("zk artifact", False, f"malformed proof artifact ({exc})")
-        return
+    checks = zk_check(art, outputs=list(r.outputs.values()),
+                      inputs=[inputs[n] for n in names_in] if inputs is not None and names_in else None,
+                      srs_path=srs_path, vk=key)
     for name, ok, detail in checks:
         report.add(name, ok, detail)
     if inputs is None:
         report.notes.append("the proof's inputs were not compared with the job's inputs (pass them: -i / inputs=)")
-    if art["srs"].get("kind") != "pinned":
-        report.notes.append(DEV_SRS_WARNING)
+
+
+def _rebuilt_vk(model: bytes, settings: Mapping[str, Any], srs_path: Path, srs_sha: str,
+                cfg: Config) -> tuple[bytes | None, str]:
+    """The vk EZKL builds from the model + settings + SRS, cached by the hashes of all three (computed
+    here, never taken from the artifact); with the detail that says where it came from."""
+    from .zk_verify import build_vk
+
+    canon = json.dumps({k: v for k, v in settings.items() if k != "timestamp"}, sort_keys=True,
+                       separators=(",", ":"))
+    path = (cfg.home / "vk-cache" / hashlib.sha256(model).hexdigest()
+            / f"{hashlib.sha256(canon.encode()).hexdigest()}-{srs_sha[:16]}" / "vk.key")
+    if path.is_file():
+        return path.read_bytes(), f"rebuilt from the given model + settings + SRS (cached in {path.parent})"
+    start = time.perf_counter()
+    try:
+        key = build_vk(model, settings, srs_path)
+    except RuntimeError as exc:
+        return None, f"EZKL could not build the circuit of the given model with the proof's settings " \
+                     f"({str(exc).splitlines()[0][:160]})"
+    with contextlib.suppress(OSError):  # a read-only CIRO_HOME only costs the next check a rebuild
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".vk.{os.getpid()}.tmp")
+        tmp.write_bytes(key)
+        os.replace(tmp, path)
+    return key, f"rebuilt from the given model + settings + SRS in {time.perf_counter() - start:.1f} s"
+
+
+def _read_vk(vk: str | os.PathLike[str] | bytes | None) -> bytes | None:
+    if vk is None or isinstance(vk, bytes):
+        return vk
+    try:
+        return Path(vk).read_bytes()
+    except OSError as exc:
+        raise InputError(f"Cannot read the verifying key {vk}: {exc}. Pass the vk.key file you trust, or leave "
+                         "--vk out to rebuild the key from --model.") from exc
 
 
 def _find_srs_by_hash(digest: str, cfg: Config, sha256_file: Any) -> Path | None:

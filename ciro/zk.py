@@ -3,8 +3,8 @@
 Set-up (``zk_setup``): settings with the model's weights ``fixed`` (so the verifying key binds the
 model), calibration, circuit compilation, an SRS, proving and verifying keys. Cached under the
 model's folder in the model store. Proving (``zk_prove``) makes a witness from a job's exact inputs
-and a proof whose public instances are the quantised inputs and outputs. ``zk_check`` verifies a
-proof artifact offline and binds its instances to a result's outputs (and inputs, when given).
+and a proof whose public instances are the quantised inputs and outputs. The verifier's side (checking an
+artifact against keys the verifier chose) is ``ciro.zk_verify``.
 
 SRS: with ``srs_dir`` set, ``kzg{logrows}.srs`` must be listed with its SHA-256 in
 ``srs_dir/SHA256SUMS`` (public-ceremony files, pinned by the operator). Without it a development
@@ -18,10 +18,9 @@ import base64
 import contextlib
 import hashlib
 import json
-import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,7 @@ import numpy as np
 
 from .errors import ConfigError, InputError, InvalidModelError
 
-__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "output_gap", "output_tolerance", "zk_check",
-           "zk_prove", "zk_setup"]
+__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_prove", "zk_setup"]
 
 DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
                    "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
@@ -122,6 +120,11 @@ def _read_pins(path: Path) -> dict[str, str]:
             if len(parts) == 2:
                 pins[parts[1].lstrip("*")] = parts[0].lower()
     return pins
+
+
+def srs_pinned(digest: str, srs_dir: str | os.PathLike[str] | None) -> bool:
+    """Whether an SRS with this SHA-256 is listed in ``srs_dir/SHA256SUMS`` (the verifier's own pins)."""
+    return srs_dir is not None and digest.lower() in _read_pins(Path(srs_dir) / "SHA256SUMS").values()
 
 
 @dataclass(frozen=True)
@@ -314,136 +317,6 @@ def zk_prove(setup: ZkSetup, inputs: list[np.ndarray], *, model_hash: str, input
     if setup.srs.kind == "development":
         artifact["warning"] = DEV_SRS_WARNING
     return artifact
-
-
-def output_tolerance(artifact: Mapping[str, Any]) -> float:
-    """How far a proven (fixed-point) output may be from the float output: 10x the error measured at
-    set-up, and never below 4 units of the smallest output scale."""
-    scales = artifact["settings"].get("model_output_scales") or [0]
-    return max(10 * float(artifact.get("calibration_max_abs_error", 0.0)), 4 * 2.0 ** -min(scales))
-
-
-def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: list[np.ndarray] | None,
-             srs_path: Path, rebuild_from: bytes | None = None) -> list[tuple[str, bool, str]]:
-    """Checks of a proof artifact: (name, ok, detail) each."""
-    ezkl = _ezkl()
-    checks: list[tuple[str, bool, str]] = []
-    settings = dict(artifact["settings"])
-    vk = base64.b64decode(artifact["vk_b64"])
-    checks.append(("zk vk hash", hashlib.sha256(vk).hexdigest() == artifact["vk_hash"],
-                   "the shipped vk matches vk_hash"))
-    srs_ok = sha256_file(srs_path) == artifact["srs"]["sha256"]
-    checks.append(("zk srs", srs_ok, f"{artifact['srs']['kind']} SRS {srs_path.name} matches the artifact's hash"
-                   if srs_ok else f"{srs_path} does not have the SRS hash the proof was made with"))
-    with tempfile.TemporaryDirectory(prefix="ciro-verify-") as tmp:
-        t = Path(tmp)
-        (t / "settings.json").write_text(json.dumps(settings))
-        (t / "vk.key").write_bytes(vk)
-        (t / "proof.json").write_text(json.dumps(artifact["proof"]))
-        if rebuild_from is not None:
-            (t / "model.onnx").write_bytes(rebuild_from)
-            try:
-                with _quiet():
-                    ezkl.compile_circuit(str(t / "model.onnx"), str(t / "m.compiled"), str(t / "settings.json"))
-                    ezkl.setup(str(t / "m.compiled"), str(t / "vk2.key"), str(t / "pk2.key"), str(srs_path))
-                same = (t / "vk2.key").read_bytes() == vk
-                checks.append(("zk vk rebuilt", same, "rebuilt from the ONNX + settings + SRS: identical" if same
-                               else "the vk rebuilt from this model differs: the proof is not for this model"))
-            except RuntimeError as exc:
-                checks.append(("zk vk rebuilt", False, f"EZKL could not rebuild the vk: {str(exc)[:200]}"))
-        try:
-            with _quiet():
-                ok = bool(ezkl.verify(str(t / "proof.json"), str(t / "settings.json"), str(t / "vk.key"),
-                                      str(srs_path)))
-            detail = "Halo2/KZG proof verifies against the vk" if ok else "the proof does not verify"
-        except RuntimeError as exc:  # EZKL raises rather than returning False on a bad proof
-            ok, detail = False, f"the proof does not verify ({str(exc).splitlines()[0][:160]})"
-        checks.append(("zk proof", ok, detail))
-    flat, n_in = _instance(artifact, inputs)
-    in_scales, out_scales = settings.get("model_input_scales", []), settings.get("model_output_scales", [])
-    in_hashed = _hashed(settings, "input_visibility")
-    if _hashed(settings, "output_visibility"):
-        out_felts = [list(map(str, f)) for f in artifact.get("output_felts") or []]
-        hashes_ok = len(out_felts) == len(out_scales) and all(
-            _poseidon(f) == h for f, h in zip(out_felts, flat[n_in:], strict=False))
-        checks.append(("zk output hashes", hashes_ok, "the shipped output values hash to the proof's public output "
-                       "hashes" if hashes_ok else "the shipped output values do not hash to the proof's output "
-                       "hashes"))
-    tol = output_tolerance(artifact)
-    worst = output_gap(artifact, outputs=outputs, inputs=inputs)
-    checks.append(("zk outputs", worst <= tol, f"proven outputs within {worst:.2g} of the result's (tolerance "
-                   f"{tol:.2g})" if worst <= tol else f"proven outputs differ from the result's by {worst:.3g} "
-                   f"(tolerance {tol:.2g})"))
-    if inputs is not None and in_hashed:
-        ezkl = _ezkl()
-        same = len(inputs) == len(in_scales) and all(
-            _poseidon([ezkl.float_to_felt(float(v), sc) for v in np.asarray(a, dtype=np.float64).reshape(-1)]) == h
-            for a, sc, h in zip(inputs, in_scales, flat[:n_in], strict=False))
-        checks.append(("zk inputs", same, "the given inputs, quantised, hash to the proof's public input hashes"
-                       if same else "the given inputs do not hash to the proof's public input hashes"))
-    elif inputs is not None:
-        proven_in = _split(_decode_flat(flat[:n_in], in_scales, [int(np.asarray(a).size) for a in inputs]))
-        step = 2.0 ** -min(in_scales or [0])
-        worst_in = max((float(np.max(np.abs(p - np.asarray(a, dtype=np.float64).reshape(-1))))
-                        if p.size == np.size(a) else math.inf for p, a in zip(proven_in, inputs, strict=False)),
-                       default=math.inf)
-        checks.append(("zk inputs", worst_in <= step,
-                       "the proof's public inputs are the given inputs, quantised" if worst_in <= step
-                       else f"the proof's public inputs differ from the given ones by {worst_in:.3g}"))
-    return checks
-
-
-def _instance(artifact: Mapping[str, Any], inputs: list[np.ndarray] | None) -> tuple[list[str], int]:
-    """The proof's public instance (flat) and how many of its leading elements belong to the inputs."""
-    settings = artifact["settings"]
-    flat = list((artifact["proof"].get("instances") or [[]])[0])
-    if _hashed(settings, "input_visibility"):
-        return flat, len(settings.get("model_input_scales", []))
-    if inputs is not None:
-        return flat, sum(int(np.asarray(a).size) for a in inputs)
-    return flat, _count(settings, "input")
-
-
-def output_gap(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: list[np.ndarray] | None) -> float:
-    """The largest absolute difference between the outputs the proof proves (decoded from its public instance,
-    or from the shipped preimages for hashed outputs) and ``outputs``; infinite when their sizes differ."""
-    flat, n_in = _instance(artifact, inputs)
-    out_scales = artifact["settings"].get("model_output_scales", [])
-    if _hashed(artifact["settings"], "output_visibility"):
-        felts = [list(map(str, f)) for f in artifact.get("output_felts") or []]
-        proven = _split(list(zip(felts, out_scales, strict=False)))
-    else:
-        proven = _split(_decode_flat(flat[n_in:], out_scales, [int(np.asarray(o).size) for o in outputs]))
-    if len(proven) != len(outputs):
-        return math.inf
-    return max((float(np.max(np.abs(p - np.asarray(o, dtype=np.float64).reshape(-1)), initial=0.0))
-                if p.size == np.size(o) else math.inf for p, o in zip(proven, outputs, strict=True)), default=math.inf)
-
-
-def _hashed(settings: Mapping[str, Any], key: str) -> bool:
-    v = settings.get("run_args", {}).get(key)
-    return isinstance(v, dict) and "Hashed" in v
-
-
-def _poseidon(felts: list[str]) -> str:
-    """EZKL's Poseidon hash of a tensor's field elements (what a hashed/public instance holds)."""
-    out = _ezkl().poseidon_hash(felts)
-    return str(out[0])
-
-
-def _count(settings: Mapping[str, Any], kind: str) -> int:
-    shapes = settings.get("model_instance_shapes") or []
-    n_inputs = len(settings.get("model_input_scales", []))
-    sel = shapes[:n_inputs] if kind == "input" else shapes[n_inputs:]
-    return sum(math.prod(s) for s in sel)
-
-
-def _decode_flat(felts: list[str], scales: list[int], sizes: list[int]) -> list[tuple[list[str], int]]:
-    out, pos = [], 0
-    for size, scale in zip(sizes, scales or [0] * len(sizes), strict=False):
-        out.append((felts[pos:pos + size], scale))
-        pos += size
-    return out
 
 
 def _split(groups: list[tuple[list[str], int]]) -> list[np.ndarray]:

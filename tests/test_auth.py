@@ -27,7 +27,14 @@ from ciro import (
     sign_request,
     verify,
 )
-from ciro.auth import SignedRequest, canonical_target, is_loopback_url, request_message
+from ciro.auth import (
+    LOCAL_TOKEN_HEADER,
+    SignedRequest,
+    canonical_target,
+    is_loopback_url,
+    read_local_token,
+    request_message,
+)
 from ciro_ray.auth import NonceStore, read_keys
 
 
@@ -128,10 +135,11 @@ async def _remote_calls() -> None:
     transport = httpx.ASGITransport(app=create_app(Config.load()), client=("10.0.0.9", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         await _refusals(http)
-    local = httpx.ASGITransport(app=create_app(Config.load()), client=("127.0.0.1", 40000))
-    async with httpx.AsyncClient(transport=local, base_url="http://gateway") as http:
+    cfg = Config.load()
+    local = httpx.ASGITransport(app=create_app(cfg), client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=local, base_url=cfg.local_url) as http:
         r = await http.post("/v1/jobs", json={"model": "x", "inputs": {}})
-        assert r.status_code != 401  # the same request from this machine passes auth (and fails later)
+        assert r.status_code not in (401, 403)  # the same request from this machine passes auth (and fails later)
 
 
 async def _refusals(http: httpx.AsyncClient) -> None:
@@ -146,7 +154,9 @@ async def _refusals(http: httpx.AsyncClient) -> None:
     hb = sign_request(me, method="POST", path="/v1/workers/heartbeat")
     r = await http.post("/v1/workers/heartbeat", headers=hb)
     assert r.status_code == 403 and r.json()["error"]["detail"]["reason"] == "unknown_worker"
-    assert (await http.get("/v1/jobs/0123")).status_code != 401  # reads are not signed
+    assert (await http.get("/v1/models")).status_code == 200  # public reads need no signature
+    r = await http.get("/v1/jobs")  # job data does: only its submitter or the operator sees it
+    assert r.status_code == 401 and r.json()["error"]["detail"]["reason"] == "unsigned"
 
 
 # -- a real gateway with auth=required and allow-lists ---------------------------------------------
@@ -179,8 +189,13 @@ def locked(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         gw.ciro("down", check=False)
 
 
-def _job_count(url: str) -> int:
-    return len(httpx.get(f"{url}/v1/jobs", params={"limit": 10_000}).json())
+def _job_count(gw: Cluster) -> int:
+    """Every job, read as the operator: from this machine with the gateway's local token (auth=required)."""
+    token = read_local_token(gw.home)
+    assert token is not None
+    r = httpx.get(f"{gw.url}/v1/jobs", params={"limit": 10_000}, headers={LOCAL_TOKEN_HEADER: token})
+    assert r.status_code == 200, r.text
+    return len(r.json())
 
 
 def test_locked_gateway_admits_only_listed_workers(locked: tuple[Cluster, Keys], mlp_path: Path) -> None:
@@ -206,8 +221,9 @@ def test_locked_gateway_refuses_unsigned_unknown_forged_expired_replayed(locked:
     with CiroClient(gw.url, config=gw.config, identity=keys.alice) as alice:
         model = alice.deploy(mlp_path)
     x = {"x": np.zeros((1, 16), np.float32)}
-    before = _job_count(gw.url)
-    with CiroClient(gw.url, config=Config.load(home=gw.home, sign_requests="never")) as anon:
+    before = _job_count(gw)
+    elsewhere = gw.home.parent / "anon-home"  # no local token there: like a user without the gateway's home
+    with CiroClient(gw.url, config=Config.load(home=elsewhere, sign_requests="never")) as anon:
         with pytest.raises(UnauthenticatedError, match="only signed requests") as exc:
             anon.infer(model.hash, x)
         assert _reason(exc) == "unsigned"
@@ -223,14 +239,14 @@ def test_locked_gateway_refuses_unsigned_unknown_forged_expired_replayed(locked:
     expired = sign_request(keys.alice, method="POST", path="/v1/jobs", body=body, now=time.time() - 3600)
     r = httpx.post(f"{gw.url}/v1/jobs", content=body, headers={**expired, "content-type": "application/json"})
     assert r.status_code == 401 and r.json()["error"]["detail"]["reason"] == "expired"
-    assert _job_count(gw.url) == before  # nothing refused left a job behind
+    assert _job_count(gw) == before  # nothing refused left a job behind
     first = httpx.post(f"{gw.url}/v1/jobs", params={"wait": "30"}, content=body,
                        headers={**signed, "content-type": "application/json"}, timeout=60)
     assert first.status_code == 200 and first.json()["client"] == keys.alice.public_hex
     replay = httpx.post(f"{gw.url}/v1/jobs", params={"wait": "30"}, content=body,
                         headers={**signed, "content-type": "application/json"})
     assert replay.status_code == 401 and replay.json()["error"]["detail"]["reason"] == "replayed"
-    assert _job_count(gw.url) == before + 1
+    assert _job_count(gw) == before + 1
 
 
 def test_locked_gateway_worker_heartbeats_and_job_ownership(locked: tuple[Cluster, Keys], mlp_path: Path) -> None:
@@ -247,6 +263,14 @@ def test_locked_gateway_worker_heartbeats_and_job_ownership(locked: tuple[Cluste
             CiroClient(gw.url, config=gw.config, identity=keys.bob) as bob:
         model = alice.deploy(mlp_path)
         job = alice.submit(model.hash, {"x": np.zeros((1, 16), np.float32)})
-        with pytest.raises(ForbiddenError, match="only a request signed by that key"):
+        with pytest.raises(ForbiddenError, match="Only the submitter or the operator"):
             bob.cancel(job)
+        with pytest.raises(ForbiddenError, match="Only the submitter or the operator"):
+            bob.status(job)  # nor read it
+        assert [j.job_id for j in bob.jobs(limit=1000)] == []
         alice.cancel(job)  # the owner may (whether it was still queued or already done)
+        assert alice.status(job).job_id == job and job in {j.job_id for j in alice.jobs(limit=1000)}
+    # the SDK on the head machine needs no key: it sends the gateway's local token (auth=required)
+    with CiroClient(gw.url, config=Config.load(home=gw.home, port=gw.port)) as local:
+        assert local._async.identity is None
+        assert job in {j.job_id for j in local.jobs(limit=1000)}

@@ -41,7 +41,9 @@ def test_cli_exit_codes(cluster: Cluster, tmp_path: Path) -> None:
     bad = cluster.ciro("deploy", str(tmp_path / "junk.onnx"), check=False)
     assert bad.returncode == 4 and "not an ONNX model" in bad.stderr
     bad = cluster.ciro("status", "0" * 32, check=False)
-    assert bad.returncode == 5 and "No job" in bad.stderr
+    assert bad.returncode == 6 and "No job" in bad.stderr  # not found, not "job failed" (5)
+    bad = cluster.ciro("status", "../models", check=False)  # a path-like id never reaches the gateway
+    assert bad.returncode == 6 and "32 hex characters" in bad.stderr
     env = {**cluster.env, "CIRO_PORT": str(free_port())}
     down = subprocess.run([CIRO, "status"], env=env, capture_output=True, text=True)
     assert down.returncode == 3 and "ciro up" in down.stderr

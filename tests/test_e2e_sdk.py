@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
@@ -20,6 +21,7 @@ from ciro import (
     ModelNotFoundError,
     VerificationLevel,
     commitment,
+    encode_json,
 )
 from ciro.demo import digits_inputs
 
@@ -53,9 +55,9 @@ def test_inputs_as_list_dataframe_and_dict(client: CiroClient, digits: ModelInfo
 
 def test_submit_wait_status_jobs(client: CiroClient, mlp: ModelInfo) -> None:
     x = np.ones((1, 16), np.float32)
-    job_id = client.submit(mlp.hash, x, gpu="H100", max_latency_ms=50)
+    job_id = client.submit(mlp.hash, x, gpu="H100")
     assert client.status(job_id).job_id == job_id
-    assert client.status(job_id).options == {"gpu": "H100", "max_latency_ms": 50}  # recorded with the job
+    assert client.status(job_id).options == {"gpu": "H100"}  # a preference, recorded with the job
     result = client.wait(job_id, timeout=30)
     assert result.status is JobStatus.DONE and result.outputs is not None
     assert job_id in {j.job_id for j in client.jobs(limit=50)}
@@ -220,3 +222,24 @@ def test_results_carry_a_worker_signed_receipt_that_verifies(client: CiroClient,
     assert plain.receipt is None and verify(plain).valid  # commitments only
     again = client.wait(result.job_id)  # read back from the job store after the fact
     assert again.receipt == result.receipt
+
+
+def test_an_unknown_option_is_refused_not_stored(client: CiroClient, mlp: ModelInfo, cluster) -> None:
+    """A typo must not downgrade verification: verify="zk" used to run at the default receipt level."""
+    x = np.ones((1, 16), np.float32)
+    before = len(client.jobs(limit=10_000))
+    with pytest.raises(InputError, match=r"'verify'.*verification='zk'") as err:
+        client.infer(mlp.hash, x, verify="zk")
+    assert "gpu_model" in str(err.value) and "max_payment" in str(err.value)  # the known ones are listed
+    with pytest.raises(InputError, match="max_latency_ms"):
+        client.submit_batch(mlp.hash, x, max_latency_ms=50)
+    with pytest.raises(InputError, match="priority"):
+        CiroClient(cluster.url, config=cluster.config, priority=1)
+    # Straight to the gateway: a huge integer used to be stored, then broke every job listing (HTTP 500).
+    r = httpx.post(f"{cluster.url}/v1/jobs", json={"model": mlp.hash, "inputs": encode_json({"x": x}),
+                                                   "options": {"priority": 2**70}})
+    assert r.status_code == 422 and r.json()["error"]["detail"]["unknown"] == ["priority"]
+    r = httpx.post(f"{cluster.url}/v1/jobs", json={"model": mlp.hash, "inputs": encode_json({"x": x}),
+                                                   "options": {"f": 2**70}})
+    assert r.status_code == 422 and "between 1 and 100" in r.json()["error"]["message"]
+    assert len(client.jobs(limit=10_000)) == before  # nothing was stored

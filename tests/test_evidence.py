@@ -136,3 +136,16 @@ def test_verify_accepts_an_honest_result_and_names_each_tampering() -> None:
     d = json.loads(json.dumps(base))
     d["receipt"] = None
     assert failing(d) == {"receipt"}
+
+
+def test_verify_says_which_worker_keys_it_trusted() -> None:
+    ident = Identity.generate("w")
+    res, inputs, model = _result(ident)
+    untrusted = verify(res, inputs=inputs, model=model)
+    assert untrusted.valid  # a receipt level result: the signer's key is a caveat, not a failure
+    [note] = [n for n in untrusted.notes if "worker-key" in n]
+    assert note.startswith(f"the receipt's signer {ident.public_hex[:18]}... was not checked against any key you "
+                           "trust") and "any key can sign a receipt" in note
+    trusted = verify(res, inputs=inputs, model=model, trusted_workers=[ident.public_hex])
+    assert trusted.valid and not trusted.notes and "worker key" in {c.name for c in trusted.checks}
+    assert "NOTE: the receipt's signer" in untrusted.text() and "NOTE" not in trusted.text()

@@ -118,7 +118,7 @@ def test_tampered_quorum_evidence_is_rejected(cluster: Cluster, mlp_path: Path, 
 def test_quorum_needs_enough_workers(client: CiroClient, mlp: ModelInfo) -> None:
     with pytest.raises(InputError, match="needs k=4 distinct workers; this gateway has 2"):
         client.infer(mlp.hash, np.ones((1, 16), np.float32), verification="quorum")
-    with pytest.raises(InputError, match="f >= 1"):
+    with pytest.raises(InputError, match="'f' must be an integer between 1 and 100"):
         client.infer(mlp.hash, np.ones((1, 16), np.float32), verification="quorum", f=0)
 
 

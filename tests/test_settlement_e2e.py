@@ -155,7 +155,7 @@ def test_a_worker_whose_outputs_the_zk_proof_contradicts_is_slashed_and_the_clie
     the worker signed. The job fails (the lie is never returned as a result), the proof and the worker's signed
     outputs become a fault record that checks offline, the settler files the invalid-compute slash, the worker is
     no longer scheduled, and the client's escrow comes back after the deadline."""
-    from ciro import InvalidComputeError, zk
+    from ciro import InvalidComputeError, zk_verify
     from ciro.demo import build_tiny_mlp
     from ciro.devnet.launch import rpc_request
     from ciro.receipts import Receipt
@@ -202,7 +202,7 @@ def test_a_worker_whose_outputs_the_zk_proof_contradicts_is_slashed_and_the_clie
     assert Receipt.from_dict(d["receipt"]).signature_valid()
     assert d["receipt"]["output_commitment"] == d["output_commitment"]
     assert hashlib.sha256(canonical_bytes(claimed)).hexdigest() == d["output_commitment"]
-    checks = {name: ok for name, ok, _ in zk.zk_check(d["zk"], outputs=list(claimed.values()), inputs=[x],
+    checks = {name: ok for name, ok, _ in zk_verify.zk_check(d["zk"], outputs=list(claimed.values()), inputs=[x],
                                                      srs_path=next((home / "srs").glob("dev-kzg*.srs")))}
     assert checks["zk proof"] and checks["zk inputs"] and not checks["zk outputs"]
     assert refunded.settlement == "refunded" and refunded.settlement_tx

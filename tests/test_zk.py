@@ -38,13 +38,14 @@ def test_zk_job_is_proven_and_verifies_offline(client: CiroClient, cluster: Clus
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(result.output, want, rtol=1e-5, atol=1e-6)
     assert "DEVELOPMENT SRS" in result.zk["warning"]
-    report = verify(result, inputs={"x": x}, model=path, rebuild_vk=True, config=cluster.config)
+    report = verify(result, inputs={"x": x}, model=path, config=cluster.config)
     assert report.valid, report.text()
     names = {c.name for c in report.checks}
-    assert {"zk proof", "zk vk rebuilt", "zk outputs", "zk inputs", "receipt signature"} <= names
+    assert {"zk proof", "zk settings", "zk verifying key", "zk outputs", "zk inputs", "receipt signature"} <= names
     assert any("DEVELOPMENT SRS" in n for n in report.notes)
 
     def failing(d: dict, **kw: object) -> set[str]:
+        kw.setdefault("model", path)  # the verifying key is rebuilt from the model (then cached)
         return {c.name for c in verify(d, config=cluster.config, **kw).failures}  # type: ignore[arg-type]
 
     base = result.to_dict()
@@ -56,12 +57,13 @@ def test_zk_job_is_proven_and_verifies_offline(client: CiroClient, cluster: Clus
     assert "output commitment" in failing(d)
     assert "zk inputs" in failing(base, inputs={"x": x + 0.5})  # one input value
     other = build_tiny_mlp(path.parent / "zk-other.onnx", in_dim=8, hidden=8, out_dim=3, seed=9)
-    assert "zk vk rebuilt" in failing(base, model=other, rebuild_vk=True)  # another model
+    assert {"model hash", "zk verifying key", "zk proof"} <= failing(base, model=other)  # another model
     other_info = client.deploy(other, zk=True)
     other_result = client.infer(other_info.hash, x, verification="zk")
     d = json.loads(json.dumps(base))  # swap in the other model's vk
     d["zk"]["vk_b64"], d["zk"]["vk_hash"] = other_result.zk["vk_b64"], other_result.zk["vk_hash"]
-    assert "zk proof" in failing(d)
+    assert failing(d) == {"zk verifying key"}  # checked against the rebuilt vk, which is not the shipped one
+    assert {"zk verifying key", "zk proof"} <= failing(d, model=None)  # only the shipped vk: never valid
 
 
 def test_cli_zk_flow(cluster: Cluster, zk_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -71,9 +73,8 @@ def test_cli_zk_flow(cluster: Cluster, zk_model, tmp_path: Path) -> None:  # typ
     np.savez(tmp_path / "x.npz", x=np.full((1, 8), 0.25, np.float32))
     cluster.ciro("infer", "zk-cli", "--verify", "zk", "-i", str(tmp_path / "x.npz"), "--out", str(tmp_path / "r.json"),
                  timeout=600)
-    ok = cluster.ciro("verify", str(tmp_path / "r.json"), "--model", str(path), "--rebuild-vk",
-                      "-i", str(tmp_path / "x.npz"))
-    assert "[ok] zk proof" in ok.stdout and "[ok] zk vk rebuilt" in ok.stdout and "NOTE:" in ok.stdout
+    ok = cluster.ciro("verify", str(tmp_path / "r.json"), "--model", str(path), "-i", str(tmp_path / "x.npz"))
+    assert "[ok] zk proof" in ok.stdout and "[ok] zk verifying key" in ok.stdout and "NOTE:" in ok.stdout
 
 
 def test_a_model_ezkl_cannot_handle_is_refused_for_zk_only(client: CiroClient, digits_path: Path) -> None:
@@ -116,13 +117,13 @@ def test_hashed_visibility_binds_inputs_and_outputs_through_poseidon(client: Cir
     x = np.random.default_rng(6).standard_normal((1, 4)).astype(np.float32)
     result = client.infer(info.hash, x, verification="zk", timeout=300)
     assert len(result.zk["proof"]["instances"][0]) == 2  # one Poseidon hash for the input, one for the output
-    report = verify(result, inputs={"x": x}, config=cluster.config)
+    report = verify(result, inputs={"x": x}, model=path, config=cluster.config)
     assert report.valid, report.text()
     assert {"zk inputs", "zk output hashes", "zk outputs"} <= {c.name for c in report.checks}
-    assert any("not compared" in n for n in verify(result, config=cluster.config).notes)  # no inputs given
+    assert any("not compared" in n for n in verify(result, model=path, config=cluster.config).notes)  # no inputs
 
     def failing(d: dict, **kw: object) -> set[str]:
-        return {c.name for c in verify(d, config=cluster.config, **kw).failures}  # type: ignore[arg-type]
+        return {c.name for c in verify(d, model=path, config=cluster.config, **kw).failures}  # type: ignore[arg-type]
 
     base = result.to_dict()
     assert failing(base, inputs={"x": x + 0.01}) == {"zk inputs", "input commitment"}
@@ -131,7 +132,8 @@ def test_hashed_visibility_binds_inputs_and_outputs_through_poseidon(client: Cir
     assert "zk output hashes" in failing(d)
     public = client.deploy(path, zk=True)  # other settings: a new set-up replaces the old one
     assert public.zk["input_visibility"] == "public" and public.zk["vk_hash"] != info.zk["vk_hash"]
-    assert verify(base, inputs={"x": x}, config=cluster.config).valid  # the earlier proof carries its own vk
+    # the earlier proof carries its own settings: the vk rebuilt from the model + those settings verifies it
+    assert verify(base, inputs={"x": x}, model=path, config=cluster.config).valid
 
 
 def test_warm_prover_reuses_its_process_and_recovers_from_timeouts_and_errors(

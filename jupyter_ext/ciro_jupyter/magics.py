@@ -93,8 +93,9 @@ class JobHandle:
     """A job submitted with ``--async``: the cell returns at once; the status line moves by itself."""
 
     def __init__(self, client: CiroClient, line: StatusLine, box: Any, inputs: dict[str, np.ndarray] | None,
-                 processor: Processor | None = None, raw: Any = None) -> None:
+                 processor: Processor | None = None, raw: Any = None, model: str | None = None) -> None:
         self.job_id = line.job_id
+        self._model = model
         self.status_line = line
         self.card: ResultCard | None = None
         self._client = client
@@ -108,7 +109,7 @@ class JobHandle:
         if self._processor is not None and result.outputs is not None:
             result = dataclasses.replace(result, prediction=self._processor.postprocess(result.outputs, self._raw))
         self._result = result
-        self.card = ResultCard(result, inputs=self._inputs)
+        self.card = ResultCard(result, inputs=self._inputs, model=self._model)
         self._box.children = (*self._box.children, self.card.widget)
         self._done.set()
 
@@ -281,7 +282,7 @@ class CiroMagics(Magics):
         box = JobBox(line)
         named = _named(info, data)
         if a.asynchronous:
-            handle = JobHandle(self.client, line, box, named, proc, raw)
+            handle = JobHandle(self.client, line, box, named, proc, raw, model=_model_file(a.model))
             display(box)
             watch(self.client, line, on_final=lambda r: self._card_done(handle, r))
             return handle
@@ -291,7 +292,7 @@ class CiroMagics(Magics):
         if proc is not None and result.outputs is not None:
             result = dataclasses.replace(result, prediction=proc.postprocess(result.outputs, raw))
         watcher.join(timeout=5)
-        card = ResultCard(result, inputs=named)
+        card = ResultCard(result, inputs=named, model=_model_file(a.model))
         self.last_card = card
         box.children = (*box.children, card.widget)
         if result.error:
@@ -373,3 +374,11 @@ def _named(info: ModelInfo, data: Any) -> dict[str, np.ndarray] | None:
         arr = data.to_numpy() if hasattr(data, "to_numpy") else data
         return {spec.name: np.asarray(arr).astype(spec.dtype)}
     return None
+
+
+def _model_file(ref: str) -> str | None:
+    """The model argument when it names a file here (what the card's offline check binds to), else None."""
+    try:
+        return ref if Path(ref).expanduser().is_file() else None
+    except (OSError, RuntimeError):
+        return None

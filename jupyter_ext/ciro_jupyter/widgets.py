@@ -116,9 +116,12 @@ class ResultCard(_View):
     """A finished job: output preview, level and what it proves, receipt/proof, settlement; a Verify button that
     runs the offline check (``ciro.verify``) in a background thread."""
 
-    def __init__(self, result: JobResult, *, inputs: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, result: JobResult, *, inputs: dict[str, np.ndarray] | None = None,
+                 model: str | None = None) -> None:
         self.result = result
         self.inputs = inputs
+        #: The model file the job ran, when the user named one: the check binds to it (a zk proof needs it).
+        self.model = model
         self.report: VerificationReport | None = None
         self.verifying: Future[VerificationReport] | None = None
         self.verify_button = w.Button(description="Verify", tooltip="Check the evidence offline (ciro.verify)",
@@ -162,7 +165,7 @@ class ResultCard(_View):
 
         def run() -> None:
             try:
-                report = verify(self.result, inputs=self.inputs)
+                report = verify(self.result, inputs=self.inputs, model=self.model)
             except Exception as exc:  # shown on the card: the button must never fail silently
                 self.report_html.value = f"<pre>verification could not run: {html.escape(str(exc))}</pre>"
                 fut.set_exception(exc)

@@ -69,16 +69,17 @@ def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, 
 
 def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None = None,
            verify: VerificationLevel | str = "receipt", *, client: CiroClient | None = None,
-           name: str | None = None) -> HFDeployment:
+           name: str | None = None, folders: bool = True) -> HFDeployment:
     """Deploy a Hub model (from the local cache) or a local model folder; returns what was deployed.
 
     ``task`` is inferred from the model's config when not given. Raises ``ModelNotFoundError`` when the model or
-    revision is not available offline, ``InputError`` for an unsupported task or architecture."""
+    revision is not available offline, ``InputError`` for an unsupported task or architecture. ``folders=False``
+    deploys repo ids only (the web page of a gateway that others can reach)."""
     own = client is None
     client = client or CiroClient(config=Config.load())
     try:
         level = VerificationLevel.parse(verify).value
-        resolved = resolve(repo_id_or_path, revision)
+        resolved = resolve(repo_id_or_path, revision, folders=folders)
         name = name or deployment_name(resolved.repo_id)
         try:
             current: Deployment | None = client.deployment(name)

@@ -28,16 +28,26 @@ class Resolved:
     source: str  # "cache" or "folder"
 
 
-def resolve(repo_id_or_path: str, revision: str | None = None) -> Resolved:
-    """Find a model: an existing folder with a config.json, else a repo id in the local Hugging Face cache."""
+def resolve(repo_id_or_path: str, revision: str | None = None, *, folders: bool = True) -> Resolved:
+    """Find a model: an existing folder with a config.json, else a repo id in the local Hugging Face cache.
+    ``folders=False`` takes repo ids only (a web page must not probe the gateway's own file system)."""
     if not isinstance(repo_id_or_path, str) or not repo_id_or_path.strip():
         raise InputError(f"Expected a model folder or a Hugging Face repo id, got {repo_id_or_path!r}. Pass a folder "
                          "that holds config.json or a repo id such as 'sentence-transformers/all-MiniLM-L6-v2'.")
-    folder = Path(repo_id_or_path).expanduser()
+    if not folders:
+        if not _is_repo_id(repo_id_or_path):
+            raise InputError(f"{repo_id_or_path!r} is not a Hugging Face repo id ('org/name' or 'name'). This page "
+                             "deploys Hub models; deploy a local folder with `ciro hf deploy FOLDER` on the gateway.")
+        return _from_cache(repo_id_or_path, revision)
+    try:
+        folder = Path(repo_id_or_path).expanduser()
+        is_dir, is_file = folder.is_dir(), folder.is_file()
+    except (RuntimeError, OSError, ValueError):  # '~nobody/x', a name too long, a NUL byte: not a folder
+        is_dir = is_file = False
     # A folder wins over a repo id of the same spelling, as in transformers' own from_pretrained.
-    if folder.is_dir():
+    if is_dir:
         return _from_folder(folder, revision)
-    if folder.is_file():
+    if is_file:
         raise InputError(f"{repo_id_or_path!r} is a file. Pass the folder that holds the model's config.json, or a "
                          "Hugging Face repo id.")
     if not _is_repo_id(repo_id_or_path):

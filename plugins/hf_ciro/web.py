@@ -27,6 +27,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ciro import CiroClient, CiroError, Config, DeploymentNotFoundError, JobResult, VerificationLevel
+from ciro.auth import csrf_token, ensure_local_token
 
 __all__ = ["install"]
 
@@ -79,13 +80,22 @@ class _State:
 
 def install(app: FastAPI, cfg: Config) -> None:
     state = _State(cfg)
+    # The forms carry an anti-forgery token; the gateway also refuses unsigned POSTs that name another site.
+    form_token = csrf_token(ensure_local_token(cfg.home), "hf-forms")
+    csrf_field = f"<input type='hidden' name='csrf' value='{form_token}'>"
+
+    def forged(token: str | None) -> HTMLResponse | None:
+        if token is not None and hmac.compare_digest(token.encode(), form_token.encode()):
+            return None
+        return _error("Request refused", "This form was not sent from this gateway's own page (its anti-forgery "
+                      "token is missing or wrong). Reload the page and submit it again.", 403)
 
     @app.get("/badge.svg", include_in_schema=False)
     async def badge() -> Response:
         return Response(BADGE, media_type="image/svg+xml")
 
-    @app.get("/deploy", response_class=HTMLResponse, tags=["hugging face"])
-    async def deploy_page(repo: str = "", revision: str | None = None) -> HTMLResponse:
+    @app.get("/deploy", response_class=HTMLResponse, tags=["hugging face"], responses=_PAGE_ERRORS)
+    async def deploy_page(request: Request, repo: str = "", revision: str | None = None) -> HTMLResponse:
         """The Deploy-on-Ciro page of a Hugging Face model."""
         if not repo:
             return _error("Deploy on Ciro", "Name the model: /deploy?repo=ORG/NAME (the badge link does).", 400)
@@ -93,7 +103,7 @@ def install(app: FastAPI, cfg: Config) -> None:
         from .resolve import resolve
 
         try:
-            resolved = await asyncio.to_thread(resolve, repo, revision)
+            resolved = await asyncio.to_thread(resolve, repo, revision, folders=_operator(request))
             task = await asyncio.to_thread(infer_task, resolved.path)
         except CiroError as exc:
             return _error(f"Cannot deploy {repo}", exc.message, 404 if "not" in exc.message.lower() else 422)
@@ -112,7 +122,7 @@ def install(app: FastAPI, cfg: Config) -> None:
 <tr><th>revision</th><td><code>{html.escape(resolved.sha)}</code> ({resolved.source})</td></tr>
 <tr><th>task</th><td id="task">{html.escape(task)}</td></tr>
 <tr><th>size</th><td>{size / 1e6:.1f} MB</td></tr>{label_row}</table>
-<form method="post" action="/deploy">
+<form method="post" action="/deploy">{csrf_field}
 <input type="hidden" name="repo" value="{html.escape(repo)}">{rev}
 <fieldset><legend>Verification: the evidence every result carries</legend>{choices}
 <p class="hint">zk runs an EZKL set-up for the model; its cost is estimated on this machine first:
@@ -121,8 +131,8 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
 <button type="submit">Deploy</button></form>"""
         return _page(f"Deploy {resolved.repo_id} on Ciro", body)
 
-    @app.get("/deploy/estimate", response_class=HTMLResponse, tags=["hugging face"])
-    async def estimate_page(repo: str, revision: str | None = None) -> HTMLResponse:
+    @app.get("/deploy/estimate", response_class=HTMLResponse, tags=["hugging face"], responses=_PAGE_ERRORS)
+    async def estimate_page(request: Request, repo: str, revision: str | None = None) -> HTMLResponse:
         """zk pre-flight: circuit size and predicted set-up/prove time and memory on this machine."""
         from ciro.estimate import estimate
 
@@ -130,7 +140,7 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
         from .resolve import resolve
 
         try:
-            resolved = await asyncio.to_thread(resolve, repo, revision)
+            resolved = await asyncio.to_thread(resolve, repo, revision, folders=_operator(request))
             onnx, _, task = await asyncio.to_thread(exported, cfg, resolved, None)
             est = await asyncio.to_thread(estimate, onnx)
         except CiroError as exc:
@@ -143,13 +153,17 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
         return _page(f"zk estimate for {repo}", f"<h1>zk estimate for <code>{html.escape(repo)}</code> ({task})</h1>"
                      f"<table aria-label='estimate'>{rows}</table><p><a href='/deploy?repo={quote(repo)}'>back</a></p>")
 
-    @app.post("/deploy", tags=["hugging face"])
-    async def deploy_action(repo: str = Form(...), verification: str = Form("receipt"),
-                            revision: str | None = Form(None)) -> Response:
+    @app.post("/deploy", tags=["hugging face"], response_class=HTMLResponse,
+              responses={**_PAGE_ERRORS, 303: {"description": "deployed: see its page"}})
+    async def deploy_action(request: Request, repo: str = Form(...), verification: str = Form("receipt"),
+                            revision: str | None = Form(None), csrf: str | None = Form(None)) -> Response:
         from .deploy import deploy
 
+        if (refused := forged(csrf)) is not None:
+            return refused
         try:
-            d = await asyncio.to_thread(deploy, repo, None, revision or None, verification, client=state.client)
+            d = await asyncio.to_thread(deploy, repo, None, revision or None, verification, client=state.client,
+                                        folders=_operator(request))
         except CiroError as exc:
             return _error(f"Deploying {repo} failed", exc.message, 422)
         return RedirectResponse(f"/deploy/{quote(d.name)}", status_code=303)
@@ -163,7 +177,7 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
             field = ("<label for='text'>Text</label><br><textarea id='text' name='text' rows='3' required>"
                      "</textarea>")
             enctype = ""
-        return (f"<h2>Try it</h2><form method='post' action='/deploy/{quote(name)}/try'{enctype}>{field}"
+        return (f"<h2>Try it</h2><form method='post' action='/deploy/{quote(name)}/try'{enctype}>{csrf_field}{field}"
                 "<p><button type='submit'>Run</button></p></form>")
 
     def _deployment_page(name: str, result: JobResult | None = None, error: str | None = None) -> HTMLResponse:
@@ -195,13 +209,16 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
                 f"<code>{d.model_hash[:12]}</code>.</p>" + _try_form(name, task) + out)
         return _page(f"{name} on Ciro", body)
 
-    @app.get("/deploy/{name}", response_class=HTMLResponse, tags=["hugging face"])
+    @app.get("/deploy/{name}", response_class=HTMLResponse, tags=["hugging face"], responses=_PAGE_ERRORS)
     async def deployment_page(name: str) -> HTMLResponse:
         return await asyncio.to_thread(_deployment_page, name)
 
-    @app.post("/deploy/{name}/try", response_class=HTMLResponse, tags=["hugging face"])
+    @app.post("/deploy/{name}/try", response_class=HTMLResponse, tags=["hugging face"], responses=_PAGE_ERRORS)
     async def try_deployment(name: str, text: Annotated[str | None, Form()] = None,
-                             image: Annotated[UploadFile | None, File()] = None) -> HTMLResponse:
+                             image: Annotated[UploadFile | None, File()] = None,
+                             csrf: Annotated[str | None, Form()] = None) -> HTMLResponse:
+        if (refused := forged(csrf)) is not None:
+            return refused
         raw: Any = text
         if image is not None:
             raw = await image.read()
@@ -213,7 +230,9 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
             return await asyncio.to_thread(_deployment_page, name, None, exc.message)
         return await asyncio.to_thread(_deployment_page, name, result)
 
-    @app.post("/webhooks/huggingface", tags=["hugging face"])
+    @app.post("/webhooks/huggingface", tags=["hugging face"], responses={
+        s: {"description": d} for s, d in ((202, "redeploying"), (401, "wrong or missing X-Webhook-Secret"),
+                                           (404, "the repo is not deployed here"), (422, "not a webhook payload"))})
     async def hf_webhook(request: Request) -> Response:
         """Hugging Face's webhook (repo updates). Checks ``X-Webhook-Secret``; a push to a deployed repo redeploys
         the pushed revision (from this machine's cache) and switches over once it is ready."""
@@ -263,6 +282,21 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
     async def webhook_events() -> Response:
         """The latest webhook deliveries and what came of them (redeploying, done, failed)."""
         return _json(state.events)
+
+
+def _operator(request: Request) -> bool:
+    """Whether the gateway's auth counts the caller as its operator (who may name folders on this machine)."""
+    return bool(getattr(request.state, "operator", False))
+
+
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+#: The pages answer errors as HTML pages, not JSON.
+_PAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"description": d, "content": _HTML} for s, d in (
+        (400, "the request names no model"), (403, "the form's anti-forgery token is wrong"),
+        (404, "no such model or deployment"), (422, "the model cannot be deployed, or a field is invalid"))}
+for _status in (400, 422):  # malformed forms and fields are refused by FastAPI itself, as JSON
+    _PAGE_ERRORS[_status]["content"] = {**_HTML, "application/json": {}}
 
 
 def _json(obj: Any, status: int = 200) -> Response:

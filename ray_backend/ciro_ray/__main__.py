@@ -7,6 +7,8 @@ import logging
 import sys
 
 from ciro import CiroError, Config
+from ciro.sealing import store_sealer
+from ciro.tls import server_tls_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--home", help="CIRO_HOME (stores and logs)")
     serve.add_argument("--ray-address", help="GCS address of an existing Ray cluster (host:port)")
     serve.add_argument("--workers", type=int, dest="num_workers")
+    serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    serve.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     node = sub.add_parser("provider-node", help="a provider's Ray node and its heartbeats (`ciro provider join`)")
     node.add_argument("--address", required=True)
     node.add_argument("--gateway", required=True)
@@ -44,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         cfg = Config.load(host=args.host, port=args.port, home=args.home, ray_address=args.ray_address,
-                          num_workers=args.num_workers)
+                          num_workers=args.num_workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        tls = server_tls_files(cfg)
+        store_sealer(cfg)  # a bad store key stops the start here, with its message
     except CiroError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # keep-alive well above the SDK's (2 s): idle client connections are closed by the client, not mid-request
     uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                timeout_keep_alive=30)
+                timeout_keep_alive=30, ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     return 0
 
 

@@ -1,16 +1,19 @@
-"""Who may POST to this gateway: signed requests (``ciro.auth``), a nonce store against replays,
-and the allow-lists of client and worker keys.
+"""Who may do what on this gateway: signed requests (``ciro.auth``), a nonce store against replays,
+the allow-lists of client and worker keys, and who counts as the operator.
 
 Policy (``auth`` setting):
-- ``auto``: an unsigned POST is accepted only from this machine (a loopback peer), i.e. the caller's
-  own local gateway; a signed one is always checked, wherever it comes from.
-- ``required``: every POST must be signed.
-Worker endpoints (``/v1/workers/...``) are always signed, by a worker key this gateway knows.
+- ``auto``: an unsigned request is trusted only when it is *local*: from this machine (a loopback peer), with
+  this gateway's own Host and no other site's Origin; a signed one is always checked, wherever it comes from.
+- ``required``: every write must be signed, or carry the local token (``$CIRO_HOME/run/gateway.token``,
+  which the SDK on this machine sends by itself).
+Job data (lists, results, faults) is shown only to its submitter (signed reads) and the operator; cancel
+likewise. Worker endpoints (``/v1/workers/...``) are always signed, by a worker key this gateway knows.
 Behind a reverse proxy on the same host every peer looks local: use ``required`` there.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import sqlite3
 import threading
@@ -20,11 +23,11 @@ from pathlib import Path
 
 from fastapi import Request
 
-from ciro import Config, ConfigError
-from ciro.auth import SignedRequest, canonical_target
+from ciro import Config, ConfigError, KeyStore
+from ciro.auth import LOCAL_TOKEN_HEADER, SignedRequest, canonical_target, ensure_local_token
 from ciro.errors import ForbiddenError, UnauthenticatedError
 
-__all__ = ["NonceStore", "RequestAuth", "read_keys"]
+__all__ = ["NonceStore", "RequestAuth", "may_read", "read_keys", "require_owner"]
 
 _WORKER_PATHS = ("/v1/workers/",)
 
@@ -89,32 +92,77 @@ def _loopback(request: Request) -> bool:
 
 #: Paths whose handlers authenticate requests themselves (a webhook's shared secret).
 SELF_AUTHENTICATED = ("/webhooks/",)
+_READS = ("GET", "HEAD", "OPTIONS")
+#: What a browser says about where a request comes from (Fetch Metadata); anything else is another site.
+_SAME_SITE = {"same-origin", "none"}
 
 
 class RequestAuth:
-    """A FastAPI dependency run before every route: checks POSTs, leaves reads alone."""
+    """A FastAPI dependency run before every route. It sets on ``request.state``:
+
+    - ``account``: the public key that signed the request (0x-hex), or None;
+    - ``operator``: True for the operator: a request signed by ``operator_key``, or a *local* request: from this
+      machine (a loopback peer) whose Host is this gateway's own and that carries no other site's Origin (so no
+      web page the user opens can act through their browser: cross-site forgery, DNS rebinding), or that carries
+      the local token from ``$CIRO_HOME/run/gateway.token``. With ``auth=required`` only the token counts.
+
+    Writes need a signature or the operator; reads are public here and the routes that show job data scope
+    them (``may_read``).
+    """
 
     def __init__(self, cfg: Config, nonces: NonceStore, known_workers: Callable[[], set[int]]) -> None:
         self.cfg = cfg
         self.nonces = nonces
         self.known_workers = known_workers
         self.allowed_clients = read_keys(cfg.allowed_clients) if cfg.allowed_clients else None
+        self.token = ensure_local_token(cfg.home)
+        self.operator_key = _operator_key(cfg)
+        names = {"127.0.0.1", "localhost", "[::1]", cfg.host}
+        self.hosts = {f"{n}:{cfg.port}" for n in names}
+        self.origins = {f"{scheme}://{h}" for h in self.hosts for scheme in ("http", "https")}
+
+    def local(self, request: Request) -> bool:
+        """Whether the request comes from the operator's own machine and not through a web page of another site."""
+        if not _loopback(request):
+            return False
+        token = request.headers.get(LOCAL_TOKEN_HEADER)
+        # A wrong token (another home's gateway) grants nothing and costs nothing: the checks below still apply.
+        if token is not None and hmac.compare_digest(token.encode(), self.token.encode()):
+            return True
+        if self.cfg.auth == "required":
+            return False
+        origin = request.headers.get("origin")
+        site = request.headers.get("sec-fetch-site")
+        return (request.headers.get("host") in self.hosts and (origin is None or origin in self.origins)
+                and (site is None or site in _SAME_SITE))
 
     async def __call__(self, request: Request) -> None:
         request.state.account = None
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return
+        request.state.operator = False
         path = request.url.path
         if path.startswith(SELF_AUTHENTICATED):
             return  # webhooks come from other services, unsigned: their handler checks a shared secret
-        worker_path = path.startswith(_WORKER_PATHS)
+        worker_path = path.startswith(_WORKER_PATHS) and request.method not in _READS
         sig = SignedRequest.from_headers(request.headers)
         if sig is None:
             if worker_path:
                 raise UnauthenticatedError(f"{path} takes only requests signed by a worker key. Sign with the "
                                            "worker's key (ciro.auth.sign_request).", detail={"reason": "unsigned"})
-            if self.cfg.auth == "auto" and _loopback(request):
-                return  # the caller's own local gateway
+            if self.local(request):
+                request.state.operator = True  # the caller's own local gateway
+                return
+            if request.method in _READS:
+                return  # public reads; job data is scoped by the routes
+            if _loopback(request) and self.cfg.auth == "auto":
+                raise ForbiddenError(
+                    "Refused an unsigned request from this machine that names another site (its Host, Origin or "
+                    "Sec-Fetch-Site header): a web page cannot act on this gateway. Use the Ciro SDK or CLI, or "
+                    "the gateway's own pages.", detail={"reason": "cross_site"})
+            if self.cfg.auth == "required":
+                raise UnauthenticatedError(
+                    "This gateway (auth=required) takes only signed requests, or from this machine requests that "
+                    "carry its local token. Use the Ciro SDK or CLI with this gateway's CIRO_HOME, or sign with a "
+                    "key from your key store (sign_requests='always').", detail={"reason": "unsigned"})
             raise UnauthenticatedError(
                 "This gateway takes only signed requests from other machines. Use the Ciro SDK or CLI, which sign "
                 "with the key `client_key` in your key store (create it with `ciro keys new client`), or set "
@@ -128,7 +176,8 @@ class RequestAuth:
                     f"Unknown worker {sig.account_hex}: this gateway does not admit that key. Add it to the "
                     "allowed_workers list (CIRO_ALLOWED_WORKERS) or register the worker with this gateway.",
                     detail={"reason": "unknown_worker", "account": sig.account_hex})
-        elif self.allowed_clients is not None and sig.account not in self.allowed_clients:
+        elif (self.allowed_clients is not None and sig.account not in self.allowed_clients
+              and sig.account != self.operator_key):
             raise ForbiddenError(
                 f"Client key {sig.account_hex} is not allowed to use this gateway. Ask its operator to add it to "
                 "allowed_clients.", detail={"reason": "unknown_client", "account": sig.account_hex})
@@ -138,3 +187,30 @@ class RequestAuth:
                 f"Replayed request: account {sig.account_hex} already used nonce {sig.nonce:#x}. Sign every "
                 "request with a fresh nonce.", detail={"reason": "replayed", "account": sig.account_hex})
         request.state.account = sig.account_hex
+        request.state.operator = sig.account == self.operator_key
+
+
+def _operator_key(cfg: Config) -> int | None:
+    """The operator's public key (``operator_key`` in the key store), if this machine holds it."""
+    try:
+        return KeyStore(cfg.home / "keys").get(cfg.operator_key).public_key
+    except ConfigError:
+        return None
+
+
+def may_read(request: Request, client: str | None) -> bool:
+    """Whether the caller may see a job submitted by ``client``: its submitter, or the operator."""
+    return bool(request.state.operator) or (request.state.account is not None and request.state.account == client)
+
+
+def require_owner(request: Request, client: str | None, what: str) -> None:
+    """Raise unless the caller is the job's submitter or the operator (401 unsigned, 403 someone else)."""
+    if may_read(request, client):
+        return
+    if request.state.account is None:
+        raise UnauthenticatedError(
+            f"{what} needs a request signed by the key that submitted the job (the Ciro SDK and CLI sign when the "
+            "gateway is not on this machine), or the operator.", detail={"reason": "unsigned"})
+    raise ForbiddenError(f"{what}: job submitted by {client or 'the operator'}; the request was signed by "
+                         f"{request.state.account}. Only the submitter or the operator may do this.",
+                         detail={"reason": "not_owner"})

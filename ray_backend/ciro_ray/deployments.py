@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from ciro import (
+    DEPLOYMENT_NAME,
     SERVED_LEVELS,
     Deployment,
     DeploymentExistsError,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeploymentIn", "DeploymentStore", "DeploymentUpdate", "add_routes"]
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_NAME = DEPLOYMENT_NAME
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
     name TEXT PRIMARY KEY,
@@ -151,10 +152,14 @@ def _out(gw: Gateway, d: Deployment) -> dict[str, Any]:
 
 
 def _owned(d: Deployment, request: Request) -> None:
+    """Its owner or the operator may change it (a deployment made unsigned on the gateway's machine is the
+    operator's: a remote key, however freshly made, may not)."""
     account = request.state.account
-    if d.owner is not None and account != d.owner:
-        raise ForbiddenError(f"Deployment {d.name!r} belongs to account {d.owner[:18]}...; only it may change or "
-                             "delete it. Sign with that key, or create a deployment of your own.")
+    if not request.state.operator and account != d.owner:
+        raise ForbiddenError(f"Deployment {d.name!r} belongs to "
+                             + (f"account {d.owner[:18]}..." if d.owner else "the gateway's operator")
+                             + "; only it may change or delete it. Sign with that key, or create a deployment of "
+                             "your own.", detail={"reason": "not_owner"})
 
 
 def apply_all(gw: Gateway) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import ray
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -27,7 +27,6 @@ from ciro import (
     SERVED_LEVELS,
     CiroError,
     Config,
-    ForbiddenError,
     InputError,
     InsufficientEscrowError,
     InvalidModelError,
@@ -40,6 +39,7 @@ from ciro import (
     WorkerBusyError,
     __version__,
     canonical_bytes,
+    check_options,
     decode_binary,
     decode_canonical,
     decode_json,
@@ -47,7 +47,7 @@ from ciro import (
     new_job_ids,
 )
 
-from .auth import NonceStore, RequestAuth, read_keys
+from .auth import NonceStore, RequestAuth, read_keys, require_owner
 from .dashboard import add_dashboard
 from .deployments import DeploymentStore, add_routes, apply_all
 from .groupcommit import GroupCommitter
@@ -81,6 +81,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 401, 402, 403, 404, 409, 413, 422, 503)
 }
 MAX_WAIT_S = 300.0
+#: Job ids are 32 lowercase hex characters (ciro.new_job_id); anything else is refused before a lookup.
+_JOB_ID = Path(pattern=r"^[0-9a-f]{32}$", description="the job id: 32 hex characters")
 _ESCROW_DOC = ("hold the job until its payment is escrowed on chain (then POST /v1/jobs/escrow with the "
                "transaction); it is then paid to the worker once verified")
 
@@ -92,7 +94,7 @@ class Gateway:
         self.cfg = cfg
         self.metrics = Metrics()
         self.models = ModelStore(cfg.home / "models", max_bytes=cfg.max_model_bytes)
-        self.store = JobStore(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync)
+        self.store = JobStore.for_config(cfg)
         self.committer = GroupCommitter(self.store)
         self._zk_lock = asyncio.Lock()
         self.allowed_workers = read_keys(cfg.allowed_workers) if cfg.allowed_workers else None
@@ -199,6 +201,7 @@ class Gateway:
     async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
                *, batch_id: str | None = None, client: str | None = None,
                escrow: bool = False) -> tuple[ModelInfo, list[Pending]]:
+        options = check_options(options)
         info = self.models.resolve(model_ref)
         if escrow:
             if self.settlement is None:
@@ -267,6 +270,12 @@ class Gateway:
             return None
         return [_out_from_outcome(p, o) for p, o in zip(pending, outcomes, strict=True)]
 
+    def readable_row(self, request: Request, job_id: str, *, what: str | None = None) -> JobRow:
+        """The job, if the caller may see (or act on) it: its submitter or the operator."""
+        row = self.row(job_id)
+        require_owner(request, row.client, what or f"Reading job {job_id}")
+        return row
+
     def row(self, job_id: str, *, with_inputs: bool = False) -> JobRow:
         row = self.store.get(job_id, with_inputs=with_inputs)
         if row is None:
@@ -312,8 +321,22 @@ def _evidence(ev: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _json(obj: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type="application/json")
+    try:
+        body = orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # a value JSON cannot carry exactly (an integer beyond 64 bits, stored by an older build)
+        body = orjson.dumps(_jsonable(obj), option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with integers orjson refuses written as decimal strings, so one stored value cannot break a listing."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
+        return str(obj)
+    return obj
 
 
 def _split_stacked(inputs: Tensors, rows_per_job: int) -> list[Tensors]:
@@ -453,7 +476,8 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/jobs/binary", tags=["jobs"], response_model=JobOut, status_code=202, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
-    async def submit_job_binary(request: Request, model: str = Query(...), verification: str = "receipt",
+    async def submit_job_binary(request: Request, model: str = Query(..., max_length=200),
+                                verification: str = Query("receipt", max_length=16),
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
         _, pending = await gw.accept(model, [decode_binary(await request.body())], verification, {},
@@ -480,8 +504,10 @@ def create_app(cfg: Config | None = None) -> FastAPI:
     @app.post("/v1/jobs/batch/binary", tags=["jobs"], response_model=BatchResponse, status_code=202,
               responses=_ERRORS, openapi_extra={"requestBody": {"required": True, "content": {
                   BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
-    async def submit_batch_binary(request: Request, model: str = Query(...), rows_per_job: int = Query(1, ge=1),
-                                  verification: str = "receipt", wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
+    async def submit_batch_binary(request: Request, model: str = Query(..., max_length=200),
+                                  rows_per_job: int = Query(1, ge=1, le=2**31),
+                                  verification: str = Query("receipt", max_length=16),
+                                  wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                                   escrow: bool = Query(False, description=_ESCROW_DOC),
                                   options: str | None = Query(None, description="JSON object: " + _OPTIONS_DOC)
                                   ) -> Response:
@@ -521,9 +547,7 @@ def create_app(cfg: Config | None = None) -> FastAPI:
             raise InputError(f"{len(rows) - len(waiting)} of these jobs are not waiting for an escrow (already "
                              "escrowed, finished or expired). Confirm only jobs submitted with escrow=true.")
         for r in rows:
-            if r.client is not None and request.state.account != r.client:
-                raise ForbiddenError(f"Job {r.id} was submitted by {r.client}; only that key confirms its escrow.",
-                                     detail={"reason": "not_owner"})
+            require_owner(request, r.client, f"Confirming the escrow of job {r.id}")
         try:
             tx_hash = int(body.tx_hash, 16)
         except ValueError as exc:
@@ -541,21 +565,30 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         """Where this gateway settles: the network's addresses and the price per job; {"enabled": false} if none."""
         return _json(gw.settlement.info() if gw.settlement else {"enabled": False})
 
-    @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobOut])
-    async def list_jobs(status: JobStatus | None = None, model: str | None = None,
+    @app.get("/v1/jobs", tags=["jobs"], response_model=list[JobOut], responses=_ERRORS)
+    async def list_jobs(request: Request, status: JobStatus | None = None,
+                        model: str | None = Query(None, max_length=200),
                         limit: int = Query(100, ge=1, le=10_000)) -> Response:
+        """Recent jobs: the operator sees all, a signed caller the jobs it submitted."""
+        if not request.state.operator and request.state.account is None:
+            require_owner(request, None, "Listing jobs")
         model_hash = gw.models.resolve(model).hash if model else None
-        rows = gw.store.recent(status=status.value if status else None, model_hash=model_hash, limit=limit)
+        rows = gw.store.recent(status=status.value if status else None, model_hash=model_hash, limit=limit,
+                               client=None if request.state.operator else request.state.account)
         return _json([_out_from_row(r, outputs=False) for r in rows])
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
-    async def job_status(job_id: str) -> Response:
-        return _json(_out_from_row(gw.row(job_id), outputs=False))
+    async def job_status(request: Request, job_id: str = _JOB_ID) -> Response:
+        """A job's state and evidence, without outputs: its submitter or the operator."""
+        return _json(_out_from_row(gw.readable_row(request, job_id), outputs=False))
 
-    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
-    async def job_result(job_id: str, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
-        """The job with its outputs: 200 once final (done, failed, cancelled), 202 while not."""
-        row = gw.row(job_id)
+    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=JobOut,
+             responses={**_ERRORS, 202: {"model": JobOut, "description": "not final yet"}})
+    async def job_result(request: Request, job_id: str = _JOB_ID,
+                         wait: float = Query(0.0, ge=0, le=MAX_WAIT_S)) -> Response:
+        """The job with its outputs: 200 once final (done, failed, cancelled), 202 while not. Its submitter or the
+        operator only."""
+        row = gw.readable_row(request, job_id)
         if not row.status.terminal and wait > 0:
             fut = gw.sched.waiter(job_id)
             row = gw.row(job_id)  # it may have finished before the waiter existed
@@ -570,23 +603,28 @@ def create_app(cfg: Config | None = None) -> FastAPI:
         return _json(_out_from_row(row, outputs=True), 200 if row.status.terminal else 202)
 
     @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], response_model=JobOut, responses=_ERRORS)
-    async def cancel_job(job_id: str, request: Request) -> Response:
-        """Cancel a queued or running job; a finished job is left as it is. A job submitted with a signature
-        can be cancelled only by a request signed with the same key."""
-        row = gw.row(job_id)
-        if row.client is not None and request.state.account != row.client:
-            raise ForbiddenError(f"Job {job_id} was submitted by {row.client}; only a request signed by that key "
-                                 "can cancel it.", detail={"reason": "not_owner"})
+    async def cancel_job(request: Request, job_id: str = _JOB_ID) -> Response:
+        """Cancel a queued or running job; a finished job is left as it is. Only its submitter (a request signed
+        with the same key) or the operator may."""
+        gw.readable_row(request, job_id, what=f"Cancelling job {job_id}")
         status = gw.store.cancel(job_id)
         if status is JobStatus.CANCELLED:
             gw.sched.notify(job_id, Outcome(JobStatus.CANCELLED, finished_at=time.time()))
         return _json(_out_from_row(gw.row(job_id), outputs=False))
 
     @app.get("/v1/faults", tags=["workers"])
-    async def list_faults(worker_key: str | None = None, limit: int = Query(1000, ge=1, le=100_000)) -> Response:
+    async def list_faults(request: Request, worker_key: str | None = Query(None, max_length=100),
+                          limit: int = Query(1000, ge=1, le=100_000)) -> Response:
         """Evidence recorded against workers: ``invalid_compute`` (a dissenting quorum vote, with its signed
-        receipt) and ``bad_evidence`` (a reply whose receipt or commitment did not match the job)."""
-        return _json(gw.store.faults(worker_key=worker_key, limit=limit))
+        receipt) and ``bad_evidence`` (a reply whose receipt or commitment did not match the job). It holds job
+        outputs, so the operator sees every fault and a signed caller those of the jobs it submitted."""
+        if not request.state.operator and request.state.account is None:
+            require_owner(request, None, "Reading faults")
+        faults = gw.store.faults(worker_key=worker_key, limit=limit)
+        if not request.state.operator:
+            mine = gw.store.clients([f["job_id"] for f in faults])
+            faults = [f for f in faults if mine.get(f["job_id"]) == request.state.account]
+        return _json(faults)
 
     # -- workers -------------------------------------------------------------------------
     @app.get("/v1/workers", tags=["workers"], response_model=list[WorkerOut])

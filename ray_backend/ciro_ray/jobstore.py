@@ -4,6 +4,9 @@ A job is committed here before the gateway acknowledges it, so an accepted job s
 gateway restart. Completion is a conditional update on (status='running', attempt): only the
 attempt that is current can deliver a result, and only once, which is what makes delivery
 at-most-once even when a worker that was presumed dead answers late.
+
+With a :class:`ciro.sealing.Sealer` (``encrypt_at_rest``), input and output blobs are sealed here, bound to
+their job and column; older plaintext rows still read. Callers see (and commit to) plaintext only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ciro import JobStatus
+from ciro import Config, JobStatus
+from ciro.sealing import Sealer, job_context, open_blob, store_sealer
 
 __all__ = ["JobRow", "JobStore", "NewJob"]
 
@@ -126,9 +130,10 @@ def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
 
 
 class JobStore:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", sealer: Sealer | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.sealer = sealer
         # One connection guarded by a lock: the gateway's event loop is the only heavy user.
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -140,14 +145,37 @@ class JobStore:
         for col in ("evidence", "client", "escrow", "settlement", "settlement_tx", "payment"):  # older stores
             if col not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
+        # a client's own job list (signed reads); after the migration above, which adds the column to older stores
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_client ON jobs(client, submitted_at)")
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(faults)")}
         for col in ("slash", "slash_tx"):
             if col not in columns:
                 self._db.execute(f"ALTER TABLE faults ADD COLUMN {col} TEXT")
 
+    @classmethod
+    def for_config(cls, cfg: Config) -> JobStore:
+        """The gateway's store: ``$CIRO_HOME/jobs.db``, sealed when ``encrypt_at_rest`` is on."""
+        return cls(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync, sealer=store_sealer(cfg))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _seal(self, job_id: str, column: str, blob: bytes) -> bytes:
+        return self.sealer.seal(blob, job_context(job_id, column)) if self.sealer else blob
+
+    def _open(self, job_id: str, column: str, blob: bytes | None) -> bytes | None:
+        return None if blob is None else open_blob(blob, job_context(job_id, column), self.sealer)
+
+    def _seal_evidence(self, job_id: str, evidence: str | None) -> str | bytes | None:
+        """Evidence is sealed too: a quorum's votes and a zk proof's instances carry outputs (and inputs)."""
+        return self._seal(job_id, "evidence", evidence.encode()) if self.sealer and evidence else evidence
+
+    def _evidence(self, job_id: str, value: str | bytes | None) -> Any:
+        if not value:
+            return None
+        return json.loads(value if isinstance(value, str) else open_blob(value, job_context(job_id, "evidence"),
+                                                                         self.sealer))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -170,7 +198,8 @@ class JobStore:
             [(j.id, j.model_hash, j.status.value, j.verification, json.dumps(j.options),
               j.input_commitment, b"", j.batch_id, now, j.client) for j in jobs],
             )
-            db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)", [(j.id, j.inputs) for j in jobs])
+            db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)",
+                           [(j.id, self._seal(j.id, "inputs", j.inputs)) for j in jobs])
         return now
 
     def mark_running(self, ids: Sequence[str], worker: str) -> dict[str, int]:
@@ -194,8 +223,10 @@ class JobStore:
         """
         now = time.time()
         done: set[str] = set()
+        sealed = [(job_id, attempt, oc, self._seal(job_id, "outputs", out), worker, self._seal_evidence(job_id, ev))
+                  for job_id, attempt, oc, out, worker, ev in results]
         with self._transaction() as db:
-            for chunk in _chunks(results, 150):
+            for chunk in _chunks(sealed, 150):
                 values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
                 rows = db.execute(
                     f"WITH v(id, attempt, oc, out, worker, ev) AS (VALUES {values}) "
@@ -211,11 +242,12 @@ class JobStore:
     def mark_proving(self, job_id: str, attempt: int, output_commitment: str, outputs: bytes, worker: str,
                      evidence: str | None) -> bool:
         """running -> proving: the outputs are known and kept; the proof is still being made."""
+        outputs, ev = self._seal(job_id, "outputs", outputs), self._seal_evidence(job_id, evidence)
         with self._transaction() as db:
             cur = db.execute(
                 "UPDATE jobs SET status='proving', output_commitment=?, outputs=?, worker=?, evidence=? "
                 "WHERE id=? AND status='running' AND attempts=?",
-                (output_commitment, outputs, worker, evidence, job_id, attempt))
+                (output_commitment, outputs, worker, ev, job_id, attempt))
             return cur.rowcount == 1
 
     def fail(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> set[str]:
@@ -337,8 +369,13 @@ class JobStore:
     def queued(self) -> list[JobRow]:
         return self._select("WHERE status='queued' ORDER BY submitted_at", (), with_inputs=True)
 
-    def recent(self, *, status: str | None = None, model_hash: str | None = None, limit: int = 100) -> list[JobRow]:
+    def recent(self, *, status: str | None = None, model_hash: str | None = None, client: str | None = None,
+               limit: int = 100) -> list[JobRow]:
+        """Newest first; ``client`` keeps only the jobs that key submitted."""
         where, args = [], []
+        if client:
+            where.append("client=?")
+            args.append(client)
         if status:
             where.append("status=?")
             args.append(status)
@@ -347,6 +384,17 @@ class JobStore:
             args.append(model_hash)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._select(f"{clause} ORDER BY submitted_at DESC LIMIT ?", (*args, limit), with_inputs=False)
+
+    def clients(self, job_ids: Sequence[str]) -> dict[str, str | None]:
+        """job id -> the key that submitted it (None: unsigned, from the gateway's machine)."""
+        ids = list(dict.fromkeys(job_ids))
+        out: dict[str, str | None] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                out.update(self._db.execute(f"SELECT id, client FROM jobs WHERE id IN ({','.join('?' * len(chunk))})",
+                                            chunk).fetchall())
+        return out
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -369,8 +417,9 @@ class JobStore:
         return [
             JobRow(
                 id=r[0], model_hash=r[1], status=JobStatus(r[2]), verification=r[3], options=json.loads(r[4]),
-                input_commitment=r[5], inputs=r[6], output_commitment=r[7], outputs=r[8],
-                error=json.loads(r[9]) if r[9] else None, evidence=json.loads(r[10]) if r[10] else None,
+                input_commitment=r[5], inputs=self._open(r[0], "inputs", r[6]), output_commitment=r[7],
+                outputs=self._open(r[0], "outputs", r[8]),
+                error=json.loads(r[9]) if r[9] else None, evidence=self._evidence(r[0], r[10]),
                 worker=r[11], attempts=r[12], batch_id=r[13], submitted_at=r[14], started_at=r[15],
                 finished_at=r[16], client=r[17], escrow=json.loads(r[18]) if r[18] else None, settlement=r[19],
                 settlement_tx=r[20], payment=int(r[21]) if r[21] is not None else None,

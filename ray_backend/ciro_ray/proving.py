@@ -186,7 +186,8 @@ def _load(path: Path) -> list[np.ndarray]:
 
 
 def _prove_main(folder: Path) -> None:
-    from ciro.zk import ZkSetup, find_srs, output_gap, output_tolerance, zk_prove
+    from ciro.zk import ZkSetup, find_srs, zk_prove
+    from ciro.zk_verify import output_gap, output_tolerance
 
     job = json.loads((folder / "job.json").read_text())
     inputs = _load(folder / "inputs.npz")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
+
+from ciro import options_doc
 
 __all__ = [
     "BatchRequest",
@@ -18,34 +20,36 @@ __all__ = [
 ]
 
 
+#: One dimension of a tensor: far above any real tensor, far below what overflows a size computation.
+Dim = Annotated[int, Field(ge=0, le=2**40)]
+
+
 class Tensor(BaseModel):
-    dtype: str = Field(description="numpy dtype name: float32, int64, bool, ...")
-    shape: list[int]
+    dtype: str = Field(max_length=16, description="numpy dtype name: float32, int64, bool, ...")
+    shape: list[Dim] = Field(max_length=32)
     data: list[Any] | None = Field(default=None, description="flat C-order values (give this or b64)")
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-_OPTIONS_DOC = ("job options: quorum policy (f, rtol, atol); hardware: gpu (true: a worker holding a GPU share runs "
-                "it; a string such as \"H100\" is a preference, recorded only), gpu_memory_gb (at least this much GPU "
-                "memory in the worker's share, GB: a 0.5 share of an 80 GB GPU has 40), gpu_model (the GPU's model "
-                "name contains this, case-insensitive, e.g. \"H100\"), cpu_only (true: a worker without a GPU share), "
-                "added to its deployment's; other keys are stored with the job and not acted on")
+_OPTIONS_DOC = ("job options, each acted on; any other name is refused (422). " + options_doc()
+                + ". Hardware options are added to the model's deployment's.")
 
 
 class JobRequest(BaseModel):
-    model: str = Field(description="model hash, unique hash prefix, or model name")
+    model: str = Field(max_length=200, description="model hash, unique hash prefix, or model name")
     inputs: dict[str, Tensor]
-    verification: str = "receipt"
+    verification: str = Field("receipt", max_length=16, description="none, receipt, quorum or zk")
     options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
 class BatchRequest(BaseModel):
-    model: str
-    items: list[dict[str, Tensor]] | None = Field(default=None, description="one input dict per job")
+    model: str = Field(max_length=200)
+    items: list[dict[str, Tensor]] | None = Field(default=None, max_length=100_000,
+                                                  description="one input dict per job")
     inputs: dict[str, Tensor] | None = Field(
         None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
-    rows_per_job: int = Field(default=1, ge=1)
-    verification: str = "receipt"
+    rows_per_job: int = Field(default=1, ge=1, le=2**31)
+    verification: str = Field("receipt", max_length=16, description="none, receipt, quorum or zk")
     options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
 
 
