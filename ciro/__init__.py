@@ -47,6 +47,7 @@ from .errors import (
 from .identity import Identity, KeyStore
 from .jobs import (
     SERVED_LEVELS,
+    BatchResult,
     JobResult,
     JobSpec,
     JobStatus,
@@ -83,6 +84,7 @@ __all__ = [
     "SERVED_LEVELS",
     "AsyncCiroClient",
     "AuthError",
+    "BatchResult",
     "ChainError",
     "CiroClient",
     "CiroError",

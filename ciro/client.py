@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import aiohttp
 import numpy as np
@@ -36,7 +36,7 @@ from .errors import (
     error_from_payload,
 )
 from .identity import Identity, KeyStore
-from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
+from .jobs import BatchResult, JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
 from .modelstore import read_model_file
 from .options import check_options
 from .processing import Processor, extract_bundle, is_raw, load_processor, make_bundle
@@ -443,6 +443,28 @@ class AsyncCiroClient:
                     f"Job {job_id} is still {result.status.value} after {limit:.0f}s. Wait longer "
                     f"(ciro.wait(job_id, timeout=...)) or cancel it.", detail={"job_id": job_id})
 
+    async def wait_settled(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """Wait until a paid job's settlement is final on chain: ``paid`` (``on_chain_verified``), ``refunded`` or
+        ``error``. A job that was not paid on chain (no ``max_payment``) has nothing to wait for: InputError."""
+        loop = asyncio.get_running_loop()
+        limit = timeout if timeout is not None else self.timeout
+        deadline = loop.time() + limit
+        result = await self.wait(job_id, timeout=limit)
+        while True:
+            if result.settlement is None:
+                chain = await self.chain_info()
+                raise InputError(f"Job {job_id} was not paid on chain, so nothing settles: "
+                                 + ("this gateway does not settle on chain." if not chain.get("enabled") else
+                                    "submit it with max_payment= to escrow and settle it."),
+                                 detail={"job_id": job_id})
+            if result.settlement in ("paid", "refunded", "error"):
+                return result
+            if loop.time() >= deadline:
+                raise JobTimeoutError(f"Job {job_id} is still {result.settlement} on chain after {limit:.0f}s. "
+                                      "Wait longer (timeout=...).", detail={"job_id": job_id})
+            await asyncio.sleep(0.5)
+            result = await self.status(job_id)
+
     async def cancel(self, job_id: str) -> JobResult:
         return JobResult.from_wire(await self._request("POST", f"/v1/jobs/{_job_id(job_id)}/cancel"))
 
@@ -548,15 +570,15 @@ class CiroClient:
     (local Ray + gateway under ``CIRO_HOME``) if it is not running, and attaches to it.
     """
 
-    def __init__(self, url: str | None = None, *, network: str = "local", timeout: float | None = None,
+    def __init__(self, url: str | None = None, *, network: str | None = None, timeout: float | None = None,
                  retries: int = 2, verification: VerificationLevel | str | bool | None = None,
                  gpu_preference: str | None = None, config: Config | None = None,
                  identity: Identity | None = None, **options: Any) -> None:
         cfg = config or Config.load()
-        if network != "local" and url is None and cfg.gateway_url is None:
-            raise ConfigError(
-                f"Network {network!r} has no gateway configured. Set gateway_url (CIRO_GATEWAY_URL) or pass "
-                "the URL; network='local' uses the embedded default.")
+        if network is not None:
+            if url is not None:
+                raise ConfigError("Pass either a gateway URL or network=, not both.")
+            url = _network_url(network, cfg)
         if gpu_preference:
             options["gpu"] = gpu_preference
         self._loop = _LoopThread()
@@ -583,7 +605,18 @@ class CiroClient:
         return self._async.config
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run(coro)
+        out = self._loop.run(coro)
+        for r in out if isinstance(out, list) else [out]:
+            if isinstance(r, JobResult):  # so that result.wait_settled() works as the SDK document shows
+                r._settle = self._settle
+        return out
+
+    def _settle(self, job_id: str, timeout: float | None) -> JobResult:
+        return self.wait_settled(job_id, timeout=timeout)
+
+    def wait_settled(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """Wait until a paid job is settled on chain (paid, refunded or error); see ``JobResult.wait_settled``."""
+        return self._run(self._async.wait_settled(job_id, timeout=timeout))
 
     def close(self) -> None:
         self._finalizer()
@@ -676,14 +709,27 @@ class CiroClient:
              limit: int = 100) -> list[JobResult]:
         return self._run(self._async.jobs(status=status, model=model, limit=limit))
 
+    @overload
     def infer(self, model: str | None = None, inputs: Any = None, *,
               verification: VerificationLevel | str | bool | None = None, timeout: float | None = None,
               model_id: str | None = None, input_data: Any = None, generate_proof: bool = False,
-              batch_size: int | None = None, **options: Any) -> JobResult:
+              batch_size: None = None, **options: Any) -> JobResult: ...
+
+    @overload
+    def infer(self, model: str | None = None, inputs: Any = None, *,
+              verification: VerificationLevel | str | bool | None = None, timeout: float | None = None,
+              model_id: str | None = None, input_data: Any = None, generate_proof: bool = False,
+              batch_size: int, **options: Any) -> JobResult | BatchResult: ...
+
+    def infer(self, model: str | None = None, inputs: Any = None, *,
+              verification: VerificationLevel | str | bool | None = None, timeout: float | None = None,
+              model_id: str | None = None, input_data: Any = None, generate_proof: bool = False,
+              batch_size: int | None = None, **options: Any) -> JobResult | BatchResult:
         """Run one job. ``model_id``/``input_data``/``generate_proof`` are the SDK document's names.
 
-        ``batch_size`` bounds the rows of this one job; to split a large input into many jobs use
-        :meth:`infer_batch`.
+        ``batch_size``: an input of more rows than that is split into jobs of ``batch_size`` rows (one request,
+        each job with its own evidence), and a :class:`BatchResult` joins their outputs again; an input that
+        fits runs as one job and returns its :class:`JobResult`.
         """
         model = model or model_id
         inputs = inputs if inputs is not None else input_data
@@ -692,32 +738,53 @@ class CiroClient:
         if generate_proof:
             verification = VerificationLevel.ZKML
         if batch_size is not None:
-            rows = _rows(inputs)
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise InputError(f"batch_size must be a whole number of rows >= 1, not {batch_size!r}.")
+            rows = None if is_raw(inputs) else _rows(inputs)
             if rows is not None and rows > batch_size:
-                raise InputError(
-                    f"The input has {rows} rows, more than batch_size={batch_size}. infer runs one job: use "
-                    f"client.infer_batch(model, x, rows_per_job={batch_size}) to split it into jobs.")
+                info = self.model(model)
+                stacked = _normalize(info, inputs)
+                whole = rows // batch_size * batch_size
+                results = []
+                for a, b, n in ((0, whole, batch_size), (whole, rows, rows - whole)):  # whole jobs, then the rest
+                    if b > a:
+                        part = {k: np.ascontiguousarray(v[a:b]) for k, v in stacked.items()}
+                        results += self.infer_batch(info.hash, part, rows_per_job=n, verification=verification,
+                                                    timeout=timeout, **options)
+                return BatchResult(results)
         return self._run(self._async.infer(model, inputs, verification=verification, timeout=timeout, **options))
 
     # The SDK document's names ------------------------------------------------------------------
     def deploy_model(self, *, model_path: str | os.PathLike[str], framework: str = "onnx",
                      name: str | None = None, optimization: str | None = None,
-                     verification: bool | str | None = None) -> ModelInfo:
-        """Alias of :meth:`deploy` for the SDK document. Only ONNX files are accepted here: export
-        PyTorch/TF models to ONNX first (the MLflow and Hugging Face plugins do it for you)."""
-        if framework.lower() not in {"onnx", "pytorch", "sklearn", "tensorflow"}:
-            raise ConfigError(f"Unknown framework {framework!r}. Use onnx, pytorch, sklearn or tensorflow.")
-        if optimization not in (None, "none"):
-            raise ConfigError(
-                f"optimization={optimization!r} is not applied by this build. Convert the model "
-                "(e.g. to fp16) before exporting it to ONNX, and deploy the result.")
-        if verification not in (None, False, "none"):
-            raise ConfigError(
-                "Deploy-time verification set-up (zk keys) is not available in this build. Deploy without it.")
-        if not str(model_path).endswith(".onnx"):
-            raise InputError(
-                f"{model_path} is not an .onnx file. Export the {framework} model to ONNX first, then deploy it.")
-        return self.deploy(model_path, name=name)
+                     verification: bool | str | None = None, input_shape: Sequence[int] | None = None,
+                     example_input: Any = None) -> ModelInfo:
+        """Convert (``framework``: onnx, pytorch, sklearn; see ``ciro.convert``), optimise (``optimization``: none,
+        basic, all, int8, fp16; tensorrt where the TensorRT provider exists), check against the original, and
+        deploy. ``verification`` True or "zk" also runs the zk set-up; the other levels need none. PyTorch needs
+        ``input_shape`` (or ``example_input``). The returned model's ``conversion`` says what was done and how
+        much the outputs moved."""
+        from .convert import convert, optimize
+
+        level = VerificationLevel.ZKML if verification is True else VerificationLevel.parse(verification)
+        example = np.asarray(example_input, np.float32) if example_input is not None else None
+        conv = convert(framework, model_path, example_input=example, input_shape=input_shape)
+        opt = optimize(conv.onnx, optimization or "none", example=example)
+        info = self.deploy(opt.onnx, name=name or Path(model_path).stem, zk=level is VerificationLevel.ZKML)
+        return dataclasses.replace(info, conversion=f"{conv.check}; {opt.check}")
+
+
+def _network_url(network: str, cfg: Config) -> str:
+    """The gateway a ``network=`` names: "local" the embedded default (started if needed), or a gateway URL."""
+    if network.startswith(("http://", "https://")):
+        return network
+    if network in ("local", "devnet"):
+        from .local import ensure_running
+
+        return ensure_running(cfg)
+    raise ConfigError(f"Unknown network {network!r}. Use 'local' (the embedded default: local Ray, gateway and "
+                      "Starknet devnet) or the URL of a gateway that settles on the network you want (e.g. a "
+                      "Sepolia gateway's https://...); named profiles for sepolia/mainnet are not built yet.")
 
 
 def _rows(inputs: Any) -> int | None:

@@ -14,6 +14,7 @@ from .receipts import Receipt
 from .tensors import decode_json, dtype_name, encode_json
 
 __all__ = [
+    "BatchResult",
     "JobResult",
     "JobSpec",
     "JobStatus",
@@ -156,6 +157,8 @@ class ModelInfo:
     #: Its pre/post-processing bundle (kind, task, sha256), when one is attached: raw inputs (text, images) are
     #: turned into tensors, and outputs into predictions, by the processor plugin of that kind.
     processor: dict[str, Any] | None = None
+    #: Client side only: how ``deploy_model`` converted and optimised the file, and how it checked the result.
+    conversion: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -242,6 +245,17 @@ class JobResult:
     #: What the model's processor made of the outputs (labels and scores, entities, an embedding), when the job
     #: was submitted with raw input (text, an image) to a model with a processor bundle; None otherwise.
     prediction: Any = None
+    #: Set by the sync client: waits for this job's on-chain settlement (see :meth:`wait_settled`).
+    _settle: Any = field(default=None, repr=False, compare=False)
+
+    def wait_settled(self, timeout: float | None = None) -> JobResult:
+        """Wait until the job's payment is settled on chain (paid or refunded) and return the job then;
+        ``on_chain_verified`` is True once the settlement transaction was accepted after the chain checked
+        the job's receipt (a quorum's 2f+1 signatures). Only for results a :class:`CiroClient` returned."""
+        if self._settle is None:
+            raise InputError("This result is not attached to a client. Call client.wait_settled(result.job_id).")
+        result: JobResult = self._settle(self.job_id, timeout)
+        return result
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobResult:
@@ -290,10 +304,50 @@ class JobResult:
 
     @property
     def confidence(self) -> np.ndarray | None:
-        """Per-row max of a probability output (rows of non-negative values summing to 1); else None."""
+        """For a classifier, the top probability of each row: the per-row max of the first output whose rows are
+        probabilities (non-negative, summing to 1). None for any other model (regression, embeddings, logits):
+        a number there would claim a certainty the model does not state."""
         for arr in (self.outputs or {}).values():
             if arr.dtype.kind == "f" and arr.ndim >= 1 and arr.size and np.all(arr >= 0):
                 sums = arr.sum(axis=-1)
                 if np.allclose(sums, 1.0, atol=1e-3):
                     return np.asarray(arr.max(axis=-1))
         return None
+
+
+@dataclass
+class BatchResult:
+    """The results of one ``infer`` call that ``batch_size`` split into several jobs, in input order. Each job
+    keeps its own evidence (``results``); ``output``, ``outputs`` and ``confidence`` join the rows again."""
+
+    results: list[JobResult]
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [r.job_id for r in self.results]
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        names = list(self.results[0].outputs or {})
+        return {n: np.concatenate([(r.outputs or {})[n] for r in self.results]) for n in names}
+
+    @property
+    def output(self) -> np.ndarray | dict[str, np.ndarray]:
+        outs = self.outputs
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        parts = [r.confidence for r in self.results]
+        return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
+
+    @property
+    def proof_hash(self) -> list[str | None]:
+        return [r.proof_hash for r in self.results]
+
+    @property
+    def on_chain_verified(self) -> bool:
+        return all(r.on_chain_verified for r in self.results)
+
+    def wait_settled(self, timeout: float | None = None) -> BatchResult:
+        return BatchResult([r.wait_settled(timeout) for r in self.results])

@@ -48,13 +48,8 @@ __all__ = ["CiroDeploymentClient", "run_local", "target_help"]
 
 T = TypeVar("T")
 PREDICT_CHUNK = 512  # jobs per request
-PROVES = {
-    "none": "nothing about who computed the output",
-    "receipt": "the worker (its Stark key) signed this output for this model and input; not that it is correct",
-    "quorum": "2f+1 independent workers computed the same output; agreement, not correctness",
-    "zk": "an EZKL proof that the model computed this output (a development SRS proves nothing against the prover "
-          "who made it)",
-}
+#: What each level proves: the core's one text (VerificationLevel.proves), never restated here.
+PROVES = {level.value: level.proves for level in VerificationLevel}
 _OPTIONS = {
     "verify": "receipt | quorum | zk | none: the evidence each prediction carries (default receipt)",
     "replicas": "at most this many workers run the deployment at once (default: all free workers)",

@@ -309,7 +309,9 @@ def _out_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
         "worker": r.worker, "attempts": r.attempts, "submitted_at": r.submitted_at,
         "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error, "options": r.options,
         "client": r.client, "settlement": r.settlement, "settlement_tx": r.settlement_tx,
-        "payment": str(r.payment) if r.payment is not None else None, **_evidence(r.evidence),
+        "payment": str(r.payment) if r.payment is not None else None,
+        # paid: JobManager accepted the settlement after Cairo checked the receipt's (or 2f+1 votes') signature
+        "on_chain_verified": r.settlement == "paid", **_evidence(r.evidence),
     }
 
 
