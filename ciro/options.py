@@ -88,7 +88,8 @@ _SPECS = [
     OptionSpec("atol", "number >= 0", "quorum: absolute tolerance when comparing float outputs",
                _number(0.0, _MAX_NUMBER)),
     OptionSpec("gpu", "bool or GPU name", "true: a worker holding a GPU share runs it; a name such as \"H100\" "
-               "is a preference the SDK's gpu_preference records and does not constrain placement", _gpu),
+               "(the SDK's gpu_preference) is a preference: a free worker whose GPU model contains it is picked "
+               "first, else any free worker that fits", _gpu),
     OptionSpec("gpu_memory_gb", "number >= 0", "at least this much GPU memory in the worker's share (GB: a 0.5 "
                "share of an 80 GB GPU has 40)", _number(0.0, 1e6)),
     OptionSpec("gpu_model", "string", "the GPU's model name contains this (case-insensitive), e.g. \"H100\"",

@@ -271,3 +271,15 @@ def test_deployment_records_from_before_the_hardware_settings_load_and_take_them
     assert cpu is not None and _fit(cpu) == Fit(cpu_only=True)
     assert _fit(new) == Fit(gpu_memory_gb=40.0, gpu_model="H100")
     store.close()
+
+
+def test_a_gpu_preference_picks_a_matching_gpu_first_and_falls_back_to_any_free_worker() -> None:
+    pool = _pool(a=CPU, b=H100_HALF)
+    d = _Dispatch(pool)
+    assert d.run(_job(1, gpu="H100")) == [(["j1"], ["b"])]  # the H100, though "a" sorts first
+    assert d.run(_job(2)) == [(["j1"], ["b"]), (["j2"], ["a"])]  # no preference: the least busy worker
+    pool.workers["a"].inflight = pool.workers["b"].inflight = 0
+    pool.workers["b"].inflight = 2  # the H100's pipeline is full: the preference does not wait for it
+    assert d.run(_job(3, gpu="h100"))[-1] == (["j3"], ["a"])
+    pool.workers["a"].inflight = 0
+    assert d.run(_job(4, gpu="A100"))[-1] == (["j4"], ["a"])  # no A100 anywhere: any free worker

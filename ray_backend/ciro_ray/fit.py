@@ -59,8 +59,9 @@ class Fit:
     @classmethod
     def of(cls, options: Mapping[str, Any] | None) -> Fit:
         """The fit a job's options (or a deployment's settings) ask for. ``gpu`` set to a string such as "H100"
-        is a preference (the SDK's ``gpu_preference``), not a requirement: it is recorded and does not constrain
-        placement; ``gpu_model`` is the requirement."""
+        is a preference (the SDK's ``gpu_preference``), not a requirement: it does not constrain which workers fit
+        (the scheduler picks a matching free GPU first, ``scheduler.gpu_preference``); ``gpu_model`` is the
+        requirement."""
         o = options or {}
         gpu = o.get("gpu")
         try:

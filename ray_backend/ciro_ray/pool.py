@@ -204,10 +204,14 @@ class WorkerPool:
         return [w for w in self.workers.values() if w.schedulable and w.inflight < limit
                 and (fits is None or fits(w))]
 
-    def pick(self, limit: int, fits: Callable[[WorkerHandle], bool] | None = None) -> WorkerHandle | None:
-        """The live worker (among those ``fits`` accepts) with the fewest in-flight batches, if below ``limit``."""
+    def pick(self, limit: int, fits: Callable[[WorkerHandle], bool] | None = None,
+             prefer: Callable[[WorkerHandle], bool] | None = None) -> WorkerHandle | None:
+        """The live worker (among those ``fits`` accepts) with the fewest in-flight batches, if below ``limit``;
+        among them one that ``prefer`` likes first (a preference never waits: a free other worker still gets it)."""
         live = self._free(limit, fits)
-        return min(live, key=lambda w: (w.inflight, w.id)) if live else None
+        if not live:
+            return None
+        return min(live, key=lambda w: (prefer is not None and not prefer(w), w.inflight, w.id))
 
     def pick_distinct(self, k: int, limit: int,
                       fits: Callable[[WorkerHandle], bool] | None = None) -> list[WorkerHandle] | None:

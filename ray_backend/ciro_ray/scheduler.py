@@ -101,6 +101,16 @@ def job_fit(serving: Serving, p: Pending) -> Fit:
         return serving.fit
 
 
+def gpu_preference(p: Pending) -> Callable[[WorkerHandle], bool] | None:
+    """A job's ``gpu="H100"`` (the SDK's ``gpu_preference``): prefer free workers whose GPU model contains it,
+    else any free worker that fits (a preference, unlike ``gpu_model``, never makes a job wait)."""
+    want = p.options.get("gpu")
+    if not isinstance(want, str) or want.lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return None
+    name = want.lower()
+    return lambda w: name in str(w.info.get("gpu_model") or "").lower() and float(w.info.get("num_gpus") or 0) > 0
+
+
 def hardware_summary(pool: WorkerPool | None) -> str:
     """What the workers that may get jobs run on, e.g. "2 CPU-only, 1 with a 0.5 share of a GPU H100 (80 GB)"."""
     kinds: Counter[str] = Counter()
@@ -310,7 +320,7 @@ class Scheduler:
             batch = _take(q, max_n, lambda p: p.quorum == policy and job_fit(deployed, p) == fit)
             self._launch(self._execute_quorum(workers, model, batch, policy), workers, model)
             return True
-        worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True))
+        worker = self.pool.pick(PIPELINE, self._fits(model, serving, capped=True), prefer=gpu_preference(q[0]))
         if worker is None:  # a finishing batch wakes us
             return self._dispatch_other_fit(model, deployed, fit)
         wait_s = self.cfg.batch_timeout_ms / 1000.0
