@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ciro import InputError
+from ciro import JOB_OPTIONS, InputError
 
 __all__ = ["FIT_OPTIONS", "Fit"]
 
@@ -21,11 +21,8 @@ FIT_OPTIONS = ("gpu", "gpu_memory_gb", "gpu_model", "cpu_only")
 
 
 def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
-        return value.lower() in {"true", "1", "yes"}
-    raise InputError(f"Option {name!r} must be true or false, not {value!r}.")
+    flag: bool = JOB_OPTIONS["cpu_only"].parse(name, value)  # the job options' one boolean parser
+    return flag
 
 
 @dataclass(frozen=True)
