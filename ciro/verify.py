@@ -135,9 +135,39 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
     elif r.verification is VerificationLevel.ZKML:
         _check_receipt(report, r, trusted_workers)
         _check_zk(report, r, inputs, srs, model_bytes, vk_bytes, config or Config.load())
+        if model_bytes is not None and inputs is not None:
+            _check_recomputed(report, r, model_bytes, inputs)
     elif r.verification is not VerificationLevel.NONE:
         report.add("evidence", False, f"level {r.verification.value!r} is not verifiable by this build")
     return report
+
+
+#: How closely the verifier's own onnxruntime run must reproduce a zk result's float outputs.
+RECOMPUTE_RTOL, RECOMPUTE_ATOL = 1e-4, 1e-5
+
+
+def _check_recomputed(report: VerificationReport, r: JobResult, model: bytes, inputs: Mapping[str, np.ndarray]
+                      ) -> None:
+    """A zk proof binds the fixed-point outputs only within a tolerance the prover's calibration states; with the
+    model and the inputs in hand the verifier recomputes the float outputs itself, so that tolerance cannot be
+    stretched to cover changed outputs."""
+    import onnxruntime as ort
+
+    assert r.outputs is not None
+    try:
+        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, sess.run(None, {k: np.asarray(v) for k, v in inputs.items()}), strict=True))
+    except Exception as exc:  # the inputs do not fit the model: say so as a failed check
+        report.add("recomputed outputs", False, f"onnxruntime could not run the given model on the given inputs "
+                   f"({str(exc).splitlines()[0][:160]})")
+        return
+    bad = sorted(n for n, v in r.outputs.items() if n not in got or np.asarray(got[n]).shape != v.shape
+                 or not np.allclose(np.asarray(got[n], np.float64), v.astype(np.float64), rtol=RECOMPUTE_RTOL,
+                                    atol=RECOMPUTE_ATOL, equal_nan=True))
+    report.add("recomputed outputs", not bad, "onnxruntime here, on the given model and inputs, gives the result's "
+               f"outputs (rtol {RECOMPUTE_RTOL:g}, atol {RECOMPUTE_ATOL:g})" if not bad else
+               f"output(s) {', '.join(bad)} differ from what onnxruntime here computes from the given model and inputs")
 
 
 def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None) -> None:

@@ -225,3 +225,18 @@ def test_cli_binds_the_model_and_has_no_rebuild_flag(proven: Proven, tmp_path: P
     usage = ciro(tmp_path / "r.json", "--vk", proven.vk_b)
     assert usage.returncode == 2 and "--vk needs --model" in usage.stderr
     assert "No such option '--rebuild-vk'" in ciro(tmp_path / "r.json", "--rebuild-vk").stderr
+
+
+def test_a_stretched_tolerance_cannot_cover_changed_outputs(proven: Proven) -> None:
+    """The zk output check trusts the prover's calibration error for its tolerance: a forger inflates it and
+    shifts the outputs. With the model and the inputs, the verifier recomputes the outputs itself."""
+    d = json.loads(json.dumps(proven.honest))
+    y = np.asarray(d["outputs"]["y"]["data"], np.float32).reshape(d["outputs"]["y"]["shape"]) + 0.5
+    art = {**d["zk"]}
+    for key in [k for k in art if "calibration" in k or "tolerance" in k]:
+        art[key] = 1e6
+    forged = _result(proven.b.read_bytes(), {"x": proven.x}, {"y": y}, art, Identity.generate("mallory"))
+    report = verify(forged, inputs={"x": proven.x}, model=proven.b, config=proven.config)
+    assert not report.valid and "recomputed outputs" in {c.name for c in report.failures}, report.text()
+    honest = verify(proven.honest, inputs={"x": proven.x}, model=proven.b, config=proven.config)
+    assert honest.valid and any(c.name == "recomputed outputs" and c.ok for c in honest.checks), honest.text()
