@@ -94,14 +94,18 @@ def cli(ctx: click.Context, home: Path | None, gateway_url: str | None, port: in
               help="Serve HTTPS with this PEM certificate (chain) (CIRO_TLS_CERT); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The PEM private key of --tls-cert (CIRO_TLS_KEY).")
+@click.option("--devnet-port", type=int, help="Port of this home's local devnet (CIRO_DEVNET_PORT; default 5050).")
 @click.pass_context
 @handle_errors
 def up(ctx: click.Context, workers: int | None, ray_address: str | None, tls_cert: Path | None,
-       tls_key: Path | None) -> None:
-    """Start the embedded default: a local Ray head (or join --ray-address) and the gateway."""
+       tls_key: Path | None, devnet_port: int | None) -> None:
+    """Start the embedded default: a local Ray head (or join --ray-address), the local devnet and the gateway.
+
+    A devnet of this home that is already running (`ciro devnet`) is used as it is, and `ciro down` leaves it
+    running. If a step fails, what this command had started is stopped again."""
     cfg = _cfg(ctx)
-    if ray_address or tls_cert or tls_key:
-        cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address,
+    if ray_address or tls_cert or tls_key or devnet_port:
+        cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address, devnet_port=devnet_port,
                           tls_cert=tls_cert and str(tls_cert.resolve()), tls_key=tls_key and str(tls_key.resolve()))
     url = local.ensure_running(cfg, progress=True, num_workers=workers)
     click.echo(f"gateway: {url}  (API docs: {url}/docs, metrics: {url}/metrics)")
@@ -116,9 +120,19 @@ def up(ctx: click.Context, workers: int | None, ray_address: str | None, tls_cer
 @click.pass_context
 @handle_errors
 def down(ctx: click.Context, keep_ray: bool) -> None:
-    """Stop what `ciro up` started."""
-    stopped = local.stop(_cfg(ctx), keep_ray=keep_ray)
+    """Stop what `ciro up` started for this home: its gateway, Ray head and devnet, as $CIRO_HOME/run/local.json
+    records them (also what a failed or killed `ciro up` left). A recorded pid is signalled only while it still runs
+    the command recorded for it.
+
+    A devnet that `ciro up` found running instead of starting one (`ciro devnet`) is left running: stop it with
+    Ctrl-C where it runs."""
+    cfg = _cfg(ctx)
+    stopped = local.stop(cfg, keep_ray=keep_ray)
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    kept = local.running_devnet(cfg)
+    if kept:
+        click.echo(f"left running: the devnet of `ciro devnet` on {kept.get('url')} (pid {kept['pid']}); stop it "
+                   "with Ctrl-C where it runs")
 
 
 @cli.command()
@@ -390,12 +404,18 @@ def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: i
 
     It executes the compiled Cairo contracts on StarkWare's Cairo VM behind a Starknet JSON-RPC endpoint,
     records the contracts' addresses in $CIRO_HOME/chain.json and funds your key 'client' with CIRO.
-    Fees are computed, not charged."""
+    Fees are computed, not charged. While it runs, `ciro up` on this home uses it (and `ciro down` leaves it
+    running)."""
     from .devnet.__main__ import main as devnet_main
+    from .devnet.launch import check_devnet_port, recorded_devnet
 
     cfg = _cfg(ctx)
-    devnet_main(["--port", str(port or cfg.devnet_port), "--state", str(state or cfg.home / "devnet"),
-                 "--seed", str(seed), "--accounts", str(accounts), "--home", str(cfg.home)])
+    port = port or cfg.devnet_port
+    state = state or cfg.home / "devnet"
+    check_devnet_port(cfg.home, port)
+    with recorded_devnet(cfg.home, port=port, state_dir=state):
+        devnet_main(["--port", str(port), "--state", str(state), "--seed", str(seed), "--accounts", str(accounts),
+                     "--home", str(cfg.home)])
 
 
 @cli.command("fund")

@@ -1,11 +1,14 @@
 """The embedded default: a local Ray head and a gateway process under ``$CIRO_HOME``.
 
-``ciro up`` / :func:`ensure_running` start what is missing and record it in
-``$CIRO_HOME/run/local.json``; ``ciro down`` / :func:`stop` end what they started. A Ray head
-is started with ``ray start --head --block`` so that signalling that one process ends the whole
-local cluster. With ``ray_address`` set, no head is started: the gateway joins that cluster. Unless
-``settlement`` is off or ``chain.json`` names another network, the local Starknet devnet (the embedded
-default's chain) is started too, with its state under ``$CIRO_HOME/devnet``.
+``ciro up`` / :func:`ensure_running` start what is missing and record each process (pid and command line)
+in ``$CIRO_HOME/run/local.json`` as soon as it is spawned; a start that fails stops what it had started.
+``ciro down`` / :func:`stop` end what the record names, signalling a pid only while it still runs the
+recorded command. A Ray head is started with ``ray start --head --block`` so that signalling that one
+process ends the whole local cluster. With ``ray_address`` set, no head is started: the gateway joins that
+cluster. Unless ``settlement`` is off or ``chain.json`` names another network, the local Starknet devnet
+(the embedded default's chain) is started too, with its state under ``$CIRO_HOME/devnet``; a devnet of this
+home already running (``ciro devnet``, which records itself in ``run/devnet.json``) is used instead, and
+``ciro down`` leaves it running.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -25,38 +27,28 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ._runstate import cmdline, devnet_record, owned, process_alive, read_json, terminate, write_json
 from .config import Config
 from .errors import CiroError, GatewayUnavailableError
 from .sealing import store_sealer
 from .tls import CA_HINT, local_ssl_context, server_tls_files
 
-__all__ = ["ensure_running", "free_port", "process_alive", "ray_env", "ray_exe", "read_json", "read_state",
-           "running_url", "stop", "terminate", "write_json"]
+__all__ = ["devnet_record", "ensure_running", "free_port", "owned", "process_alive", "ray_env", "ray_exe",
+           "read_json", "read_state", "running_devnet", "running_url", "stop", "terminate", "write_json"]
 
 _GATEWAY_START_S = 180.0
 _RAY_START_S = 120.0
 _DEVNET_START_S = 120.0
+#: The processes a run-state records (``<part>_pid``, ``<part>_cmd``): what ``ciro down`` calls each, its SIGTERM
+#: grace, and what its command line holds when a record from before command lines were kept names it.
+_PARTS = {"gateway": ("gateway", 20.0, "-m ciro_ray serve"), "ray": ("ray head", 40.0, " start --head --block"),
+          "devnet": ("devnet", 20.0, "-m ciro.devnet")}
+_RAY_KEYS = ("ray_address", "ray_pid", "ray_started", "ray_cmd")
+_DEVNET_KEYS = ("devnet_pid", "devnet_started", "devnet_cmd")
 
 
 def _state_path(cfg: Config) -> Path:
     return cfg.home / "run" / "local.json"
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A run-state file (``$CIRO_HOME/run/*.json``); {} when it is missing or unreadable."""
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
-
-
-def write_json(path: Path, state: dict[str, Any]) -> None:
-    """Replace a run-state file atomically (a reader sees the old state or the new one, never half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
 
 
 def read_state(cfg: Config) -> dict[str, Any]:
@@ -67,20 +59,22 @@ def _write_state(cfg: Config, state: dict[str, Any]) -> None:
     write_json(_state_path(cfg), state)
 
 
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child still answers kill(0); treat it as dead
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
+def _part_owned(state: dict[str, Any], part: str) -> bool:
+    pid, cmd = state.get(f"{part}_pid"), state.get(f"{part}_cmd")
+    if cmd:
+        return owned(pid, cmd)
+    line = cmdline(pid) if pid and process_alive(pid) else None  # a record from before commands were kept
+    return line is not None and _PARTS[part][2] in line
+
+
+def _stop_part(state: dict[str, Any], part: str) -> bool:
+    return _part_owned(state, part) and terminate(state[f"{part}_pid"], _PARTS[part][1])
+
+
+def running_devnet(cfg: Config) -> dict[str, Any] | None:
+    """The record of the ``ciro devnet`` that serves this home, while its process still runs; else None."""
+    record = read_json(devnet_record(cfg.home))
+    return record if owned(record.get("pid"), record.get("cmd")) else None
 
 
 def _healthy(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> bool:
@@ -159,7 +153,7 @@ def ray_env(base: dict[str, str] | os._Environ[str]) -> dict[str, str]:
     return env
 
 
-def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
+def _start_ray_head(cfg: Config, progress: bool, starting: _Starting) -> None:
     port = free_port()
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -168,68 +162,130 @@ def _start_ray_head(cfg: Config, progress: bool) -> dict[str, Any]:
         "--include-dashboard=false", "--disable-usage-stats",
         f"--dashboard-agent-listen-port={free_port()}",
     ]
-    _say(progress, f"ciro: starting a local Ray head on {cfg.node_ip}:{port} ...")
     with open(logs / "ray-head.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=ray_env(os.environ))
+    starting.add("ray", proc.pid, cmd, ray_address=f"{cfg.node_ip}:{port}", ray_started=True)
+    _say(progress, f"ciro: starting a local Ray head on {cfg.node_ip}:{port} ...")
     deadline = time.monotonic() + _RAY_START_S
     while not _port_open(cfg.node_ip, port):
         if proc.poll() is not None:
-            raise CiroError(f"`ray start` exited with code {proc.returncode}. See {logs / 'ray-head.log'}.")
+            raise CiroError(f"`ray start` exited with code {proc.returncode}. Fix what {logs / 'ray-head.log'} "
+                            "says, then run `ciro up` again.")
         if time.monotonic() > deadline:
-            proc.terminate()
-            raise CiroError(f"The Ray head did not come up in {_RAY_START_S:.0f}s. See {logs / 'ray-head.log'}.")
+            raise CiroError(f"The Ray head did not come up in {_RAY_START_S:.0f}s. See {logs / 'ray-head.log'}; "
+                            "run `ciro up` again once the machine is less busy.")
         time.sleep(0.2)
-    return {"ray_address": f"{cfg.node_ip}:{port}", "ray_pid": proc.pid, "ray_started": True}
 
 
 def _devnet_url(cfg: Config) -> str:
     return f"http://127.0.0.1:{cfg.devnet_port}/rpc"
 
 
-def _ensure_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """The embedded default's chain: start `python -m ciro.devnet` (state under $CIRO_HOME/devnet, the Ciro
-    contracts deployed or found again) unless settlement is off or chain.json names another network."""
-    chain_file = cfg.home / "chain.json"
-    if cfg.settlement == "off":
-        return {}
-    if chain_file.exists():
-        try:
-            if json.loads(chain_file.read_text()).get("rpc_url") != _devnet_url(cfg):
-                return {}  # a deployment elsewhere (another devnet, Sepolia, mainnet)
-        except (OSError, ValueError):
-            pass
-    if process_alive(state.get("devnet_pid")) and _port_open("127.0.0.1", cfg.devnet_port):
-        return {"devnet_pid": state["devnet_pid"]}
-    if _port_open("127.0.0.1", cfg.devnet_port):
-        raise CiroError(f"Port {cfg.devnet_port} is taken, but not by a devnet that `ciro up` started. Stop it, "
-                        "choose another devnet_port (CIRO_DEVNET_PORT), or set settlement=off.")
+def _chain_rpc(cfg: Config) -> str | None:
+    """The rpc_url chain.json records (None: no chain.json, or one that cannot be read)."""
+    try:
+        url = json.loads((cfg.home / "chain.json").read_text()).get("rpc_url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(url) if url else None
+
+
+def _plan_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str, Any] | None:
+    """Before anything starts: the run-state's devnet entries to keep ({}: no devnet, as settlement is off or
+    chain.json names another network), or None when a devnet must be started. This home's devnet already running
+    (`ciro devnet`) is used and recorded as not started here; a port held by anything else is refused."""
+    rpc_url = _chain_rpc(cfg)
+    if cfg.settlement == "off" or rpc_url not in (None, _devnet_url(cfg)):
+        return {}  # a deployment elsewhere (another devnet, Sepolia, mainnet)
+    if not _port_open("127.0.0.1", cfg.devnet_port):
+        return None
+    if _part_owned(state, "devnet"):
+        return {k: state[k] for k in _DEVNET_KEYS if k in state}
+    from .devnet.launch import devnet_config, home_devnet
+
+    found = home_devnet(cfg.home, cfg.devnet_port)
+    if found is None:
+        config = devnet_config(_devnet_url(cfg))
+        what = (f"a Ciro devnet of another home (state in {config.get('state_dir') or 'memory'})" if config
+                else "something that is not a Ciro devnet")
+        raise CiroError(f"Port {cfg.devnet_port} is taken by {what}. Stop it, or give this home's devnet another "
+                        "port: `ciro up --devnet-port P` (or CIRO_DEVNET_PORT=P, which `ciro devnet` reads too), "
+                        "or set settlement=off.")
+    pid = found.get("pid")
+    _say(progress, f"ciro: using this home's devnet already running on {_devnet_url(cfg)}"
+         + (f" (`ciro devnet`, pid {pid})" if pid else "") + "; `ciro down` leaves it running")
+    deadline = time.monotonic() + _DEVNET_START_S
+    while _chain_rpc(cfg) != _devnet_url(cfg):  # `ciro devnet` still deploying the contracts
+        if time.monotonic() > deadline or not _port_open("127.0.0.1", cfg.devnet_port):
+            raise CiroError(f"The devnet on {_devnet_url(cfg)} has not recorded the Ciro contracts in "
+                            f"{cfg.home / 'chain.json'}. Start it with `ciro devnet` (it records them), wait for "
+                            "its 'Ready in' line, then run `ciro up` again.")
+        time.sleep(0.2)
+    return {"devnet_pid": pid, "devnet_started": False, "devnet_cmd": found.get("cmd")}
+
+
+def _launch_devnet(cfg: Config, progress: bool, starting: _Starting) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """The embedded default's chain: `python -m ciro.devnet` (state under $CIRO_HOME/devnet, the Ciro contracts
+    deployed or found again); :func:`_wait_devnet` waits for it while the Ray head starts."""
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / "devnet.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     cmd = [sys.executable, "-m", "ciro.devnet", "--port", str(cfg.devnet_port), "--state", str(cfg.home / "devnet"),
            "--seed", "0", "--home", str(cfg.home)]
-    _say(progress, f"ciro: starting the local Starknet devnet on {_devnet_url(cfg)} ...")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **cfg.as_env()}, start_new_session=True)
+    starting.add("devnet", proc.pid, cmd, devnet_started=True)
+    _say(progress, f"ciro: starting the local Starknet devnet on {_devnet_url(cfg)} ...")
+    return proc, log_path, offset
+
+
+def _wait_devnet(proc: subprocess.Popen[bytes], log_path: Path, offset: int) -> None:
     deadline = time.monotonic() + _DEVNET_START_S
     while True:
         with open(log_path, "rb") as f:
             f.seek(offset)
             if b"Ready in" in f.read():
-                return {"devnet_pid": proc.pid}
+                return
         if proc.poll() is not None:
-            raise CiroError(f"The devnet exited with code {proc.returncode} while starting. See {log_path}.")
+            raise CiroError(f"The devnet exited with code {proc.returncode} while starting. Fix what {log_path} "
+                            "says, then run `ciro up` again (or set settlement=off).")
         if time.monotonic() > deadline:
-            proc.terminate()
-            raise CiroError(f"The devnet did not come up in {_DEVNET_START_S:.0f}s. See {log_path}.")
+            raise CiroError(f"The devnet did not come up in {_DEVNET_START_S:.0f}s. See {log_path}; run `ciro up` "
+                            "again once the machine is less busy.")
         time.sleep(0.2)
 
 
+class _Starting:
+    """The run-state one start builds: the entries it keeps, then each process it spawns, recorded at once (a
+    `ciro up` killed half-way leaves a record `ciro down` acts on); :meth:`undo` stops what it spawned."""
+
+    def __init__(self, cfg: Config, kept: dict[str, Any]) -> None:
+        self.cfg, self.kept, self.state = cfg, kept, dict(kept)
+        self.started: list[str] = []
+
+    def add(self, part: str, pid: int, cmd: list[str], **entries: Any) -> None:
+        self.started.append(part)
+        self.state.update({f"{part}_pid": pid, f"{part}_cmd": cmd, **entries})
+        _write_state(self.cfg, self.state)
+
+    def undo(self) -> list[str]:
+        """Stop what this start spawned, newest first; the run-state then names only what it kept."""
+        stopped = [_PARTS[part][0] for part in reversed(self.started) if _stop_part(self.state, part)]
+        if self.kept.get("ray_started") or self.kept.get("devnet_started"):
+            _write_state(self.cfg, self.kept)
+        else:
+            _state_path(self.cfg).unlink(missing_ok=True)
+        return stopped
+
+
 def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | None = None) -> str:
-    """Start whatever of (Ray head, gateway) is not running; return the gateway URL."""
+    """Start whatever of (Ray head, devnet, gateway) is not running; return the gateway URL.
+
+    If a step fails, what this call started is stopped again (and the run-state no longer names it) before the
+    error is raised."""
     tls = server_tls_files(cfg)  # refuse bad certificate files or store key before starting anything
     store_sealer(cfg)
     url = running_url(cfg)
@@ -237,42 +293,55 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         return url
     state = read_state(cfg)
     cfg.home.mkdir(parents=True, exist_ok=True)
-    if process_alive(state.get("gateway_pid")):  # a gateway that is still starting, or stuck
+    if _part_owned(state, "gateway"):  # a gateway that is still starting, or stuck
         _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress, state.get("tls_cert"))
         return str(state["gateway_url"])
     if _port_open(cfg.host, cfg.port):
         raise GatewayUnavailableError(
             f"Port {cfg.port} on {cfg.host} is taken by something that is not a healthy Ciro gateway. "
             "Stop it, or choose another port (ciro up --port P / CIRO_PORT).")
+    devnet = _plan_devnet(cfg, state, progress)
+    kept = dict(devnet or {})
     if cfg.ray_address:
-        ray_state: dict[str, Any] = {"ray_address": cfg.ray_address, "ray_started": False}
-    elif state.get("ray_started") and process_alive(state.get("ray_pid")):
-        ray_state = {k: state[k] for k in ("ray_address", "ray_pid", "ray_started")}
-        if "devnet_pid" in state:
-            ray_state["devnet_pid"] = state["devnet_pid"]
-    else:
-        ray_state = _start_ray_head(cfg, progress)
-    ray_state.update(_ensure_devnet(cfg, state, progress))
+        kept.update(ray_address=cfg.ray_address, ray_started=False)
+    elif state.get("ray_started") and _part_owned(state, "ray"):
+        kept.update({k: state[k] for k in _RAY_KEYS if k in state})
+    starting = _Starting(cfg, kept)
+    try:
+        launched = _launch_devnet(cfg, progress, starting) if devnet is None else None
+        if "ray_address" not in kept:
+            _start_ray_head(cfg, progress, starting)
+        if launched is not None:
+            _wait_devnet(*launched)
+        url = _start_gateway(cfg, progress, starting, num_workers, tls)
+    except BaseException:
+        stopped = starting.undo()
+        if stopped:
+            _say(progress, f"ciro: the start failed; stopped what this start had begun: {', '.join(stopped)}")
+        raise
+    _say(progress, f"ciro: gateway ready at {url}")
+    return url
+
+
+def _start_gateway(cfg: Config, progress: bool, starting: _Starting, num_workers: int | None,
+                   tls: tuple[str, str] | None) -> str:
     url = cfg.local_url
-    if tls:
-        ray_state["tls_cert"] = tls[0]
-    _write_state(cfg, {**ray_state, "gateway_url": url})
+    ray_address = starting.state["ray_address"]
     logs = cfg.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_state["ray_address"]}
+    env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_address}
     env.pop("CIRO_GATEWAY_URL", None)
     if tls:
         env["CIRO_TLS_CERT"], env["CIRO_TLS_KEY"] = tls
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
     if num_workers is not None:
         cmd += ["--workers", str(num_workers)]
-    _say(progress, f"ciro: starting the gateway on {url} (Ray at {ray_state['ray_address']}) ...")
     with open(logs / "gateway.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
-    _write_state(cfg, {**ray_state, "gateway_url": url, "gateway_pid": proc.pid})
+    starting.add("gateway", proc.pid, cmd, gateway_url=url, **({"tls_cert": tls[0]} if tls else {}))
+    _say(progress, f"ciro: starting the gateway on {url} (Ray at {ray_address}) ...")
     _wait_gateway(cfg, url, proc.pid, progress, tls[0] if tls else None)
-    _say(progress, f"ciro: gateway ready at {url}")
     return url
 
 
@@ -283,44 +352,27 @@ def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool, tls_cert: str
     while not _healthy(url, timeout=1.0, context=context):
         if not process_alive(pid):
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise GatewayUnavailableError(f"The gateway exited while starting. Last lines of {log}:\n{tail}")
+            raise GatewayUnavailableError(f"The gateway exited while starting: fix what its log says, then run "
+                                          f"`ciro up` again. Last lines of {log}:\n{tail}")
         if time.monotonic() > deadline:
             raise GatewayUnavailableError(
                 f"The gateway did not become healthy in {_GATEWAY_START_S:.0f}s. See {log}.")
         time.sleep(0.1)
 
 
-def terminate(pid: int | None, grace_s: float) -> bool:
-    if not process_alive(pid):
-        return False
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if process_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10.0
-        while process_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process_alive(pid):
-            raise CiroError(f"Process {pid} survived SIGKILL. Check it with `ps -p {pid}`.")
-    return True
-
-
 def stop(cfg: Config, *, keep_ray: bool = False) -> list[str]:
-    """Stop the gateway and the Ray head that ``ciro up`` started. Returns what was stopped."""
+    """Stop what ``ciro up`` started for this home, as its run-state records it (also a record a killed or failed
+    ``ciro up`` left): each pid is signalled only while it still runs the command recorded for it. A devnet ``ciro up``
+    did not start (``ciro devnet``) is left running. Returns what was stopped."""
     state = read_state(cfg)
-    stopped = []
-    if terminate(state.get("gateway_pid"), 20.0):
-        stopped.append("gateway")
-    if not keep_ray and state.get("ray_started") and terminate(state.get("ray_pid"), 40.0):
-        stopped.append("ray head")
-    if not keep_ray and terminate(state.get("devnet_pid"), 20.0):
-        stopped.append("devnet")
-    if keep_ray and state.get("ray_started"):
-        _write_state(cfg, {k: state[k] for k in ("ray_address", "ray_pid", "ray_started", "devnet_pid")
-                           if k in state})
+    parts = ["gateway"]
+    if not keep_ray:
+        parts += ["ray"] if state.get("ray_started") else []
+        parts += ["devnet"] if state.get("devnet_started", True) else []  # older records: started here
+    stopped = [_PARTS[part][0] for part in parts if _stop_part(state, part)]
+    kept = {k: state[k] for k in (*_RAY_KEYS, *_DEVNET_KEYS) if k in state}
+    if keep_ray and (state.get("ray_started") or state.get("devnet_started", "devnet_pid" in state)):
+        _write_state(cfg, kept)
     else:
         _state_path(cfg).unlink(missing_ok=True)
     return stopped

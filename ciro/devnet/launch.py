@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -14,12 +15,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..errors import CiroError
+from ..local import devnet_record, owned, read_json, write_json
 from .accounts import PredeployedAccount
 from .chain import Devnet
 from .rpc import RpcServer
@@ -186,3 +189,74 @@ class DevnetProcess:
 def start_devnet_process(**options: Any) -> DevnetProcess:
     """Start `python -m ciro.devnet` on a free port and wait until it answers; `.url`, `.accounts`, `.stop()`."""
     return DevnetProcess(**options)
+
+
+# -- the devnet of a CIRO_HOME: `ciro devnet` records itself, `ciro up` finds it -----------------------------------
+
+
+def devnet_config(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """`devnet_getConfig` of the Ciro devnet answering at `url`; None when nothing answers, or not a Ciro devnet."""
+    try:
+        config = rpc_request(url, "devnet_getConfig", timeout=timeout)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, http.client.HTTPException):
+        return None
+    return config if isinstance(config, dict) and "chain_id" in config and "state_dir" in config else None
+
+
+def _same_dir(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def home_devnet(home: Path, port: int) -> dict[str, Any] | None:
+    """This home's devnet when it answers on `port`: its `devnet_getConfig` answer, with `pid` and `cmd` of the
+    `ciro devnet` serving it when that recorded itself. It is this home's when its state folder is `home/devnet`, or
+    the one a running `ciro devnet` of this home recorded for that port; None for anything else."""
+    config = devnet_config(f"http://127.0.0.1:{port}/rpc")
+    if config is None or not config["state_dir"]:
+        return None
+    record = read_json(devnet_record(home))
+    live = record.get("port") == port and owned(record.get("pid"), record.get("cmd"))
+    mine = [home / "devnet", *([record["state_dir"]] if live and record.get("state_dir") else [])]
+    if not any(_same_dir(config["state_dir"], d) for d in mine):
+        return None
+    return {**config, "pid": record["pid"] if live else None, "cmd": record["cmd"] if live else None}
+
+
+def check_devnet_port(home: Path, port: int) -> None:
+    """`ciro devnet`: say what holds `port` (instead of a bind error) when something already does."""
+    url = f"http://127.0.0.1:{port}/rpc"
+    config = devnet_config(url)
+    if config is not None:
+        mine = home_devnet(home, port) is not None
+        raise CiroError(f"A Ciro devnet already answers on {url} (state in {config['state_dir'] or 'memory'}). "
+                        + ("It is this home's: `ciro up` uses it as it is; `ciro down` stops it if `ciro up` "
+                           "started it." if mine else "Stop it, or start this one on another port: "
+                           "`ciro devnet --port P` (then `ciro up --devnet-port P`)."))
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return
+    raise CiroError(f"Port {port} is taken by something that is not a Ciro devnet. Stop it, or choose another port: "
+                    "`ciro devnet --port P` (then `ciro up --devnet-port P`, or CIRO_DEVNET_PORT=P for both).")
+
+
+def _this_command() -> list[str]:
+    try:
+        return Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+    except OSError:
+        return [sys.executable, *sys.argv]
+
+
+@contextlib.contextmanager
+def recorded_devnet(home: Path, *, port: int, state_dir: Path) -> Iterator[None]:
+    """`ciro devnet` runs inside this: `home/run/devnet.json` names this process (pid, command line, port, state
+    folder) as the home's devnet while it runs, so `ciro up` uses it and `ciro down` leaves it running."""
+    path = devnet_record(home)
+    pid = os.getpid()
+    write_json(path, {"pid": pid, "cmd": _this_command(), "port": port, "url": f"http://127.0.0.1:{port}/rpc",
+                      "state_dir": str(state_dir.expanduser().resolve())})
+    try:
+        yield
+    finally:
+        if read_json(path).get("pid") == pid:
+            path.unlink(missing_ok=True)
