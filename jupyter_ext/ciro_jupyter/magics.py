@@ -2,13 +2,15 @@
 
 User mistakes (bad arguments, an unknown model or variable, no gateway) raise IPython's ``UsageError``: the
 message, no traceback. Results are Python objects: ``r = %ciro infer MODEL x`` binds a ``JobResult``.
+
+``%ciro infer``'s INPUT is Python (``X[:3]``, ``np.ones((1, 4), np.float32)``), so the magic opts out of IPython's
+``$name``/``{expr}`` expansion, as ``%timeit`` does, and expands only the words that are not Python itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import threading
 from pathlib import Path
@@ -16,8 +18,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
+from IPython.utils.text import DollarFormatter
 
 from ciro import (
     CiroClient,
@@ -33,6 +36,7 @@ from ciro import (
     verify,
 )
 
+from .inputs import cell_input, line_input, python_words
 from .widgets import JobBox, JobsTable, ResultCard, StatusLine, watch
 
 __all__ = ["CiroMagics", "JobHandle"]
@@ -42,9 +46,11 @@ HELP = """%ciro: run verifiable inference from the notebook.
   %ciro infer MODEL INPUT [--verify receipt|quorum|zk|none] [--gpu] [--gpu-model NAME] [--gpu-memory-gb N]
              [--cpu-only] [--async] [--max-payment N] [--timeout S]
       MODEL: a deployed model's name or hash, an ONNX file (deployed first), or a Hugging Face repo id when the
-      hf plugin is installed. INPUT: a variable (numpy array, DataFrame, list, string) or a file (.npy, .npz,
-      .json, .csv, .txt). Hardware: --gpu a worker holding a GPU share, --gpu-model one whose GPU's name contains
-      NAME (e.g. H100), --gpu-memory-gb at least N GB of GPU memory in its share, --cpu-only one without a GPU.
+      hf plugin is installed. INPUT: any Python expression in the notebook's namespace (x, X[:3],
+      np.ones((1, 4), np.float32), "some text": an array, DataFrame, list or string) or an existing file (.npy,
+      .npz, .json, .csv, .txt); options may come before or after it. Hardware: --gpu a worker holding a GPU share,
+      --gpu-model one whose GPU's name contains NAME (e.g. H100), --gpu-memory-gb at least N GB of GPU memory in
+      its share, --cpu-only one without a GPU.
       Returns a JobResult (with --async: a JobHandle; .result() waits).
   %%ciro infer MODEL [options]       the cell body is the input: JSON, a Python expression, or plain text
   %ciro deploy PATH [--name NAME] [--zk]      upload an ONNX model; returns its ModelInfo
@@ -55,9 +61,12 @@ HELP = """%ciro: run verifiable inference from the notebook.
                                               verification=quorum); precedence: these > CIRO_* > file > defaults
   %ciro help
 
-What each level proves: receipt, which worker signed the output (not that it is correct); quorum, that 2f+1
-workers agree (agreement, not correctness); zk, that the model computed it (not sound against whoever made a
-development SRS)."""
+What each level proves (a valid result at that level):
+""" + "\n".join(f"  {level.value}: {level.proves}." for level in VerificationLevel)
+
+
+#: infer's options that take a value (the word after one is its value, not part of INPUT).
+_INFER_VALUED = frozenset({"--verify", "--gpu-model", "--gpu-memory-gb", "--max-payment", "--timeout"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -163,19 +172,18 @@ class CiroMagics(Magics):
                 raise UsageError(exc.message) from None
         return self._client
 
+    @no_var_expand  # infer's INPUT is Python: IPython must not rewrite its {...}; _expand does the rest
     @line_cell_magic
     def ciro(self, line: str, cell: str | None = None) -> Any:
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"%ciro: cannot parse the arguments ({exc}). See %ciro help.") from None
-        if not words:
+        parts = line.split(None, 1)
+        if not parts:
             raise UsageError("%ciro needs a command: infer, deploy, jobs, status, verify, config or help.")
-        command, args = words[0], words[1:]
+        command, rest = parts[0], parts[1] if len(parts) > 1 else ""
         handler = getattr(self, f"_cmd_{command}", None)
         if handler is None:
             raise UsageError(f"Unknown %ciro command {command!r}. Commands: infer, deploy, jobs, status, verify, "
                              "config, help.")
+        args = self._infer_args(rest) if command == "infer" else _split(self._expand(rest))
         if cell is not None and command != "infer":
             raise UsageError(f"%%ciro works with infer only (the cell body is the input); use %ciro {command}.")
         try:
@@ -185,6 +193,38 @@ class CiroMagics(Magics):
 
     def _parse(self, command: str, args: list[str]) -> argparse.Namespace:
         return self._parsers[command].parse_args(args)
+
+    def _expand(self, text: str) -> str:
+        """IPython's usual ``$name`` / ``{expr}`` expansion from the notebook's namespace (left as is if it fails)."""
+        if self.shell is None:
+            return text
+        try:
+            return str(DollarFormatter().vformat(text, args=[], kwargs=self.shell.user_ns))
+        except Exception:  # as IPython's own var_expand: a line that does not format is used untransformed
+            return text
+
+    def _infer_args(self, rest: str) -> list[str]:
+        """infer's arguments for the parser: the options and MODEL (expanded and unquoted as for every command),
+        then INPUT as the Python source the user wrote: every word that is neither an option nor MODEL."""
+        words = python_words(rest)
+        options: list[str] = []
+        positional: list[str] = []
+        i = 0
+        while i < len(words):
+            if words[i].startswith("--") and words[i][2:3].isalpha():
+                options.append(words[i])
+                if words[i] in _INFER_VALUED and i + 1 < len(words):
+                    i += 1
+                    options.append(words[i])
+            else:
+                positional.append(words[i])
+            i += 1
+        argv = _split(self._expand(" ".join(options)))
+        if positional:
+            argv += ["--", *_split(self._expand(positional[0]))]
+            if len(positional) > 1:
+                argv.append(" ".join(positional[1:]))
+        return argv
 
     # -- commands -------------------------------------------------------------------------
     def _cmd_help(self, args: list[str], cell: str | None) -> None:
@@ -254,11 +294,12 @@ class CiroMagics(Magics):
     def _cmd_infer(self, args: list[str], cell: str | None) -> JobResult | JobHandle:
         a = self._parse("infer", args)
         if cell is None and a.input is None:
-            raise UsageError("%ciro infer MODEL INPUT: name the input (a variable or a file), or use %%ciro infer "
-                             "MODEL with the input in the cell body.")
+            raise UsageError("%ciro infer MODEL INPUT: name the input (a variable, a Python expression or a file), "
+                             "or use %%ciro infer MODEL with the input in the cell body.")
         if cell is not None and a.input is not None:
             raise UsageError("%%ciro infer takes its input from the cell body; drop the INPUT argument.")
-        data = self._cell_input(cell) if cell is not None else self._input(a.input)
+        ns = self.shell.user_ns if self.shell is not None else {}
+        data = cell_input(cell, ns) if cell is not None else line_input(a.input, ns)
         info = resolve_model(self.client, a.model)
         proc = self.client.processor(info.hash) if is_raw(data) else None
         if is_raw(data) and proc is None:
@@ -311,56 +352,13 @@ class CiroMagics(Magics):
             raise UsageError(f"No variable {name!r} in the notebook. Define it first, or give a file path.")
         return ns[name]
 
-    def _input(self, spec: str) -> Any:
-        ns = self.shell.user_ns if self.shell is not None else {}
-        if spec.isidentifier() and spec in ns:
-            return ns[spec]
-        path = Path(spec).expanduser()
-        if path.is_file():
-            return _read_file(path)
-        if spec.isidentifier():
-            raise UsageError(f"No variable {spec!r} in the notebook. Define it first, or give a file path.")
-        raise UsageError(f"No file {spec!r}. INPUT is a variable (array, DataFrame, list, string) or a file.")
-
-    def _cell_input(self, body: str) -> Any:
-        text = body.strip()
-        if not text:
-            raise UsageError("%%ciro infer: the cell body is empty; put the input there.")
-        try:
-            return _jsonish(json.loads(text))
-        except ValueError:
-            pass
-        try:
-            return eval(text, self.shell.user_ns if self.shell is not None else {})  # the user's own cell
-        except Exception:
-            return text  # plain text: for models with a text pre-processor
 
 
-def _jsonish(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: np.asarray(v) for k, v in value.items()}
-    return value
-
-
-def _read_file(path: Path) -> Any:
-    suffix = path.suffix.lower()
+def _split(text: str) -> list[str]:
     try:
-        if suffix == ".npy":
-            return np.load(path)
-        if suffix == ".npz":
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        if suffix == ".json":
-            return _jsonish(json.loads(path.read_text()))
-        if suffix == ".csv":
-            import pandas as pd
-
-            return pd.read_csv(path)
-        if suffix == ".txt":
-            return path.read_text()
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"Cannot read {path}: {exc}.") from None
-    raise UsageError(f"Cannot read {path.name}: use .npy, .npz, .json, .csv or .txt.")
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"%ciro: cannot parse the arguments ({exc}). See %ciro help.") from None
 
 
 def _named(info: ModelInfo, data: Any) -> dict[str, np.ndarray] | None:

@@ -31,18 +31,21 @@ def hf() -> None:
 @click.option("--revision", help="A branch, tag or commit sha in the local cache (default: main).")
 @click.option("--verify", "verification", default="receipt", show_default=True,
               type=click.Choice(["none", "receipt", "quorum", "zk"]))
-@click.option("--name", help="Deployment name (default: hf-ORG--NAME).")
+@click.option("--name", help="Deployment name (default: hf-ORG--NAME for a repo, hf-FOLDER-HASH for a folder).")
+@click.option("--replace", is_flag=True, help="Let this model take over a deployment name that serves another model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def deploy_cmd(ctx: click.Context, repo: str, task: str | None, revision: str | None, verification: str,
-               name: str | None, as_json: bool) -> None:
-    """Deploy REPO (org/name from the Hugging Face cache, or a local model folder)."""
+               name: str | None, replace: bool, as_json: bool) -> None:
+    """Deploy REPO (org/name from the Hugging Face cache, or a local model folder). A new revision of the same model
+    updates its deployment; a name that serves another model is refused unless --replace."""
     from .deploy import deploy, summary
 
     cfg: Config = ctx.obj if isinstance(ctx.obj, Config) else Config.load()
     try:
         with CiroClient(config=cfg) as client:
-            d = deploy(repo, task=task, revision=revision, verify=verification, client=client, name=name)
+            d = deploy(repo, task=task, revision=revision, verify=verification, client=client, name=name,
+                       replace=replace)
     except CiroError as exc:
         _fail(exc)
         return

@@ -1,25 +1,39 @@
 """Deploy a Hugging Face model on Ciro: resolve it offline (cache or folder), export it to ONNX with its processor
-bundle, upload both, and serve it under a deployment named after the repo.
+bundle, upload both, and serve it under a deployment named after the model.
 
-The repo id and commit sha are recorded in the deployment's metadata against the Ciro model hash. Deploying a
-revision that is already deployed reuses it (nothing is exported again); a new revision replaces the old one only
-once it is uploaded, so the deployment switches over when the new model is ready.
+A deployment belongs to one model: a Hub repo id, or a local folder by its absolute path (``Resolved.key``). The
+name is ``hf-ORG--NAME`` for a repo, ``hf-FOLDER-XXXXXXXX`` for a folder (its name and a hash of its path, so two
+folders both called ``model`` get two deployments). The model key, repo id and commit sha are recorded in the
+deployment's metadata against the Ciro model hash. Deploying a revision that is already deployed reuses it (nothing
+is exported again); a new revision of the same model replaces the old one only once it is uploaded, so the
+deployment switches over when the new model is ready. A name that serves another model is never taken over unless
+``replace=True`` (``ciro hf deploy --replace``) says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ciro import CiroClient, Config, Deployment, DeploymentNotFoundError, InputError, ModelInfo, VerificationLevel
+from ciro import (
+    CiroClient,
+    Config,
+    Deployment,
+    DeploymentExistsError,
+    DeploymentNotFoundError,
+    InputError,
+    ModelInfo,
+    VerificationLevel,
+)
 
 from .export import export
 from .resolve import Resolved, resolve
 
-__all__ = ["HFDeployment", "deploy", "deployment_name", "exported", "find_deployment", "model_source"]
+__all__ = ["HFDeployment", "deploy", "deployment_name", "exported", "find_deployment", "model_key", "model_source"]
 
 
 @dataclass(frozen=True)
@@ -34,23 +48,35 @@ class HFDeployment:
     deployment: Deployment
 
 
-def deployment_name(repo_id: str) -> str:
-    """``org/name`` -> ``hf-org--name`` (a valid deployment name, one per repo)."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", repo_id.replace("/", "--")).strip("-.") or "model"
-    return f"hf-{slug}"[:128]
+def deployment_name(resolved: Resolved) -> str:
+    """The default deployment name, one per model: ``org/name`` -> ``hf-org--name``; a folder ``.../model`` ->
+    ``hf-model-`` and 8 hex digits of a hash of its absolute path."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.repo_id.replace("/", "--")).strip("-.") or "model"
+    if resolved.source == "cache":
+        return f"hf-{slug}"[:128]
+    return f"hf-{slug[:110]}-{hashlib.sha256(resolved.key.encode()).hexdigest()[:8]}"
+
+
+def model_key(d: Deployment) -> str | None:
+    """Which model a deployment serves (``Resolved.key``), from its metadata; None if not a Hugging Face one."""
+    hf = d.metadata.get("hf") or {}
+    if hf.get("key"):
+        return str(hf["key"])
+    # Deployed before keys were recorded: a repo's id still identifies it; an old folder deployment cannot be told.
+    return str(hf["repo_id"]) if hf.get("source") == "cache" and hf.get("repo_id") else None
 
 
 def find_deployment(client: CiroClient, repo_id: str) -> Deployment | None:
-    """The deployment of this repo on the gateway (by its recorded repo id), if any."""
+    """The deployment of this Hub repo on the gateway (by its recorded model key), if any."""
     for d in client.deployments():
-        if (d.metadata.get("hf") or {}).get("repo_id") == repo_id:
+        if model_key(d) == repo_id:
             return d
     return None
 
 
 def _cache_dir(cfg: Config, resolved: Resolved, task: str | None) -> Path:
     """This machine's export of one revision of one repo (or folder) for one task."""
-    return cfg.home / "hf" / deployment_name(resolved.repo_id) / f"{resolved.sha}-{task or 'auto'}"
+    return cfg.home / "hf" / deployment_name(resolved) / f"{resolved.sha}-{task or 'auto'}"
 
 
 def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, dict[str, bytes], str]:
@@ -69,24 +95,29 @@ def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, 
 
 def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None = None,
            verify: VerificationLevel | str = "receipt", *, client: CiroClient | None = None,
-           name: str | None = None, folders: bool = True) -> HFDeployment:
+           name: str | None = None, folders: bool = True, replace: bool = False) -> HFDeployment:
     """Deploy a Hub model (from the local cache) or a local model folder; returns what was deployed.
 
-    ``task`` is inferred from the model's config when not given. Raises ``ModelNotFoundError`` when the model or
-    revision is not available offline, ``InputError`` for an unsupported task or architecture. ``folders=False``
-    deploys repo ids only (the web page of a gateway that others can reach)."""
+    ``task`` is inferred from the model's config when not given. A deployment ``name`` that serves another model
+    is refused with ``DeploymentExistsError`` unless ``replace=True``; one that serves this model moves to the new
+    revision. Raises ``ModelNotFoundError`` when the model or revision is not available offline, ``InputError`` for
+    an unsupported task or architecture. ``folders=False`` deploys repo ids only (the web page of a gateway that
+    others can reach)."""
     own = client is None
     client = client or CiroClient(config=Config.load())
     try:
         level = VerificationLevel.parse(verify).value
         resolved = resolve(repo_id_or_path, revision, folders=folders)
-        name = name or deployment_name(resolved.repo_id)
+        name = name or deployment_name(resolved)
         try:
             current: Deployment | None = client.deployment(name)
         except DeploymentNotFoundError:
             current = None
+        same = current is not None and model_key(current) == resolved.key
+        if current is not None and not same and not replace:  # never take over another model's name silently
+            raise _taken(current, resolved, repo_id_or_path)
         hf = (current.metadata.get("hf") or {}) if current else {}
-        if current is not None and hf.get("sha") == resolved.sha and (task is None or hf.get("task") == task):
+        if current is not None and same and hf.get("sha") == resolved.sha and (task is None or hf.get("task") == task):
             if current.verification != level:
                 current = client.update_deployment(name, verification=level)
             return HFDeployment(name, resolved.repo_id, resolved.sha, str(hf.get("task")), current.model_hash, True,
@@ -95,7 +126,7 @@ def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None =
         info = client.deploy(onnx, zk=level == "zk")
         client.attach_processor(info.hash, bundle)
         meta = {"hf": {"repo_id": resolved.repo_id, "revision": revision, "sha": resolved.sha, "task": chosen,
-                       "source": resolved.source}}
+                       "source": resolved.source, "key": resolved.key}}
         if current is None:
             d = client.create_deployment(name, info.hash, verification=level, metadata=meta)
         else:  # the new revision is stored and has its processor: now the name moves to it
@@ -105,6 +136,20 @@ def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None =
     finally:
         if own:
             client.close()
+
+
+def _taken(current: Deployment, resolved: Resolved, spec: str) -> DeploymentExistsError:
+    hf = current.metadata.get("hf") or {}
+    serving = (f"{hf.get('repo_id')} ({model_key(current) or 'a model deployed before model keys were recorded'})"
+               if hf else f"model {current.model_hash[:12]}")
+    what = resolved.repo_id if resolved.source == "cache" else f"the folder {resolved.path}"
+    return DeploymentExistsError(
+        f"Deployment {current.name!r} serves {serving}, not {what}; deploying here would silently replace it. Pick "
+        f"another name (`ciro hf deploy {spec} --name NEW-NAME`, name= in Python; without one it is "
+        f"{deployment_name(resolved)!r}), or replace it on purpose (`--replace`, replace=True).",
+        detail={"deployment": current.name, "serving": model_key(current), "requested": resolved.key,
+                "suggested_name": deployment_name(resolved)},
+    )
 
 
 def model_source(client: CiroClient, spec: str) -> ModelInfo | None:

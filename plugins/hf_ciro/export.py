@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ciro import InputError, InvalidModelError
+from ciro.tokenizing import TOKENIZER_FILE, TextTokenizer, bundle_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +40,8 @@ __all__ = ["ATOL", "SUPPORTED_TASKS", "Exported", "export", "infer_task"]
 SUPPORTED_TASKS = ("text-classification", "feature-extraction", "token-classification", "image-classification")
 ATOL = 1e-4
 OPSET = 17
-# Every file a transformers tokenizer may load from; the bundle carries those the folder has.
+# Every file a transformers tokenizer may load from; the bundle carries those the folder has, and always a
+# tokenizer.json written from the loaded tokenizer (what the processors run, without transformers).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -65,6 +67,8 @@ _POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "m
 # Traced with the first batch, checked with the second: different batch sizes and sequence lengths.
 _TRACE_TEXTS = ("Ciro exports this model.", "A second and longer sentence, so that the batch needs padding.")
 _CHECK_TEXTS = ("Short one.", "The check batch differs from the traced one in size and length!", "Third text here.")
+# Accents, case, CJK, emoji, runs of spaces and an empty text: where a tokenizer's normaliser shows.
+_TRICKY_TEXTS = ("Crème BRÛLÉE, naïve café!", "東京 and  Zürich 🚀", "", "don't   stop-believing [MASK]")
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ def _export_text(path: Path, task: str, max_length: int) -> Exported:
 
     model_dir, pooling = _sentence_transformers_layout(path) if task == "feature-extraction" else (path, None)
     tokenizer = _load_tokenizer(model_dir, task)
+    # The bundle always carries tokenizer.json, as transformers runs it: the processors load it without transformers.
+    tokenizer_json, tokenizer_settings = bundle_tokenizer(tokenizer)
     model = _load_model(model_dir, task)
     inputs = ["input_ids", "attention_mask"]
     # BERT-style models take segment ids; pass them only where both the model and its tokenizer use them.
@@ -138,7 +144,8 @@ def _export_text(path: Path, task: str, max_length: int) -> Exported:
     max_length = _cap_length(max_length, tokenizer, model.config, pooling)
 
     graph: torch.nn.Module
-    spec: dict[str, Any] = {"kind": "hf", "task": task, "inputs": inputs, "max_length": max_length}
+    spec: dict[str, Any] = {"kind": "hf", "task": task, "inputs": inputs, "max_length": max_length,
+                            "tokenizer": tokenizer_settings}
     if task == "feature-extraction":
         pooling = pooling or {"mode": "mean", "normalize": False}
         graph = _graphs().Embedding(model, pooling["mode"], pooling["normalize"])
@@ -164,8 +171,20 @@ def _export_text(path: Path, task: str, max_length: int) -> Exported:
     onnx_bytes = _trace(graph, sample(_TRACE_TEXTS), output, {n: {0: "batch", 1: "sequence"} for n in inputs},
                         dynamic_out, path, task)
     _check(onnx_bytes, graph, [sample(_TRACE_TEXTS), sample(_CHECK_TEXTS)], output, path)
-    files = _copy_files(model_dir, TOKENIZER_FILES)
+    _check_tokenizer(TextTokenizer.from_transformers(tokenizer, max_length), inputs, sample, path)
+    files = {**_copy_files(model_dir, TOKENIZER_FILES), TOKENIZER_FILE: tokenizer_json}
     return Exported(onnx=onnx_bytes, task=task, bundle=_bundle(spec, model_dir, files))
+
+
+def _check_tokenizer(fast: TextTokenizer, inputs: list[str], sample: Any, path: Path) -> None:
+    """The bundle's fast tokenizer must give exactly the tensors transformers' tokenizer gave the traced graph."""
+    for texts in (_TRACE_TEXTS, _CHECK_TEXTS, _TRICKY_TEXTS):
+        want = {name: tensor.numpy() for name, tensor in sample(texts).items()}
+        got = fast.tensors(texts, inputs)
+        if any(not np.array_equal(got[name], want[name]) for name in inputs):
+            raise InvalidModelError(f"The tokenizer of {path} does not give the same tokens from its tokenizer.json "
+                                    "as through transformers, so Ciro's processor cannot run it. Export the model to "
+                                    "ONNX yourself and deploy the .onnx file, sending token ids.")
 
 
 def _sentence_transformers_layout(path: Path) -> tuple[Path, dict[str, Any] | None]:

@@ -1,8 +1,10 @@
 """Raw text or images -> the exported graph's inputs, and its outputs -> what transformers' pipelines return.
 
 An :class:`HFProcessor` reads a bundle folder written from :class:`hf_ciro.export.Exported` (``processor.json``, the
-model's config.json and its tokenizer or image-processor files). Scores are computed as transformers' pipelines
-compute them (softmax, or sigmoid for multi-label and single-logit models), so a deployed model answers what
+model's config.json and its tokenizer or image-processor files). Text runs through the fast Rust tokenizer in the
+bundle's tokenizer.json (:class:`ciro.tokenizing.TextTokenizer`: milliseconds to load, no transformers import), which
+gives the tokens transformers' own tokenizer gives. Scores are computed as transformers' pipelines compute them
+(softmax, or sigmoid for multi-label and single-logit models), so a deployed model answers what
 ``pipeline(task, model=...)`` answers on the same input.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ciro import InputError, InvalidModelError
+from ciro.tokenizing import TextTokenizer
 
 __all__ = ["TEXT_TASKS", "HFProcessor"]
 
@@ -44,21 +47,19 @@ class HFProcessor:
         self.task: str = str(spec.get("task"))
         self.inputs: list[str] = list(spec.get("inputs", []))
         self.labels: dict[str, str] = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
-        self._tokenizer: Any = None
+        self._tokenizer: TextTokenizer | None = None
         self._image_processor: Any = None
         self.max_length = int(spec.get("max_length", 128))
         if self.task not in (*TEXT_TASKS, "image-classification"):
             raise InvalidModelError(f"{spec_file} names task {self.task!r}, which this version of hf_ciro does not "
                                     "process. Export the model again with this version.")
+        if self.task in TEXT_TASKS:
+            self._tokenizer = TextTokenizer.from_bundle(self.bundle_dir, spec, self.max_length)
+            return
         try:
-            if self.task in TEXT_TASKS:
-                from transformers import AutoTokenizer
+            from transformers import AutoImageProcessor
 
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.bundle_dir))
-            else:
-                from transformers import AutoImageProcessor
-
-                self._image_processor = AutoImageProcessor.from_pretrained(str(self.bundle_dir))
+            self._image_processor = AutoImageProcessor.from_pretrained(str(self.bundle_dir))
         except Exception as exc:
             first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
             raise InvalidModelError(f"Cannot load the {self.task} processor from {self.bundle_dir}: {first}. The "
@@ -69,9 +70,7 @@ class HFProcessor:
     def preprocess(self, raw: Any) -> dict[str, np.ndarray]:
         """Tokenize text (padded to the longest, truncated to max_length) or resize and normalise images."""
         if self._tokenizer is not None:
-            enc = self._tokenizer(self._texts(raw), padding=True, truncation=True, max_length=self.max_length,
-                                  return_tensors="np")
-            return {name: np.asarray(enc[name], dtype=np.int64) for name in self.inputs}
+            return self._tokenizer.tensors(self._texts(raw), self.inputs)
         images = [self._image(item) for item in self._items(raw, _IMAGE_INPUT)]
         pixels = self._image_processor(images, return_tensors="np")["pixel_values"]
         return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
@@ -148,32 +147,29 @@ class HFProcessor:
     def _entities(self, logits: np.ndarray, texts: list[str]) -> list[list[dict[str, Any]]]:
         """Per-token entities as transformers' token-classification pipeline with aggregation_strategy="none"."""
         tokenizer = self._tokenizer
-        fast = bool(tokenizer.is_fast)
-        # Tokenize exactly as preprocess did, now with the offsets and the special-token mask the graph never sees.
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                        return_special_tokens_mask=True, return_offsets_mapping=fast)
+        if tokenizer is None:
+            raise InvalidModelError(f"The {self.task} bundle has no tokenizer. Export the model again.")
+        # Tokenize exactly as preprocess did, now reading the offsets and special-token mask the graph never sees.
+        encodings = tokenizer.encode(texts)
         ignore = set(self.spec.get("ignore_labels", ["O"]))
         results = []
-        for row, text in enumerate(texts):
-            ids, mask = enc["input_ids"][row], enc["attention_mask"][row]
-            special = enc["special_tokens_mask"][row]
-            offsets = enc["offset_mapping"][row] if fast else None
+        for row, (text, enc) in enumerate(zip(texts, encodings, strict=True)):
             entities = []
             index = -1  # position in the unpadded sequence, as the pipeline (which never pads) counts it
-            for pos, token_id in enumerate(ids):
-                if not mask[pos]:
+            for pos, token_id in enumerate(enc.ids):
+                if not enc.attention_mask[pos]:
                     continue
                 index += 1
-                if special[pos]:
+                if enc.special_tokens_mask[pos]:
                     continue
                 scores = _scores(logits[row, pos], "softmax")
                 best = int(np.argmax(scores))
                 label = self._label(best)
                 if label in ignore:
                     continue
-                word = tokenizer.convert_ids_to_tokens(int(token_id))
-                start, end = (int(offsets[pos][0]), int(offsets[pos][1])) if offsets is not None else (None, None)
-                if offsets is not None and int(token_id) == tokenizer.unk_token_id:
+                word = tokenizer.id_to_token(token_id)
+                start, end = (int(enc.offsets[pos][0]), int(enc.offsets[pos][1]))
+                if token_id == tokenizer.unk_id:
                     word = text[start:end]  # the pipeline shows the original text for unknown tokens
                 entities.append({"entity": label, "score": float(scores[best]), "index": index, "word": word,
                                  "start": start, "end": end})

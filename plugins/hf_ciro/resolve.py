@@ -27,6 +27,12 @@ class Resolved:
     path: Path  # the snapshot / folder holding config.json
     source: str  # "cache" or "folder"
 
+    @property
+    def key(self) -> str:
+        """Which model this is, across its revisions: the repo id, or ``folder:`` and the folder's absolute path
+        (a folder's name says little: every packaged model may live in a folder called ``model``)."""
+        return self.repo_id if self.source == "cache" else f"folder:{self.path}"
+
 
 def resolve(repo_id_or_path: str, revision: str | None = None, *, folders: bool = True) -> Resolved:
     """Find a model: an existing folder with a config.json, else a repo id in the local Hugging Face cache.

@@ -3,20 +3,27 @@ Ciro model's processor bundle (kind ``mlflow-text``, registered by this package)
 
 What a prediction is, as MLflow's transformers pyfunc gives it: the top label and its score (softmax over the
 logits). Tokenization runs on the client; the job's commitments and receipt cover the token ids and the logits.
+
+The processor loads the fast Rust tokenizer from the bundle's tokenizer.json (:class:`ciro.tokenizing.TextTokenizer`)
+and imports neither transformers nor MLflow, so a client's first prediction does not wait seconds for imports.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from ciro import CiroError
+from ciro.tokenizing import TOKENIZER_FILE, TextTokenizer, bundle_tokenizer
+
+if TYPE_CHECKING:
+    from mlflow.exceptions import MlflowException
 
 __all__ = ["KIND", "TextProcessor", "export_text_classifier", "texts"]
 
@@ -25,6 +32,9 @@ TASKS = ("text-classification", "sentiment-analysis")
 
 
 def _bad(message: str) -> MlflowException:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
@@ -32,12 +42,13 @@ def texts(data: Any) -> list[str]:
     """The input texts: a string, a list of strings, a Series, or a DataFrame of one text column."""
     if isinstance(data, str):
         return [data]
-    if isinstance(data, pd.DataFrame):
+    pd = sys.modules.get("pandas")  # a DataFrame or Series exists only if pandas was imported: no import here
+    if pd is not None and isinstance(data, pd.DataFrame):
         if data.shape[1] != 1:
             raise _bad(f"A text model takes one column of text; this DataFrame has {data.shape[1]} "
                        f"({list(data.columns)}). Send one column.")
         data = data.iloc[:, 0]
-    if isinstance(data, pd.Series):
+    if pd is not None and isinstance(data, pd.Series):
         data = data.tolist()
     if isinstance(data, Mapping) and len(data) == 1:
         data = next(iter(data.values()))
@@ -85,11 +96,16 @@ def export_text_classifier(local: Path, flavor: dict[str, Any]) -> tuple[bytes, 
         onnx = path.read_bytes()
         tokenizer.save_pretrained(tmp + "/tok")
         bundle = {p.name: p.read_bytes() for p in Path(tmp, "tok").iterdir() if p.is_file()}
+    try:
+        # tokenizer.json as transformers runs it, and its call settings: what TextProcessor loads, fast.
+        bundle[TOKENIZER_FILE], settings = bundle_tokenizer(tokenizer)
+    except CiroError as exc:
+        raise _bad(exc.message) from exc
     labels = {str(k): str(v) for k, v in (model.config.id2label or {}).items()}
     spec = {"kind": KIND, "task": "text-classification", "inputs": names, "labels": labels,
             "max_length": int(min(getattr(tokenizer, "model_max_length", 512) or 512,
                                   getattr(model.config, "max_position_embeddings", 512) or 512)),
-            "multi_label": model.config.problem_type == "multi_label_classification"}
+            "multi_label": model.config.problem_type == "multi_label_classification", "tokenizer": settings}
     bundle["processor.json"] = json.dumps(spec).encode()
     return onnx, bundle
 
@@ -98,15 +114,11 @@ class TextProcessor:
     """``ciro.processors`` entry ``mlflow-text``: text -> token tensors; logits -> the top label and its score."""
 
     def __init__(self, bundle_dir: Path) -> None:
-        from transformers import AutoTokenizer
-
         self.spec = json.loads((Path(bundle_dir) / "processor.json").read_text())
-        self.tokenizer = AutoTokenizer.from_pretrained(bundle_dir)
+        self.tokenizer = TextTokenizer.from_bundle(Path(bundle_dir), self.spec, int(self.spec["max_length"]))
 
     def preprocess(self, raw: Any) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(texts(raw), padding=True, truncation=True, max_length=self.spec["max_length"],
-                             return_tensors="np")
-        return {n: np.asarray(enc[n], dtype=np.int64) for n in self.spec["inputs"]}
+        return self.tokenizer.tensors(texts(raw), self.spec["inputs"])
 
     def postprocess(self, outputs: dict[str, np.ndarray], raw: Any) -> list[dict[str, Any]]:
         logits = np.asarray(outputs["logits"], dtype=np.float64)
