@@ -15,7 +15,7 @@ from conftest import TESTS, VENV_BIN, Cluster, free_port
 from ciro import CiroClient
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
-BUDGET_S = 75
+BUDGET_S = 50
 
 
 @pytest.fixture(scope="module")
