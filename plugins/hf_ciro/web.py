@@ -79,6 +79,10 @@ class _State:
 
 
 def install(app: FastAPI, cfg: Config) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("python_multipart") is None:  # the pages' forms need it (the `hf` extra)
+        raise ImportError("python-multipart is not installed")
     state = _State(cfg)
     # The forms carry an anti-forgery token; the gateway also refuses unsigned POSTs that name another site.
     form_token = csrf_token(ensure_local_token(cfg.home), "hf-forms")

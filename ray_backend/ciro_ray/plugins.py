@@ -24,6 +24,10 @@ def install_plugins(app: FastAPI, cfg: Config) -> list[str]:
     for ep in entry_points(group=GATEWAY_PLUGINS):
         try:
             ep.load()(app, cfg)
+        except ImportError as exc:  # an optional plugin whose extra is not installed (e.g. `make demo`'s set)
+            log.warning("gateway plugin %s is not installed (%s); the gateway runs without it. Install its extra, "
+                        "e.g. pip install 'ciro-network[%s]', to use it.", ep.name, exc, ep.name)
+            continue
         except Exception:
             log.exception("gateway plugin %s could not be installed; the gateway runs without it", ep.name)
             continue
