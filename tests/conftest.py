@@ -180,3 +180,17 @@ def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var)
     return tmp_path / "home"
 
+
+@pytest.fixture
+def hf_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing may reach the Hub (test modules use it with ``pytestmark``)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small test models, built once per test module that uses them."""
+    from hf_models import build_models
+
+    return build_models(tmp_path_factory.mktemp("hf_models"))

@@ -67,3 +67,4 @@ def build_models(root: Path) -> dict[str, Path]:
     vit.save_pretrained(folders["image-classification"])
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folders["image-classification"])
     return folders
+

@@ -13,28 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hf_models import TEXTS, build_models
+from hf_models import TEXTS
 
 from ciro import InputError, InvalidModelError, ModelNotFoundError
 from hf_ciro.export import SUPPORTED_TASKS, Exported, export, infer_task
 from hf_ciro.processor import HFProcessor
 from hf_ciro.resolve import resolve
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("hf_offline")]
 
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Belt and braces: nothing here may reach the Hub.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_models(tmp_path_factory.mktemp("hf_models"))
 
 
 def _run(exported: Exported, bundle_dir: Path, raw: Any) -> Any:

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hf_models import TEXTS, build_models
+from hf_models import TEXTS
 
 from ciro import InvalidModelError
 from ciro.tokenizing import TextTokenizer, bundle_tokenizer
 from hf_ciro.export import export
 from hf_ciro.processor import HFProcessor
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("hf_offline")]
 
 LONG = " ".join(["Alice visited Paris and London, then walked fast; the cat sat on the mat."] * 30)
 HARD = [
@@ -35,15 +35,6 @@ HARD = [
 BATCHES = [TEXTS, HARD, [TEXTS[0]], [LONG, ""], [*TEXTS, *HARD]]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_models(tmp_path_factory.mktemp("hf_models"))
 
 
 def _want(folder: Path, texts: list[str], max_length: int, names: list[str], **settings: Any) -> dict[str, np.ndarray]:
