@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -16,6 +15,7 @@ import pytest
 
 from ciro import Config, Deployment, InputError
 from ciro_ray.deployments import DeploymentStore, _fit
+from ciro_ray.batching import Choice, choose_batch
 from ciro_ray.fit import Fit
 from ciro_ray.pool import WorkerHandle, WorkerPool
 from ciro_ray.scheduler import (
@@ -115,7 +115,8 @@ def _job(n: int, model: str = "m", **options: Any) -> Pending:
 
 
 class _Dispatch:
-    """A scheduler whose launched batches are recorded instead of run."""
+    """A scheduler whose chosen batches are recorded instead of launched (``take_batch`` chooses and dequeues;
+    nothing runs, so no worker's in-flight count changes)."""
 
     def __init__(self, pool: WorkerPool, serving: Serving | None = None) -> None:
         self.s = Scheduler(Config(), mock.Mock(), mock.Mock(), pool, mock.Mock())
@@ -123,18 +124,13 @@ class _Dispatch:
             self.s.serving["m"] = serving
         self.sent: list[tuple[list[str], list[str]]] = []
 
-        def launch(coro: Coroutine[Any, Any, None], workers: list[WorkerHandle], model: str) -> None:
-            frame = coro.cr_frame
-            assert frame is not None
-            self.sent.append(([p.id for p in frame.f_locals["batch"]], [w.id for w in workers]))
-            coro.close()
-
-        self.s._launch = launch  # type: ignore[method-assign]
-
     def run(self, *jobs: Pending) -> list[tuple[list[str], list[str]]]:
         self.s.enqueue(list(jobs))
-        while self.s.queues["m"] and self.s._dispatch_model("m") is True:
-            pass
+        while self.s.queues["m"]:
+            choice = self.s.take_batch("m")
+            if not isinstance(choice, Choice):
+                break
+            self.sent.append(([p.id for p in choice.jobs], [w.id for w in choice.workers]))
         return self.sent
 
 
@@ -201,6 +197,40 @@ def test_quorum_batches_group_by_fit_too() -> None:
     sent = d.run(*quorum)
     assert sent[0] == (["q0", "q1"], ["g0", "g1", "g2", "g3"])
     assert sent[1][0] == ["q2"]
+
+
+def test_choose_batch_waits_for_a_fuller_batch_only_while_its_worker_is_busy() -> None:
+    pool = _pool(w1=CPU)
+    queue = [_job(1), _job(2)]
+    for p in queue:
+        p.enqueued_at = 100.0
+    choice = choose_batch(queue, DEFAULT_SERVING, pool, busy=None, max_batch_size=4, batch_timeout_s=0.5, now=100.1)
+    assert isinstance(choice, Choice) and [p.id for p in choice.jobs] == ["j1", "j2"]  # an idle worker: at once
+    pool.workers["w1"].inflight = 1
+    due = choose_batch(queue, DEFAULT_SERVING, pool, busy={"w1": 1}, max_batch_size=4, batch_timeout_s=0.5,
+                       now=100.1)
+    assert due == pytest.approx(0.4)  # busy: the batch fills for what is left of the timeout
+    late = choose_batch(queue, DEFAULT_SERVING, pool, busy={"w1": 1}, max_batch_size=4, batch_timeout_s=0.5,
+                        now=100.6)
+    assert isinstance(late, Choice) and len(late.jobs) == 2
+    full = choose_batch(queue, DEFAULT_SERVING, pool, busy={"w1": 1}, max_batch_size=2, batch_timeout_s=0.5,
+                        now=100.1)
+    assert isinstance(full, Choice)  # a full batch never waits
+    pool.workers["w1"].inflight = 2  # the pipeline is full: nothing until a batch finishes
+    assert choose_batch(queue, DEFAULT_SERVING, pool, busy={"w1": 2}, max_batch_size=4, batch_timeout_s=0.5,
+                        now=100.1) is None
+    assert [p.id for p in queue] == ["j1", "j2"]  # choosing changes nothing
+
+
+def test_choose_batch_keeps_a_model_on_its_busy_replicas() -> None:
+    pool = _pool(w1=CPU, w2=CPU)
+    pool.workers["w1"].inflight = 1
+    serving = Serving(replicas=1)
+    choice = choose_batch([_job(1)], serving, pool, busy={"w1": 1}, max_batch_size=4, batch_timeout_s=0.0)
+    assert isinstance(choice, Choice) and [w.id for w in choice.workers] == ["w1"]  # w2 is idle but over the cap
+    choice = choose_batch([_job(1)], Serving(replicas=2), pool, busy={"w1": 1}, max_batch_size=4,
+                          batch_timeout_s=0.0)
+    assert isinstance(choice, Choice) and [w.id for w in choice.workers] == ["w2"]
 
 
 # -- admission --------------------------------------------------------------------------------------
