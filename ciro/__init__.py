@@ -3,8 +3,8 @@
 Re-exported here: the client side (``CiroClient``, ``verify``, the job and model types, the errors) and the
 building blocks the gateway and the plugins share with it (``ModelStore``, ``QuorumPolicy``, ``sign_receipt``,
 the wire encodings, ``check_options``). Public modules beside them: ``ciro.auth`` (signed requests),
-``ciro.convert``, ``ciro.zk``/``ciro.zk_verify``, ``ciro.chain``, ``ciro.local``; names with a leading underscore
-are private.
+``ciro.convert``, ``ciro.zk``/``ciro.zk_verify``, ``ciro.chain``, ``ciro.local``, ``ciro.networks`` (network
+profiles), ``ciro.plugins`` (the entry-point loader); names with a leading underscore are private.
 
 >>> from ciro import CiroClient
 >>> client = CiroClient.local()                    # embedded default: local Ray + gateway

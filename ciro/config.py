@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .home import HomePaths
 
-__all__ = ["DEFAULT_PORT", "Config"]
+__all__ = ["DEFAULT_PORT", "Config", "config_path", "read_config_section"]
 
 DEFAULT_PORT = 8765
 _UNSET: Any = object()
@@ -34,6 +35,9 @@ class Config:
     home: Path = field(default_factory=_default_home)
     #: Gateway URL for clients. None means the embedded default on ``host:port``.
     gateway_url: str | None = None
+    #: Client: the network profile a client selects when given no URL (``ciro.networks``: local, devnet, sepolia,
+    #: mainnet or a ``[networks.NAME]`` table of the config file). "local": the gateway above / the embedded default.
+    network: str = "local"
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     #: Ray cluster address (``host:port`` of the GCS). None: ``ciro up`` starts a local head.
@@ -128,7 +132,7 @@ class Config:
             )
         given = {k: v for k, v in overrides.items() if v is not None}
         home = Path(given.get("home") or os.environ.get("CIRO_HOME") or _default_home()).expanduser()
-        values: dict[str, Any] = dict(_read_file(home))
+        values: dict[str, Any] = {k: v for k, v in _read_file(home).items() if k not in _SECTIONS}
         for name in names:
             env = os.environ.get("CIRO_" + name.upper())
             if env is not None and env != "":
@@ -155,6 +159,11 @@ class Config:
             if value is not None:
                 out["CIRO_" + f.name.upper()] = str(value)
         return out
+
+    @property
+    def paths(self) -> HomePaths:
+        """Where each file of ``home`` lives (``ciro.home``)."""
+        return HomePaths(self.home)
 
     @property
     def local_url(self) -> str:
@@ -188,12 +197,25 @@ class Config:
                 raise ConfigError(f"Invalid configuration: {msg}. Fix the argument, CIRO_* variable or config file.")
 
 
-def _config_path(home: Path) -> Path:
+#: Tables of the config file that are not settings (read by their own modules, e.g. ``ciro.networks``).
+_SECTIONS = ("networks",)
+
+
+def config_path(home: Path) -> Path:
+    """The config file: ``$CIRO_CONFIG``, else ``$CIRO_HOME/config.toml``."""
     return Path(os.environ.get("CIRO_CONFIG") or home / "config.toml")
 
 
+def read_config_section(home: Path, name: str) -> dict[str, Any]:
+    """A table of the config file that is not a setting (``_SECTIONS``), e.g. ``[networks.sepolia]``."""
+    section = _read_file(home).get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name!r} in {config_path(home)} must be a table ([{name}.NAME]). Fix the file.")
+    return section
+
+
 def _read_file(home: Path) -> dict[str, Any]:
-    path = _config_path(home)
+    path = config_path(home)
     if not path.exists():
         return {}
     try:

@@ -16,13 +16,13 @@ import shutil
 import uuid
 import zipfile
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import ConfigError, InputError, InvalidModelError
+from .plugins import load_entry_point
 
 __all__ = ["PROCESSORS", "Processor", "extract_bundle", "is_raw", "load_processor", "make_bundle"]
 
@@ -91,11 +91,10 @@ def extract_bundle(data: bytes, folder: Path, sha256: str | None = None) -> Path
 
 def load_processor(kind: str, folder: Path) -> Processor:
     """The processor plugin for ``kind``, loaded on the bundle in ``folder``."""
-    for ep in entry_points(group=PROCESSORS):
-        if ep.name == kind:
-            cls = ep.load()
-            processor: Processor = cls(folder)
-            return processor
+    cls = load_entry_point(PROCESSORS, kind)
+    if cls is not None:
+        processor: Processor = cls(folder)
+        return processor
     hint = _HINT.get(kind, f"a plugin registering the '{kind}' processor (entry point group {PROCESSORS})")
     raise ConfigError(f"This model's inputs are prepared by a '{kind}' processor, which is not installed here. "
                       f"Install {hint}, or send the model's tensors by name (a dict).")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import Config
 from .errors import ConfigError
+from .home import HomePaths
 
 __all__ = ["KEY_BYTES", "MAGIC", "Sealer", "is_sealed", "job_context", "open_blob", "store_key_path",
            "store_sealer"]
@@ -35,7 +36,7 @@ _TAG_BYTES = 16
 
 
 def store_key_path(home: Path) -> Path:
-    return home / "keys" / "store.key"
+    return HomePaths(home).store_key
 
 
 def job_context(job_id: str, column: str) -> bytes:

@@ -6,14 +6,13 @@ A model source is a callable ``source(client, spec) -> ModelInfo | None``: None 
 
 from __future__ import annotations
 
-import logging
 import os
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelNotFoundError
 from .jobs import ModelInfo
+from .plugins import load_entry_points
 
 if TYPE_CHECKING:
     from .client import CiroClient
@@ -21,17 +20,10 @@ if TYPE_CHECKING:
 __all__ = ["MODEL_SOURCES", "resolve_model"]
 
 MODEL_SOURCES = "ciro.model_sources"
-log = logging.getLogger("ciro.sources")
 
 
 def _plugins() -> list[Any]:
-    found = []
-    for ep in entry_points(group=MODEL_SOURCES):
-        try:
-            found.append(ep.load())
-        except Exception as exc:  # a broken optional plugin warns; it does not break the core
-            log.warning("model source %s could not be loaded: %s", ep.name, exc)
-    return found
+    return [source for _, source in load_entry_points(MODEL_SOURCES)]
 
 
 def resolve_model(client: CiroClient, spec: str | os.PathLike[str], *, zk: bool = False) -> ModelInfo:

@@ -333,7 +333,7 @@ def _rebuilt_vk(model: bytes, settings: Mapping[str, Any], srs_path: Path, srs_s
 
     canon = json.dumps({k: v for k, v in settings.items() if k != "timestamp"}, sort_keys=True,
                        separators=(",", ":"))
-    path = (cfg.home / "vk-cache" / hashlib.sha256(model).hexdigest()
+    path = (cfg.paths.vk_cache / hashlib.sha256(model).hexdigest()
             / f"{hashlib.sha256(canon.encode()).hexdigest()}-{srs_sha[:16]}" / "vk.key")
     if path.is_file():
         return path.read_bytes(), f"rebuilt from the given model + settings + SRS (cached in {path.parent})"
@@ -363,7 +363,7 @@ def _read_vk(vk: str | os.PathLike[str] | bytes | None) -> bytes | None:
 
 def _find_srs_by_hash(digest: str, cfg: Config, sha256_file: Any) -> Path | None:
     folders = [Path(cfg.srs_dir)] if cfg.srs_dir else []
-    folders.append(cfg.home / "srs")
+    folders.append(cfg.paths.srs)
     for folder in folders:
         for cand in sorted(folder.glob("*.srs")) if folder.is_dir() else []:
             if sha256_file(cand) == digest:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, InputError, InvalidModelError
+from .home import HomePaths
 
 __all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_prove", "zk_setup"]
 
@@ -100,7 +101,7 @@ def find_srs(logrows: int, *, srs_dir: Path | None, home: Path, create: bool = T
         if digest != pins[path.name]:
             raise ConfigError(f"{path} has SHA-256 {digest}, not the pinned {pins[path.name]}. Replace the file.")
         return SrsInfo("pinned", logrows, path, digest)
-    path = home / "srs" / f"dev-kzg{logrows}.srs"
+    path = HomePaths(home).srs / f"dev-kzg{logrows}.srs"
     if not path.is_file():
         if not create:
             raise ConfigError(f"No development SRS for logrows={logrows} at {path}.")

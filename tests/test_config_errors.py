@@ -81,6 +81,6 @@ def test_public_names() -> None:
     assert set(ciro.__all__) == {n for n in dir(ciro) if not n.startswith("_")} - {
         "client", "config", "errors", "jobs", "modelstore", "tensors", "local", "demo", "cli", "identity",
         "receipts", "quorum", "auth", "chain", "devnet", "deployments", "sources", "processing", "tls", "sealing",
-        "options", "zk", "zk_verify", "estimate", "tokenizing"} | {"__version__"}  # submodules (zk ones load lazily)
+        "options", "zk", "zk_verify", "estimate", "tokenizing", "networks", "plugins", "home"} | {"__version__"}  # submodules (zk ones load lazily)
     for name in ciro.__all__:
         assert hasattr(ciro, name), name

@@ -1,0 +1,431 @@
+"""The async core of the SDK: :class:`AsyncCiroClient`, every gateway call as a coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ._transport import _BaseClient
+from .config import Config
+from .deployments import Deployment, valid_deployment_name
+from .errors import (
+    ConfigError,
+    DeploymentNotFoundError,
+    InputError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+    error_class,
+)
+from .identity import Identity, KeyStore
+from .jobs import JobResult, JobSpec, JobStatus, ModelInfo, VerificationLevel
+from .modelstore import read_model_file
+from .options import check_options
+from .processing import Processor, extract_bundle, is_raw, load_processor, make_bundle
+from .tensors import BINARY_CONTENT_TYPE, encode_binary, encode_json
+
+__all__ = ["AsyncCiroClient"]
+
+#: The gateway holds a request open at most this long; the client keeps waiting with `wait()`.
+MAX_SERVER_WAIT_S = 300.0
+#: What update_deployment may change (besides the model).
+_DEPLOYMENT_SETTINGS = ("verification", "replicas", "max_batch_size", "gpu", "gpu_memory_gb", "gpu_model", "cpu_only",
+                        "max_payment", "metadata")
+#: Keyword arguments the SDK takes next to the job options (named in the unknown-option message).
+_SDK_ARGS = {"max_payment": "CIRO base units escrowed per job", "verification": "none, receipt, quorum or zk",
+             "timeout": "seconds to wait"}
+
+
+class AsyncCiroClient(_BaseClient):
+    """Talks to one gateway over HTTP. All methods are coroutines."""
+
+    def __init__(self, url: str | None = None, *, config: Config | None = None, timeout: float | None = None,
+                 retries: int = 2, verification: VerificationLevel | str | bool | None = None,
+                 options: Mapping[str, Any] | None = None, identity: Identity | None = None) -> None:
+        super().__init__(url, config=config, timeout=timeout, retries=retries, identity=identity)
+        self.verification = VerificationLevel.parse(
+            verification if verification is not None else self.config.verification)
+        self.default_options = dict(options or {})
+        check_options({k: v for k, v in self.default_options.items() if k != "max_payment"}, extra=_SDK_ARGS)
+        self._models: dict[str, ModelInfo] = {}
+        self._processors: dict[str, Processor] = {}
+        self._chain: Any = None  # (chain info, ChainClient) once escrow is used
+
+    # -- service ---------------------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/healthz")
+        return result
+
+    async def workers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._request("GET", "/v1/workers")
+        return result
+
+    async def faults(self, *, worker_key: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Evidence the gateway recorded against workers (quorum dissent, outputs a zk proof contradicts), newest
+        first, with whether and how each was filed on chain (``slash``, ``slash_tx``)."""
+        params: dict[str, Any] = {"limit": limit, **({"worker_key": worker_key} if worker_key else {})}
+        result: list[dict[str, Any]] = await self._request("GET", "/v1/faults", params=params)
+        return result
+
+    # -- models ----------------------------------------------------------------------------
+    async def deploy(self, model: str | os.PathLike[str] | bytes, *, name: str | None = None,
+                     zk: bool = False, zk_inputs: str = "public", zk_outputs: str = "public") -> ModelInfo:
+        """Upload an ONNX model (path or bytes). Returns its :class:`ModelInfo`; ``.hash`` is the model ref.
+
+        ``zk=True`` also runs the EZKL set-up once (seconds to minutes) so the model can serve zk jobs;
+        ``zk_inputs``/``zk_outputs`` = "hashed" make the proof show a Poseidon hash instead of the values."""
+        if isinstance(model, bytes | bytearray):
+            data = bytes(model)
+        else:
+            path = Path(model)
+            data = read_model_file(path, max_bytes=self.config.max_model_bytes)
+            name = name or path.stem
+        params: dict[str, Any] = {"name": name} if name else {}
+        if zk:
+            params.update(zk="true", zk_inputs=zk_inputs, zk_outputs=zk_outputs)
+        info = ModelInfo.from_dict(await self._request(
+            "POST", "/v1/models", data=data, params=params,
+            headers={"content-type": "application/octet-stream"}, read_timeout=1800.0 if zk else 120.0))
+        self._models[info.hash] = info
+        return info
+
+    async def model(self, ref: str) -> ModelInfo:
+        """A model by hash (cached: a hash names one model forever), or by prefix or name (asked each time: a
+        name moves when its deployment is updated)."""
+        if ref in self._models:
+            return self._models[ref]
+        info = ModelInfo.from_dict(await self._request("GET", f"/v1/models/{ref}"))
+        self._models[info.hash] = info
+        return info
+
+    # -- deployments -----------------------------------------------------------------------
+    async def _model_ref(self, model: str | os.PathLike[str] | bytes, zk: bool) -> str:
+        """A model ref for a deployment: a file or bytes is uploaded first (with the zk set-up when ``zk``)."""
+        if isinstance(model, bytes | bytearray | os.PathLike) or Path(str(model)).is_file():
+            return (await self.deploy(model, zk=zk)).hash
+        return str(model)
+
+    async def create_deployment(self, name: str, model: str | os.PathLike[str] | bytes, *,
+                                verification: VerificationLevel | str = "receipt", replicas: int | None = None,
+                                max_batch_size: int | None = None, gpu: bool = False,
+                                gpu_memory_gb: float | None = None, gpu_model: str | None = None,
+                                cpu_only: bool = False, max_payment: int | None = None,
+                                metadata: dict[str, Any] | None = None) -> Deployment:
+        """Serve ``model`` (a path, bytes, or the ref of an uploaded model) under ``name`` (``docs/deployments.md``).
+        Hardware: ``gpu`` (workers holding a GPU share), ``gpu_memory_gb`` (at least this much GPU memory in the
+        worker's share), ``gpu_model`` (the GPU's model name contains this, e.g. "H100"), ``cpu_only`` (workers
+        without a GPU share). Raises :class:`DeploymentExistsError` if the name is taken, :class:`InputError` for
+        settings the gateway's workers cannot serve."""
+        level = self._level(verification)
+        body = {"name": name, "model": await self._model_ref(model, level == "zk"), "verification": level,
+                "replicas": replicas, "max_batch_size": max_batch_size, "gpu": gpu, "gpu_memory_gb": gpu_memory_gb,
+                "gpu_model": gpu_model, "cpu_only": cpu_only,
+                "max_payment": str(max_payment) if max_payment is not None else None, "metadata": metadata or {}}
+        return Deployment.from_wire(await self._request("POST", "/v1/deployments", json=body))
+
+    async def update_deployment(self, name: str, *, model: str | os.PathLike[str] | bytes | None = None,
+                                **changes: Any) -> Deployment:
+        """Change a deployment: a new ``model`` (path, bytes or ref) takes over once stored and set up; other
+        keywords as in :meth:`create_deployment` (only those given change)."""
+        unknown = set(changes) - set(_DEPLOYMENT_SETTINGS)
+        if unknown:
+            raise InputError(f"Unknown deployment setting(s): {', '.join(sorted(unknown))}. Use "
+                             f"{', '.join(_DEPLOYMENT_SETTINGS[:-1])} or {_DEPLOYMENT_SETTINGS[-1]}.")
+        if "verification" in changes:
+            changes["verification"] = self._level(changes["verification"])
+        if changes.get("max_payment") is not None:
+            changes["max_payment"] = str(changes["max_payment"])
+        if model is not None:
+            zk = changes.get("verification", (await self.deployment(name)).verification) == "zk"
+            changes["model"] = await self._model_ref(model, zk)
+        return Deployment.from_wire(await self._request("PUT", f"/v1/deployments/{_dep(name)}", json=changes))
+
+    async def delete_deployment(self, name: str) -> bool:
+        """Remove a deployment; False if there was none (deleting twice is fine)."""
+        return bool((await self._request("DELETE", f"/v1/deployments/{_dep(name)}"))["deleted"])
+
+    async def deployment(self, name: str) -> Deployment:
+        return Deployment.from_wire(await self._request("GET", f"/v1/deployments/{_dep(name)}"))
+
+    async def deployments(self) -> list[Deployment]:
+        return [Deployment.from_wire(d) for d in await self._request("GET", "/v1/deployments")]
+
+    async def models(self) -> list[ModelInfo]:
+        return [ModelInfo.from_dict(m) for m in await self._request("GET", "/v1/models")]
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _level(self, verification: VerificationLevel | str | bool | None) -> str:
+        return (VerificationLevel.parse(verification) if verification is not None else self.verification).value
+
+    async def submit(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
+                     **options: Any) -> str:
+        """Queue one job; returns its id at once. ``options`` are stored with the job; the hardware ones place it:
+        ``gpu=True`` (a worker holding a GPU share; ``gpu="H100"`` is a preference, recorded only),
+        ``gpu_memory_gb=40``, ``gpu_model="H100"``, ``cpu_only=True``."""
+        out = await self._submit(model, inputs, verification, options, wait=0.0)
+        return str(out["id"])
+
+    async def infer(self, model: str, inputs: Any, *, verification: VerificationLevel | str | bool | None = None,
+                    timeout: float | None = None, **options: Any) -> JobResult:
+        """Run one job and return its result; raises if the job fails. ``options`` as in :meth:`submit`."""
+        wait = timeout if timeout is not None else self.timeout
+        proc = await self.processor(model) if is_raw(inputs) else None
+        out = await self._submit(model, proc.preprocess(inputs) if proc else inputs, verification, options, wait=wait)
+        result = JobResult.from_wire(out)
+        if not result.status.terminal:
+            result = await self.wait(result.job_id, timeout=wait)
+        result = _checked(result)
+        if proc is not None and result.outputs is not None:
+            result = dataclasses.replace(result, prediction=proc.postprocess(result.outputs, inputs))
+        return result
+
+    async def processor(self, model: str) -> Processor | None:
+        """The model's processor (from its bundle, fetched once and kept under ``CIRO_HOME/processors``), or None
+        when it has none. :meth:`infer` uses it for raw input (text, images): ``result.prediction``."""
+        info = await self.model(model)
+        if not info.processor:
+            return None
+        if info.hash not in self._processors:
+            sha = str(info.processor["sha256"])
+            folder = self.config.paths.processors / f"{info.hash[:16]}-{sha[:16]}"
+            if not (folder / "processor.json").is_file():
+                data = await self._request("GET", f"/v1/models/{info.hash}/processor", raw=True)
+                extract_bundle(data, folder, sha)
+            self._processors[info.hash] = load_processor(str(info.processor["kind"]), folder)
+        return self._processors[info.hash]
+
+    async def attach_processor(self, model: str, files: Mapping[str, bytes] | bytes) -> ModelInfo:
+        """Attach a processor bundle (its files, ``processor.json`` among them, or the zip) to an uploaded model."""
+        data = files if isinstance(files, bytes) else make_bundle(files)
+        info = ModelInfo.from_dict(await self._request("PUT", f"/v1/models/{model}/processor", data=data,
+                                                       headers={"content-type": "application/zip"}))
+        self._models[info.hash] = info
+        self._processors.pop(info.hash, None)
+        return info
+
+    async def _submit(self, model: str, inputs: Any, verification: Any, options: dict[str, Any],
+                      *, wait: float) -> dict[str, Any]:
+        info = await self.model(model)
+        options = {**self.default_options, **options}
+        max_payment = options.pop("max_payment", None)
+        options = check_options(options, extra=_SDK_ARGS)
+        spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
+                       verification=VerificationLevel(self._level(verification)), options=options)
+        wait = min(wait, MAX_SERVER_WAIT_S)  # longer waits continue in `wait()`
+        if max_payment is not None:
+            job = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"escrow": "true"})
+            await self._escrow([job], int(max_payment))
+            if wait <= 0:
+                done: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job['id']}")
+            else:
+                done = await self._request("GET", f"/v1/jobs/{job['id']}/result", params={"wait": wait},
+                                           read_timeout=wait)
+            return done
+        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"wait": wait},
+                                                     read_timeout=wait)
+        return result
+
+    # -- on-chain payment ------------------------------------------------------------------
+    async def chain_info(self) -> dict[str, Any]:
+        """Where the gateway settles payments (``{"enabled": False}`` when it does not)."""
+        result: dict[str, Any] = await self._request("GET", "/v1/chain")
+        return result
+
+    def payer(self) -> Identity:
+        """The key whose Starknet account pays for escrowed jobs: the signing key, else ``client_key``."""
+        return self.identity or KeyStore(self.config.paths.keys).get_or_create(self.config.client_key)
+
+    async def _escrow(self, jobs: list[dict[str, Any]], max_payment: int) -> str:
+        """Escrow ``max_payment`` for each job in ONE transaction from the payer's account, then tell the gateway."""
+        from .chain import ChainClient, CiroToken, JobManager, account_address
+
+        if self._chain is None:
+            info = await self.chain_info()
+            if not info.get("enabled"):
+                raise ConfigError("This gateway does not settle on chain, so there is nothing to escrow. Drop "
+                                  "max_payment, or use a gateway with a deployment (ciro devnet, then ciro up).")
+            payer = self.payer()
+            self._chain = (info, await ChainClient.connect(info["rpc_url"], address=account_address(payer.public_key),
+                                                           identity=payer))
+        info, chain = self._chain
+        jm, token = JobManager(chain, int(info["job_manager"], 16)), CiroToken(chain, int(info["token"], 16))
+        deadline = await chain.now() + int(2 * float(info["escrow_window_s"])) + 3600
+        calls = [token.approve_call(jm.address, max_payment * len(jobs))] + [
+            jm.submit_job_call(j["id"], j["model_hash"], j["input_commitment"], j["verification"], max_payment,
+                               deadline) for j in jobs]
+        tx = await chain.execute(calls, what="Escrowing the jobs' payment")
+        await self._request("POST", "/v1/jobs/escrow", json={"job_ids": [j["id"] for j in jobs],
+                                                            "tx_hash": tx.tx_hex})
+        return tx.tx_hex
+
+    async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
+                           rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
+                           wait: float = 0.0, max_payment: int | None = None, **options: Any) -> list[str]:
+        """Queue many jobs in one request; returns their ids. See :meth:`infer_batch` for ``items`` and
+        ``options``."""
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment, options)
+        return [str(i) for i in body["job_ids"]]
+
+    async def infer_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
+                          rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
+                          timeout: float | None = None, max_payment: int | None = None,
+                          **options: Any) -> list[JobResult]:
+        """Run many jobs in one request. ``items`` is a list of inputs (one job each), or stacked
+        inputs (an array or a dict of arrays) split along axis 0 into jobs of ``rows_per_job`` rows.
+        ``options`` are every job's options, as for :meth:`infer` (e.g. ``gpu_memory_gb=16``, ``cpu_only=True``).
+        With ``max_payment`` (CIRO base units per job) every job's payment is escrowed on chain first, in one
+        transaction from :meth:`payer`'s account, and the worker is paid once the result is verified."""
+        wait = timeout if timeout is not None else self.timeout
+        body = await self._batch(model, items, rows_per_job, verification, wait, max_payment, options)
+        if body.get("results") is None:
+            return [_checked(await self.wait(j, timeout=wait)) for j in body["job_ids"]]
+        return [_checked(JobResult.from_wire(r)) for r in body["results"]]
+
+    async def _batch(self, model: str, items: Any, rows_per_job: int, verification: Any,
+                     wait: float, max_payment: int | None = None,
+                     options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        info = await self.model(model)
+        level = self._level(verification)
+        job_options = {**self.default_options, **(options or {})}
+        default_payment = job_options.pop("max_payment", None)
+        max_payment = max_payment if max_payment is not None else default_payment
+        job_options = check_options(job_options, extra=_SDK_ARGS)
+        params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
+        if max_payment is not None:
+            params = {"wait": 0, "escrow": "true"}
+        if isinstance(items, np.ndarray | Mapping):  # stacked: send binary
+            stacked = _normalize(info, items)
+            params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
+            if job_options:
+                params["options"] = orjson.dumps(job_options, option=orjson.OPT_SORT_KEYS).decode()
+            result: dict[str, Any] = await self._request(
+                "POST", "/v1/jobs/batch/binary", data=encode_binary(stacked), params=params,
+                headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
+        else:
+            body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
+                    "verification": level, "options": job_options}
+            result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
+        if max_payment is not None:
+            await self._escrow(result["jobs"], int(max_payment))
+            result["results"] = None
+        return result
+
+    async def status(self, job_id: str) -> JobResult:
+        return JobResult.from_wire(await self._request("GET", f"/v1/jobs/{_job_id(job_id)}"))
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """Wait until the job is final and return it with its outputs (it does not raise on failure)."""
+        limit = timeout if timeout is not None else self.timeout
+        job_id = _job_id(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            left = max(0.0, deadline - loop.time())
+            out = await self._request("GET", f"/v1/jobs/{job_id}/result", params={"wait": min(left, 30.0)},
+                                      read_timeout=min(left, 30.0))
+            result = JobResult.from_wire(out)
+            if result.status.terminal:
+                return result
+            if loop.time() >= deadline:
+                raise JobTimeoutError(
+                    f"Job {job_id} is still {result.status.value} after {limit:.0f}s. Wait longer "
+                    f"(ciro.wait(job_id, timeout=...)) or cancel it.", detail={"job_id": job_id})
+
+    async def wait_settled(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        """Wait until a paid job's settlement is final on chain: ``paid`` (``on_chain_verified``), ``refunded`` or
+        ``error``. A job that was not paid on chain (no ``max_payment``) has nothing to wait for: InputError."""
+        loop = asyncio.get_running_loop()
+        limit = timeout if timeout is not None else self.timeout
+        deadline = loop.time() + limit
+        result = await self.wait(job_id, timeout=limit)
+        while True:
+            if result.settlement is None:
+                chain = await self.chain_info()
+                raise InputError(f"Job {job_id} was not paid on chain, so nothing settles: "
+                                 + ("this gateway does not settle on chain." if not chain.get("enabled") else
+                                    "submit it with max_payment= to escrow and settle it."),
+                                 detail={"job_id": job_id})
+            if result.settlement in ("paid", "refunded", "error"):
+                return result
+            if loop.time() >= deadline:
+                raise JobTimeoutError(f"Job {job_id} is still {result.settlement} on chain after {limit:.0f}s. "
+                                      "Wait longer (timeout=...).", detail={"job_id": job_id})
+            await asyncio.sleep(0.5)
+            result = await self.status(job_id)
+
+    async def cancel(self, job_id: str) -> JobResult:
+        return JobResult.from_wire(await self._request("POST", f"/v1/jobs/{_job_id(job_id)}/cancel"))
+
+    async def jobs(self, *, status: JobStatus | str | None = None, model: str | None = None,
+                   limit: int = 100) -> list[JobResult]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = JobStatus(status).value
+        if model:
+            params["model"] = model
+        return [JobResult.from_wire(j) for j in await self._request("GET", "/v1/jobs", params=params)]
+
+
+def _dep(name: str) -> str:
+    """A deployment name as the gateway allows them; anything else (a '/', a '?') cannot name one."""
+    if not valid_deployment_name(name):
+        raise DeploymentNotFoundError(f"No deployment {name!r}: names are letters, digits, '.', '_' and '-' (at most "
+                                      "128). List deployments with client.deployments().", detail={"name": str(name)})
+    return name
+
+
+def _job_id(job_id: str) -> str:
+    """A job id as the gateway makes them (32 hex characters); anything else cannot name a job."""
+    text = str(job_id).strip().lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
+        raise JobNotFoundError(f"No job {job_id!r}: job ids are 32 hex characters. List jobs with `ciro jobs`.",
+                               detail={"job_id": str(job_id)})
+    return text
+
+
+def _checked(result: JobResult) -> JobResult:
+    if result.status is JobStatus.FAILED:
+        err = result.error or {}
+        cls = error_class(str(err.get("code")))
+        if not issubclass(cls, JobFailedError):  # e.g. worker_error: the job failed because of it
+            cls = JobFailedError
+        raise cls(f"Job {result.job_id} failed: {err.get('message', 'no reason given')}",
+                  detail={"job_id": result.job_id, "code": err.get("code"), **(err.get("detail") or {})})
+    if result.status is JobStatus.CANCELLED:
+        raise JobCancelledError(f"Job {result.job_id} was cancelled.", detail={"job_id": result.job_id})
+    return result
+
+
+def _normalize(info: ModelInfo, inputs: Any) -> dict[str, np.ndarray]:
+    """Named arrays for the model: a dict by input name, or one array/list/DataFrame for a single-input model.
+
+    Python lists and DataFrames are cast to the model's dtype; numpy arrays keep theirs (the gateway
+    rejects a mismatch rather than silently casting).
+    """
+    specs = {s.name: s for s in info.inputs}
+    if isinstance(inputs, Mapping):
+        named = dict(inputs)
+    else:
+        if len(specs) != 1:
+            raise InputError(
+                f"Model {info.hash[:12]} has inputs {sorted(specs)}: pass a dict mapping each name to an array.")
+        named = {next(iter(specs)): inputs}
+    out: dict[str, np.ndarray] = {}
+    for name, value in named.items():
+        spec = specs.get(name)
+        if hasattr(value, "to_numpy") and not isinstance(value, np.ndarray):  # pandas
+            value = value.to_numpy()
+            if spec is not None:
+                value = value.astype(spec.dtype)
+        elif not isinstance(value, np.ndarray):
+            value = np.asarray(value, dtype=spec.dtype if spec else None)
+        out[str(name)] = value
+    return out
