@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ciro.procs import free_port
 
 CHILD = r"""
 import time
@@ -36,12 +37,6 @@ r = client.infer(model.hash, np.zeros((1, 16), np.float32))
 assert r.outputs is not None
 print(f"{t_import:.4f} {t_local:.4f} {time.perf_counter() - t0:.4f}")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def child(env: dict[str, str], model: Path) -> dict[str, float]:

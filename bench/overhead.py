@@ -8,9 +8,15 @@ to raw onnxruntime grows once a row costs more than Ciro's fixed per-job work. R
 uses one thread for single jobs and every core for the batched figure; Ciro's two workers use one
 thread each.
 
+The gateway runs with its result cache on (``result_cache_size``). Every Ciro job of the figures above asks
+``fresh=true``, so it runs on a worker (the rows repeat); the cache's own figures then compare, row by row, a
+job that runs (``fresh``) with the same job answered from the cache (a hit), one at a time and as a batch of
+1,000.
+
     python bench/overhead.py [--jobs 2000] [--json bench/results/overhead.json]
 
-It starts its own embedded default (Ray head + gateway) under a temporary CIRO_HOME and stops it.
+It starts its own embedded default (Ray head + gateway, settlement off: nothing here is paid) under a temporary
+CIRO_HOME and stops it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from ciro.local import ensure_running, ray_env, read_state, stop
 
 BATCH_JOBS = 1000
 CONCURRENCY = (1, 16, 256)
+#: Entries the bench's gateway keeps: more than the distinct rows of any model here.
+CACHE_SIZE = 10_000
+#: Rows timed one at a time for the cache's figures (each as a fresh run, then as a hit).
+CACHE_ROWS = 300
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -119,11 +129,11 @@ def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> d
     with CiroClient(url, config=cfg) as client:
         model = client.deploy(path).hash
         for r in rows[:200]:
-            client.infer(model, r)
+            client.infer(model, r, fresh=True)
         lat = []
         for r in rows:
             t = time.perf_counter()
-            client.infer(model, r)
+            client.infer(model, r, fresh=True)
             lat.append(time.perf_counter() - t)
     out: dict[str, Any] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "c1": jobs / sum(lat)}
 
@@ -133,7 +143,7 @@ def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> d
 
         async def one(r: np.ndarray) -> None:
             async with sem:
-                await client.infer(model, r)
+                await client.infer(model, r, fresh=True)
 
         try:
             await asyncio.gather(*(one(r) for r in rows[:100]))
@@ -147,10 +157,10 @@ def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> d
         client = AsyncCiroClient(url, config=cfg)
         big = np.concatenate([rows[i % len(rows)] for i in range(BATCH_JOBS)])
         try:
-            await client.infer_batch(model, big)
+            await client.infer_batch(model, big, fresh=True)
             reps, t = 5, time.perf_counter()
             for _ in range(reps):
-                results = await client.infer_batch(model, big)
+                results = await client.infer_batch(model, big, fresh=True)
                 assert len(results) == BATCH_JOBS
             return reps * BATCH_JOBS / (time.perf_counter() - t)
         finally:
@@ -160,6 +170,35 @@ def bench_ciro(url: str, cfg: Config, path: Path, x: np.ndarray, jobs: int) -> d
         out[f"c{c}"] = asyncio.run(concurrent(c))
     out["batched"] = asyncio.run(batched())
     return out
+
+
+def bench_cache(url: str, cfg: Config, path: Path, x: np.ndarray) -> dict[str, Any]:
+    """Per row: a job that runs (fresh), then the same job again, answered from the cache; then 1,000 one-row
+    jobs in one request, run, then answered from the cache."""
+    rows = [x[i % len(x)][None] for i in range(CACHE_ROWS)]
+    fresh, hit = [], []
+    with CiroClient(url, config=cfg) as client:
+        model = client.deploy(path).hash
+        for r in rows[:50]:
+            client.infer(model, r, fresh=True)
+        for r in rows:
+            t = time.perf_counter()
+            ran = client.infer(model, r, fresh=True)
+            fresh.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            again = client.infer(model, r)
+            hit.append(time.perf_counter() - t)
+            assert not ran.cached and again.cached_from == ran.job_id
+        big = np.concatenate([x[i % len(x)][None] for i in range(BATCH_JOBS)])
+        reps, batched = 3, dict[str, float]()
+        for label, opts in (("fresh", {"fresh": True}), ("hit", {})):
+            t = time.perf_counter()
+            for _ in range(reps):
+                results = client.infer_batch(model, big, **opts)
+                assert all(r.cached is (label == "hit") for r in results)
+            batched[label] = reps * BATCH_JOBS / (time.perf_counter() - t)
+    return {"fresh_p50_ms": pct(fresh, 50), "fresh_p99_ms": pct(fresh, 99), "hit_p50_ms": pct(hit, 50),
+            "hit_p99_ms": pct(hit, 99), "fresh_batched": batched["fresh"], "hit_batched": batched["hit"]}
 
 
 def main() -> None:
@@ -179,7 +218,7 @@ def main() -> None:
             np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)),
     }
     port = free_port()
-    cfg = Config.load(home=work / "home", port=port)
+    cfg = Config.load(home=work / "home", port=port, settlement="off", result_cache_size=CACHE_SIZE)
     url = ensure_running(cfg, progress=True)
     os.environ.update(ray_env(os.environ))  # same token authentication as the head; before Ray reads it
     import ray
@@ -194,8 +233,10 @@ def main() -> None:
             res = {"onnxruntime": bench_ort(path, name, x, args.jobs),
                    "ray actor": bench_ray(path, name, x, args.jobs),
                    "ciro sdk": bench_ciro(url, cfg, path, x, args.jobs)}
-            report["models"][label] = res
             print_table(res)
+            cache = bench_cache(url, cfg, path, x)
+            report["models"][label] = {**res, "result cache": cache}
+            print_cache(cache)
     finally:
         ray.shutdown()
         stop(cfg)
@@ -212,6 +253,12 @@ def print_table(res: dict[str, dict[str, float]]) -> None:
     print(f"ciro p50 - raw p50 = {ciro['p50_ms'] - raw['p50_ms']:.2f} ms; "
           f"ciro batched / raw batched = {ciro['batched'] / raw['batched']:.4%}; "
           f"ciro batched / ray actor batched = {ciro['batched'] / res['ray actor']['batched']:.2%}")
+
+
+def print_cache(c: dict[str, float]) -> None:
+    print(f"cache: hit p50 {c['hit_p50_ms']:.2f} ms (p99 {c['hit_p99_ms']:.2f}) against a fresh job's "
+          f"p50 {c['fresh_p50_ms']:.2f} ms (p99 {c['fresh_p99_ms']:.2f}); batched: {c['hit_batched']:,.0f} hits/s "
+          f"against {c['fresh_batched']:,.0f} fresh jobs/s")
 
 
 if __name__ == "__main__":

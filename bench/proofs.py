@@ -1,14 +1,17 @@
-"""Proofs: the raw EZKL pipeline against the same work through Ciro, and the data behind `ciro estimate`.
+"""Proofs: the raw EZKL pipeline against the same work through Ciro, and `ciro estimate` against both.
 
-    python bench/proofs.py                  # ~10 minutes on 2 cores
-    python bench/proofs.py --write-scaling  # also refresh ciro/zk_scaling.json from the raw runs
+    python bench/proofs.py                  # ~8 minutes on 2 idle cores
+    python bench/proofs.py --write-scaling  # also refit ciro/zk_scaling.json on this run
+    python bench/proofs.py --wide           # adds MLP 784-512-10 (logrows 18, heavy calibration): ~+5 minutes
 
-1. Raw EZKL, each model in a fresh process (peak RSS is per process): calibrate, compile, SRS, set-up,
-   witness + prove, verify; wall seconds and peak memory. These runs calibrate `ciro estimate`.
-2. Through Ciro (embedded default, 2 workers): deploy with zk (set-up paid once), then zk jobs one at a
-   time: per-job prove overhead = (job latency - raw witness+prove) / raw witness+prove (target <= 5%).
+1. Raw EZKL, each model in a fresh process (peak RSS is per process), calibrated on the gateway's calibration
+   sample so that it builds Ciro's circuit: calibrate, compile, development SRS, keys, witness + prove, verify.
+2. Through Ciro (embedded default, 2 workers): `deploy(zk=True)` timed end to end (the set-up a user waits for;
+   a fresh CIRO_HOME, so the development SRS is generated the first time each circuit size is seen), then zk jobs
+   one at a time: per-job prove overhead = (job latency - raw witness+prove) / raw witness+prove (target <= 5%).
 3. Proofs/hour with 1 vs 2 proofs at a time (max_concurrent_proofs), on the logistic regression.
-4. `ciro estimate` predictions against the measured runs.
+4. `ciro estimate` beside the measured Ciro set-up and zk job of each model, each model predicted from the
+   other models' runs (leave-one-out), ending with the line `ciro estimate: worst error set-up ... prove ...`.
 Every proof here uses a development SRS (public SRS files cannot be fetched on this machine).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -29,30 +33,49 @@ import numpy as np
 from common import free_port, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.30
+WIDE = "mlp-784-512-10"
 
 
-def build_models(folder: Path) -> dict[str, Path]:
+def _save(nodes: list[Any], inits: list[Any], folder: Path, name: str, dims: tuple[int, int]) -> Path:
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dims[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", dims[1]])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / f"{name}.onnx"))
+    return folder / f"{name}.onnx"
+
+
+def build_models(folder: Path, wide: bool = False) -> dict[str, Path]:
+    from onnx import helper, numpy_helper
 
     from ciro.demo import build_tiny_mlp
 
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((10, 1)).astype(np.float32), "w")
-    b = numpy_helper.from_array(np.zeros(1, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["z0"]), helper.make_node("Add", ["z0", "b"], ["z"]),
-         helper.make_node("Sigmoid", ["z"], ["y"])], "logreg",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])], initializer=[w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(folder / "logreg.onnx"))
-    return {"logreg-10": folder / "logreg.onnx",
-            "mlp-64-32-10": build_tiny_mlp(folder / "mlp64.onnx", in_dim=64, hidden=32, out_dim=10),
-            "mlp-784-128-10": build_tiny_mlp(folder / "mlp784.onnx", in_dim=784, hidden=128, out_dim=10),
-            "mlp-784-512-10": build_tiny_mlp(folder / "mlp784w.onnx", in_dim=784, hidden=512, out_dim=10)}
+    rng = np.random.default_rng(0)
+
+    def arr(a: np.ndarray, name: str) -> Any:
+        return numpy_helper.from_array(a.astype(np.float32), name)
+
+    logreg = _save([helper.make_node("MatMul", ["x", "w"], ["z0"]), helper.make_node("Add", ["z0", "b"], ["z"]),
+                    helper.make_node("Sigmoid", ["z"], ["y"])],
+                   [arr(rng.standard_normal((10, 1)), "w"), arr(np.zeros(1), "b")], folder, "logreg", (10, 1))
+    # small, but its sigmoid's lookup table spans a wide range: logrows 18 with 1.6k rows used
+    sigmoid = _save([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Sigmoid", ["h"], ["s"]),
+                     helper.make_node("MatMul", ["s", "w2"], ["y"])],
+                    [arr(rng.standard_normal((32, 32)) * 0.3, "w1"), arr(rng.standard_normal((32, 4)), "w2")],
+                    folder, "sigmoid-mlp", (32, 4))
+    models = {"logreg-10": logreg,
+              "mlp-64-32-10": build_tiny_mlp(folder / "mlp64.onnx", in_dim=64, hidden=32, out_dim=10),
+              "mlp-784-128-10": build_tiny_mlp(folder / "mlp784.onnx", in_dim=784, hidden=128, out_dim=10),
+              "sigmoid-mlp-32-32-4": sigmoid}
+    if wide:
+        models[WIDE] = build_tiny_mlp(folder / "mlp784w.onnx", in_dim=784, hidden=512, out_dim=10)
+    return models
 
 
 def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
@@ -60,27 +83,31 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
     import ezkl
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    from ciro.estimate import calibration_sample
+    from ciro.zk import _input_json, _symbolic_dims, calibration_batch
+
+    data = model.read_bytes()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     shape = [1 if not isinstance(d, int) else d for d in sess.get_inputs()[0].shape]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    from ciro.zk import calibration_batch
-
-    data = work / "input.json"  # the job's input
-    data.write_text(json.dumps({"input_data": [x.reshape(-1).tolist()]}))
-    cal = work / "calibration.json"  # calibrated as Ciro's set-up does, so both build the same circuit
-    cal.write_text(json.dumps({"input_data": [a.reshape(-1).tolist() for a in calibration_batch([x])]}))
-    ra = ezkl.PyRunArgs()
+    (work / "input.json").write_text(json.dumps(_input_json([x])))  # the job's input
+    cal = work / "calibration.json"  # the gateway's calibration data, so both build the same circuit
+    cal.write_text(json.dumps(_input_json(calibration_batch(calibration_sample(data)))))
+    ra: Any = ezkl.PyRunArgs()
     ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
-    ra.variables = [("batch", 1)]
+    ra.variables = _symbolic_dims(data)
     t: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         out = fn(*args, **kw)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         t[name] = time.perf_counter() - t0
+        cpu[name] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
         return out
 
-    s, c = str(work / "settings.json"), str(work / "model.compiled")
+    s, c, w = str(work / "settings.json"), str(work / "model.compiled"), str(work / "witness.json")
     timed("settings", ezkl.gen_settings, str(model), s, py_run_args=ra)
     timed("calibrate", ezkl.calibrate_settings, str(cal), str(model), s, "resources")
     timed("compile", ezkl.compile_circuit, str(model), c, s)
@@ -89,98 +116,173 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
     srs = str(work / "kzg.srs")
     timed("srs", ezkl.gen_srs, srs, k)
     timed("setup", ezkl.setup, c, str(work / "vk.key"), str(work / "pk.key"), srs)
-    timed("witness", ezkl.gen_witness, str(data), c, str(work / "witness.json"))
-    timed("prove", ezkl.prove, str(work / "witness.json"), c, str(work / "pk.key"), str(work / "proof.json"), srs)
+    timed("witness", ezkl.gen_witness, str(work / "input.json"), c, w)
+    timed("prove", ezkl.prove, w, c, str(work / "pk.key"), str(work / "proof.json"), srs)
     timed("verify", ezkl.verify, str(work / "proof.json"), s, str(work / "vk.key"), srs)
-    return {"logrows": k, "num_rows": int(settings.get("num_rows", 0)), "seconds": t,
+    return {"logrows": k, "num_rows": int(settings.get("num_rows", 0)),
+            "total_assignments": int(settings.get("total_assignments", 0)), "seconds": t, "cpu_seconds": cpu,
             "pk_bytes": (work / "pk.key").stat().st_size, "vk_bytes": (work / "vk.key").stat().st_size,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cores": os.cpu_count()}
 
 
-def run_raw(models: dict[str, Path]) -> dict[str, Any]:
+class Load:
+    """The 1-minute load average seen during the run (this benchmark's own work counts for about 2 of it)."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def sample(self) -> None:
+        self.seen.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"min": min(self.seen), "median": float(np.median(self.seen)), "max": max(self.seen)}
+
+
+def run_raw(models: dict[str, Path], load: Load) -> dict[str, Any]:
     out = {}
     for name, path in models.items():
+        load.sample()
         with tempfile.TemporaryDirectory(prefix="ezkl-raw-") as work:
             proc = subprocess.run([sys.executable, __file__, "--raw-one", str(path), work], capture_output=True,
                                   text=True, timeout=3600)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-2000:])
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r = out[name]
-        print(f"raw {name:16s} k={r['logrows']} setup {r['seconds']['setup']:.1f}s prove "
-              f"{r['seconds']['witness'] + r['seconds']['prove']:.1f}s peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
+        r, s = out[name], out[name]["seconds"]
+        print(f"raw  {name:20s} k={r['logrows']} calibrate {s['calibrate']:.1f}s srs {s['srs']:.1f}s keys "
+              f"{s['setup']:.1f}s prove {s['witness'] + s['prove']:.1f}s peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
               flush=True)
+    load.sample()
     return out
 
 
-def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int) -> dict[str, Any]:
+def _proven(result: Any) -> None:
+    if result.status.value != "done" or result.cached or not result.proof_hash:
+        raise SystemExit(f"zk job {result.job_id} was not proven here: {result.status.value}, cached "
+                         f"{result.cached}, error {result.error}")
+
+
+def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int, load: Load) -> dict[str, Any]:
     from ciro import CiroClient, Config
+    from ciro.estimate import srs_cached
     from ciro.local import ensure_running, stop
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"proofs_per_hour": {}}
     for proofs_at_once in (1, 2):
-        port = free_port()
-        cfg = Config.load(home=Path(tempfile.mkdtemp(prefix="ciro-proofs-")) / "home", port=port,
+        cfg = Config.load(home=Path(tempfile.mkdtemp(prefix="ciro-proofs-")) / "home", port=free_port(),
                           max_concurrent_proofs=proofs_at_once)
         url = ensure_running(cfg, progress=True)
         try:
             with CiroClient(url, config=cfg) as client:
                 for name, path in models.items():
-                    if (proofs_at_once == 2 and name != "logreg-10") or name == "mlp-784-512-10":
-                        continue  # the widest model calibrates `ciro estimate`; skip it here to save time
+                    if proofs_at_once == 2 and name != "logreg-10":
+                        continue
+                    load.sample()
+                    cached = srs_cached(raw[name]["logrows"], cfg)
                     t0 = time.perf_counter()
                     info = client.deploy(path, zk=True)
                     setup_s = time.perf_counter() - t0
+                    assert info.zk is not None
+                    if info.zk["logrows"] != raw[name]["logrows"]:
+                        print(f"WARNING {name}: Ciro's circuit has logrows {info.zk['logrows']}, the raw run's "
+                              f"{raw[name]['logrows']}", flush=True)
                     shape = [1 if not isinstance(d, int) else d for d in info.inputs[0].shape]
                     xs = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(jobs)]
                     if proofs_at_once == 1:
                         lat = []
                         for x in xs:
                             t0 = time.perf_counter()
-                            client.infer(info.hash, x, verification="zk", timeout=3600)
+                            _proven(client.infer(info.hash, x, verification="zk", timeout=3600, fresh=True))
                             lat.append(time.perf_counter() - t0)
                         raw_prove = raw[name]["seconds"]["witness"] + raw[name]["seconds"]["prove"]
                         med = float(np.median(lat))
-                        out[name] = {"setup_s": setup_s, "job_latency_s": med, "raw_prove_s": raw_prove,
-                                     "overhead": med / raw_prove - 1}
-                        print(f"ciro {name:16s} set-up {setup_s:.1f}s once; zk job {med:.2f}s vs raw prove "
-                              f"{raw_prove:.2f}s: overhead {100 * (med / raw_prove - 1):+.1f}%", flush=True)
+                        out[name] = {"setup_s": setup_s, "srs_cached": cached, "logrows": info.zk["logrows"],
+                                     "job_latency_s": med, "raw_prove_s": raw_prove, "overhead": med / raw_prove - 1}
+                        print(f"ciro {name:20s} set-up {setup_s:.1f}s ({'SRS cached' if cached else 'SRS generated'})"
+                              f"; zk job {med:.2f}s vs raw prove {raw_prove:.2f}s: overhead "
+                              f"{100 * (med / raw_prove - 1):+.1f}%", flush=True)
+                        if raw[name]["logrows"] >= 17:
+                            continue  # proofs/hour at one at a time: only where it is cheap to measure
                     t0 = time.perf_counter()
-                    ids = [client.submit(info.hash, x, verification="zk") for x in xs]
+                    ids = [client.submit(info.hash, x, verification="zk", fresh=True) for x in xs]
                     for j in ids:
-                        client.wait(j, timeout=3600)
+                        _proven(client.wait(j, timeout=3600))
                     rate = 3600 * jobs / (time.perf_counter() - t0)
-                    out.setdefault("proofs_per_hour", {}).setdefault(name, {})[str(proofs_at_once)] = rate
-                    print(f"ciro {name:16s} {proofs_at_once} proof(s) at a time: {rate:,.0f} proofs/hour", flush=True)
+                    out["proofs_per_hour"].setdefault(name, {})[str(proofs_at_once)] = rate
+                    print(f"ciro {name:20s} {proofs_at_once} proof(s) at a time: {rate:,.0f} proofs/hour", flush=True)
         finally:
             stop(cfg)
+    load.sample()
     return out
 
 
-def estimate_accuracy(models: dict[str, Path], raw: dict[str, Any]) -> dict[str, Any]:
-    from ciro.estimate import estimate, scaling_runs
+def scaling_runs_of(raw: dict[str, Any], ciro: dict[str, Any]) -> list[dict[str, Any]]:
+    """This run's measurements in the form `ciro estimate` fits (ciro/zk_scaling.json)."""
+    runs = []
+    for name, r in raw.items():
+        s, c = r["seconds"], ciro[name]
+        rest = c["setup_s"] - s["calibrate"] - (0.0 if c["srs_cached"] else s["srs"])
+        runs.append({"model": name, "logrows": r["logrows"], "num_rows": r["num_rows"],
+                     "total_assignments": r["total_assignments"], "cores": r["cores"], "calibrate_s": s["calibrate"],
+                     "srs_s": s["srs"], "keys_s": s["setup"], "setup_s": c["setup_s"], "srs_cached": c["srs_cached"],
+                     "rest_s": rest, "prove_s": s["witness"] + s["prove"], "job_s": c["job_latency_s"],
+                     "pk_bytes": r["pk_bytes"], "vk_bytes": r["vk_bytes"], "peak_rss_bytes": r["peak_rss_bytes"]})
+    return runs
 
-    out = {}
+
+def estimate_accuracy(models: dict[str, Path], raw: dict[str, Any], ciro: dict[str, Any],
+                      fit_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`ciro estimate` of each model (its calibration measured now, the rest fitted to the OTHER models' runs, so
+    the error is not in-sample) beside the Ciro set-up and zk job measured above."""
+    from ciro.estimate import available_memory, circuit, predict
+
+    out: dict[str, Any] = {}
+    cores, memory = os.cpu_count() or 1, available_memory()
+    print(f"{'estimate':8s} {'model':20s} {'k':>2s} {'set-up est':>10s} {'measured':>8s} {'error':>6s}  "
+          f"{'zk job est':>10s} {'measured':>8s} {'error':>6s}  {'prove error':>11s}", flush=True)
     for name, path in models.items():
-        # leave-one-out: predict each model from the runs of the others, so the error is not in-sample
-        est = estimate(path, runs=[r for r in scaling_runs() if r["model"] != name])
-        r = raw[name]
-        measured = {"setup_s": r["seconds"]["setup"], "prove_s": r["seconds"]["witness"] + r["seconds"]["prove"],
-                    "peak_rss_bytes": r["peak_rss_bytes"]}
-        err = {k: est[k] / measured[k] - 1 for k in measured}
-        out[name] = {"predicted": {k: est[k] for k in measured}, "measured": measured, "relative_error": err}
-        print(f"estimate {name:16s} " + "  ".join(f"{k} {100 * v:+.0f}%" for k, v in err.items()), flush=True)
+        c = circuit(path.read_bytes())
+        others = [r for r in fit_runs if r["model"] != name]
+        srs = ciro[name]["srs_cached"]
+        loo = predict(c, others, cores=cores, memory_bytes=memory, srs_is_cached=srs)
+        full = predict(c, fit_runs, cores=cores, memory_bytes=memory, srs_is_cached=srs)
+        measured = {"setup_s": ciro[name]["setup_s"], "job_s": ciro[name]["job_latency_s"],
+                    "prove_s": ciro[name]["raw_prove_s"]}
+        err = {k: loo[k] / v - 1 for k, v in measured.items()}
+        out[name] = {"logrows": c["logrows"], "calibrate_s": c["calibrate_s"], "srs_cached": srs,
+                     "measured": measured, "predicted": {k: loo[k] for k in measured},
+                     "relative_error": err, "in_sample_error": {k: full[k] / v - 1 for k, v in measured.items()}}
+        if c["logrows"] != raw[name]["logrows"]:
+            print(f"WARNING {name}: the estimate's circuit has logrows {c['logrows']}, Ciro's {raw[name]['logrows']}")
+        print(f"{'estimate':8s} {name:20s} {c['logrows']:2d} {loo['setup_s']:9.1f}s {measured['setup_s']:7.1f}s "
+              f"{100 * err['setup_s']:+5.0f}%  {loo['job_s']:9.1f}s {measured['job_s']:7.1f}s "
+              f"{100 * err['job_s']:+5.0f}%  {100 * err['prove_s']:+10.0f}%", flush=True)
     return out
 
 
-def write_scaling(raw: dict[str, Any]) -> None:
-    runs = [{"model": n, "logrows": r["logrows"], "num_rows": r["num_rows"], "cores": r["cores"],
-             "setup_s": r["seconds"]["setup"], "prove_s": r["seconds"]["witness"] + r["seconds"]["prove"],
-             "calibrate_s": r["seconds"]["calibrate"], "pk_bytes": r["pk_bytes"], "vk_bytes": r["vk_bytes"],
-             "peak_rss_bytes": r["peak_rss_bytes"]} for n, r in raw.items()]
+def worst(acc: dict[str, Any], keys: tuple[str, ...]) -> float:
+    errs = [m["relative_error"][k] for m in acc.values() for k in keys]
+    return max(errs, key=abs)
+
+
+def machine() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                platform.processor() or platform.machine())
+    vm = " (VM)" if " hypervisor" in info else ""
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{name}{vm}, {os.cpu_count()} cores, {mem:.0f} GiB"
+
+
+def write_scaling(runs: list[dict[str, Any]], acc: dict[str, Any], load: dict[str, float]) -> None:
+    import ezkl
+
     path = ROOT / "ciro" / "zk_scaling.json"
-    path.write_text(json.dumps({"source": "bench/proofs.py", "date": time.strftime("%Y-%m-%d"),
-                                "ezkl": "23.0.5", "runs": runs}, indent=1) + "\n")
+    errors = {"setup": abs(worst(acc, ("setup_s",))), "job": abs(worst(acc, ("job_s",))),
+              "prove": abs(worst(acc, ("prove_s",)))}
+    path.write_text(json.dumps({"source": "bench/proofs.py --write-scaling", "date": time.strftime("%Y-%m-%d"),
+                                "ezkl": getattr(ezkl, "__version__", "?"), "machine": machine(), "load": load,
+                                "leave_one_out_error": errors, "runs": runs}, indent=1) + "\n")
     print(f"written {path}")
 
 
@@ -191,15 +293,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--write-scaling", action="store_true")
+    ap.add_argument("--wide", action="store_true", help=f"also run {WIDE}")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "proofs.json")
     args = ap.parse_args()
-    models = build_models(Path(tempfile.mkdtemp(prefix="ciro-proof-models-")))
-    raw = run_raw(models)
+    from ciro.estimate import scaling_runs
+
+    started, load = time.perf_counter(), Load()
+    models = build_models(Path(tempfile.mkdtemp(prefix="ciro-proof-models-")), wide=args.wide)
+    raw = run_raw(models, load)
+    ciro = through_ciro(models, raw, args.jobs, load)
+    runs = scaling_runs_of(raw, ciro)
+    acc = estimate_accuracy(models, raw, ciro, runs if args.write_scaling else scaling_runs())
     if args.write_scaling:
-        write_scaling(raw)
-    report = {"date": time.strftime("%Y-%m-%d"), "raw": raw, "ciro": through_ciro(models, raw, args.jobs),
-              "estimate": estimate_accuracy(models, raw)}
-    write_report(args.json, report)
+        write_scaling(runs, acc, load.summary())
+    wall = time.perf_counter() - started
+    lo = load.summary()
+    write_report(args.json, {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "load": lo, "raw": raw,
+                             "ciro": ciro, "estimate": acc, "wall_s": wall})
+    print(f"machine {machine()}; 1-min load average {lo['min']:.1f}-{lo['max']:.1f} during the run (this benchmark "
+          f"alone: about 2); {wall / 60:.1f} minutes")
+    print(f"ciro estimate: worst error set-up {100 * worst(acc, ('setup_s',)):+.0f}% prove "
+          f"{100 * worst(acc, ('job_s', 'prove_s')):+.0f}% (target {100 * TARGET:.0f}%)")
 
 
 if __name__ == "__main__":

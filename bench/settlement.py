@@ -3,7 +3,7 @@ finalize_receipt transaction per job.
 
     python bench/settlement.py [--jobs 200] [--singles 20] [--sizes 1,10,50,100] [--workers 3] [--json OUT]
 
-Starts a fresh devnet (`python -m ciro.devnet`, StarkWare's Python Cairo VM), deploys CiroToken, CDCPool and
+Starts a fresh devnet (`python -m ciro_devnet`, StarkWare's Python Cairo VM), deploys CiroToken, CDCPool and
 JobManager, creates a client account and `--workers` worker accounts (registered, staked to min_stake), registers
 a model, escrows every job (client multicalls of approve + submit_job x chunk), has the workers claim them and
 submit results (one multicall per worker per chunk), signs a receipt per job with the worker's key, and then
@@ -44,8 +44,8 @@ from ciro import Identity, new_job_ids, sign_receipt
 from ciro.chain.client import ChainClient, TxResult
 from ciro.chain.contracts import CDCPool, CiroToken, JobManager
 from ciro.chain.network import Network, deploy_network, ensure_account
-from ciro.devnet import fees
-from ciro.devnet.launch import DevnetProcess
+from ciro_devnet import fees
+from ciro_devnet.launch import DevnetProcess
 
 TOKEN = 10**18
 MAX_PAYMENT = TOKEN  # escrowed per job

@@ -4,7 +4,9 @@ Re-exported here: the client side (``CiroClient``, ``verify``, the job and model
 building blocks the gateway and the plugins share with it (``ModelStore``, ``QuorumPolicy``, ``sign_receipt``,
 the wire encodings, ``check_options``). Public modules beside them: ``ciro.auth`` (signed requests),
 ``ciro.convert``, ``ciro.zk``/``ciro.zk_verify``, ``ciro.chain``, ``ciro.local``, ``ciro.networks`` (network
-profiles), ``ciro.plugins`` (the entry-point loader); names with a leading underscore are private.
+profiles), ``ciro.plugins`` (the entry-point loader), ``ciro.home`` (the CIRO_HOME layout), ``ciro.procs`` (starting and
+stopping processes), ``ciro.levels``, ``ciro.tokenizing`` and ``ciro.textmodels`` (the text pipeline the
+plugins share); names with a leading underscore are private.
 
 >>> from ciro import CiroClient
 >>> client = CiroClient.local()                    # embedded default: local Ray + gateway

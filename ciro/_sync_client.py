@@ -20,7 +20,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from ._async_client import AsyncCiroClient, _normalize
+from ._async_client import AsyncCiroClient
+from ._wire import _normalize
 from .config import Config
 from .errors import ConfigError, InputError
 from .identity import Identity
@@ -212,18 +213,26 @@ class CiroClient:
                      name: str | None = None, optimization: str | None = None,
                      verification: bool | str | None = None, input_shape: Sequence[int] | None = None,
                      example_input: Any = None) -> ModelInfo:
-        """Convert (``framework``: onnx, pytorch, sklearn; see ``ciro.convert``), optimise (``optimization``: none,
+        """Convert (``framework``: onnx, pytorch, sklearn, xgboost, lightgbm, or one a plugin registers; see
+        ``ciro.convert``), optimise (``optimization``: none,
         basic, all, int8, fp16; tensorrt where the TensorRT provider exists), check against the original, and
-        deploy. ``verification`` True or "zk" also runs the zk set-up; the other levels need none. PyTorch needs
-        ``input_shape`` (or ``example_input``). The returned model's ``conversion`` says what was done and how
-        much the outputs moved."""
+        deploy. ``verification`` True or "zk" also runs the zk set-up; the other levels need none. For zk,
+        scikit-learn, XGBoost and LightGBM models are converted to their circuit form (plain tensor operators EZKL
+        can prove), which is then the model served and proven, and a converted model EZKL could not prove is
+        refused before anything is deployed. PyTorch needs ``input_shape`` (or ``example_input``). The returned
+        model's ``conversion`` says what was done and how much the outputs moved."""
         from .convert import convert, optimize
 
         level = VerificationLevel.ZKML if verification is True else VerificationLevel.parse(verification)
+        zk = level is VerificationLevel.ZKML
         example = np.asarray(example_input, np.float32) if example_input is not None else None
-        conv = convert(framework, model_path, example_input=example, input_shape=input_shape)
+        conv = convert(framework, model_path, example_input=example, input_shape=input_shape, zk=zk)
         opt = optimize(conv.onnx, optimization or "none", example=example)
-        info = self.deploy(opt.onnx, name=name or Path(model_path).stem, zk=level is VerificationLevel.ZKML)
+        if zk and opt.onnx != conv.onnx:  # the optimised graph is what is served and proven: EZKL must read it
+            from .zk import zk_precheck
+
+            zk_precheck(opt.onnx, count_rows=False)
+        info = self.deploy(opt.onnx, name=name or Path(model_path).stem, zk=zk)
         return dataclasses.replace(info, conversion=f"{conv.check}; {opt.check}")
 
 

@@ -1,90 +1,50 @@
 """The ``ciro`` command line.
 
 Exit codes: 0 success; 1 other Ciro error; 2 usage error; 3 no gateway reachable;
-4 bad model or input (nothing was changed); 5 the job failed, was cancelled or timed out.
+4 bad model or input (nothing was changed); 5 the job failed, was cancelled or timed out; 6 no such job or
+deployment. The group, the shared error handling and the exit codes are in ``ciro._cli_base``; the chain and
+key commands in ``ciro._cli_chain``; plugins add theirs through the ``ciro.cli`` entry point group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import numpy as np
 
-from . import local
-from .client import AsyncCiroClient, CiroClient
+from . import (
+    _cli_chain,  # noqa: F401  (registers devnet, fund, keys)
+    local,
+)
+from ._cli_base import (
+    EXIT_ERROR,
+    EXIT_INPUT,
+    EXIT_JOB,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    _cfg,
+    _client,
+    cli,
+    exit_code,
+    handle_errors,
+)
+from .client import AsyncCiroClient
 from .config import Config
 from .errors import (
-    CiroError,
-    DeploymentNotFoundError,
-    GatewayUnavailableError,
     InputError,
-    JobError,
-    JobNotFoundError,
-    ModelError,
 )
 from .jobs import JobResult, JobStatus
+from .plugins import load_entry_points
 from .tensors import decode_json
 
-EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INPUT, EXIT_JOB, EXIT_NOT_FOUND = 1, 2, 3, 4, 5, 6
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _exit_code(exc: CiroError) -> int:
-    if isinstance(exc, GatewayUnavailableError):
-        return EXIT_UNAVAILABLE
-    if isinstance(exc, JobNotFoundError | DeploymentNotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, InputError | ModelError):
-        return EXIT_INPUT
-    if isinstance(exc, JobError):
-        return EXIT_JOB
-    return EXIT_ERROR
-
-
-def handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CiroError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(_exit_code(exc))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _cfg(ctx: click.Context) -> Config:
-    cfg: Config = ctx.obj
-    return cfg
-
-
-def _client(ctx: click.Context) -> CiroClient:
-    return CiroClient(config=_cfg(ctx))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="CIRO_HOME (default ~/.ciro).")
-@click.option("--url", "gateway_url", help="Gateway URL (CIRO_GATEWAY_URL); default: the local one.")
-@click.option("--port", type=int, help="Port of the local gateway (CIRO_PORT).")
-@click.version_option(package_name="ciro-network")
-@click.pass_context
-def cli(ctx: click.Context, home: Path | None, gateway_url: str | None, port: int | None) -> None:
-    """Ciro: verifiable inference on a Ray cluster. Start with `ciro up`, then `ciro demo`.
-
-    \b
-    Exit codes: 0 ok, 1 error, 2 usage, 3 no gateway, 4 bad model/input, 5 job failed/cancelled/timed out.
-    """
-    try:
-        ctx.obj = Config.load(home=home, gateway_url=gateway_url, port=port)
-    except CiroError as exc:
-        raise click.UsageError(str(exc)) from exc
+__all__ = ["EXIT_ERROR", "EXIT_INPUT", "EXIT_JOB", "EXIT_NOT_FOUND", "EXIT_UNAVAILABLE", "EXIT_USAGE", "cli",
+           "exit_code", "handle_errors", "main"]
 
 
 @cli.command()
@@ -239,14 +199,18 @@ def _print_job(r: JobResult) -> None:
 @click.option("--verify", "verification", default=None,
               help="Verification level: receipt (default), none, quorum or zk (model deployed with --zk).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
+@click.option("--fresh", is_flag=True, help="Run it even if the gateway's result cache holds this job's result.")
 @click.pass_context
 @handle_errors
 def infer(ctx: click.Context, model: str, input_path: Path, out: Path | None, verification: str | None,
-          timeout: float | None) -> None:
+          timeout: float | None, fresh: bool) -> None:
     """Run one job of MODEL (hash, hash prefix or name) on an input file and print the result."""
     inputs = _load_input(input_path)
     with _client(ctx) as client:
-        result = client.infer(model, inputs, verification=verification, timeout=timeout)
+        if fresh:  # the job option, only when asked (an unset option leaves the gateway's default)
+            result = client.infer(model, inputs, verification=verification, timeout=timeout, fresh=True)
+        else:
+            result = client.infer(model, inputs, verification=verification, timeout=timeout)
     if out:
         _write_output(out, result)
         click.echo(f"job {result.job_id}: done, output written to {out}")
@@ -301,7 +265,7 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
 
     cfg = _cfg(ctx)
     url = cfg.gateway_url or local.ensure_running(cfg, progress=True)
-    model_path = build_digits_model(cfg.home / "demo" / "digits.onnx")
+    model_path = build_digits_model(cfg.paths.demo / "digits.onnx")
     click.echo(f"demo: model {model_path} -> gateway {url}, {n_jobs} jobs at concurrency {concurrency}")
 
     async def go() -> Any:
@@ -391,122 +355,16 @@ def estimate_cmd(model: Path) -> None:
     click.echo(e["message"])
 
 
-@cli.command("devnet")
-@click.option("--port", type=int, help="JSON-RPC port (default: devnet_port, 5050).")
-@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
-              help="Chain state folder, reloaded at start (default: $CIRO_HOME/devnet).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the predeployed accounts' keys.")
-@click.option("--accounts", type=int, default=10, show_default=True, help="Predeployed accounts.")
-@click.pass_context
-@handle_errors
-def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: int, accounts: int) -> None:
-    """Run the local Starknet devnet with the Ciro contracts deployed (foreground; Ctrl-C stops it).
-
-    It executes the compiled Cairo contracts on StarkWare's Cairo VM behind a Starknet JSON-RPC endpoint,
-    records the contracts' addresses in $CIRO_HOME/chain.json and funds your key 'client' with CIRO.
-    Fees are computed, not charged. While it runs, `ciro up` on this home uses it (and `ciro down` leaves it
-    running)."""
-    from .devnet.__main__ import main as devnet_main
-    from .devnet.launch import check_devnet_port, recorded_devnet
-
-    cfg = _cfg(ctx)
-    port = port or cfg.devnet_port
-    state = state or cfg.home / "devnet"
-    check_devnet_port(cfg.home, port)
-    with recorded_devnet(cfg.home, port=port, state_dir=state):
-        devnet_main(["--port", str(port), "--state", str(state), "--seed", str(seed), "--accounts", str(accounts),
-                     "--home", str(cfg.home)])
-
-
-@cli.command("fund")
-@click.argument("public_key")
-@click.option("--amount", default="10000", show_default=True, help="CIRO to send.")
-@click.pass_context
-@handle_errors
-def fund(ctx: click.Context, public_key: str, amount: str) -> None:
-    """Give PUBLIC_KEY (0x-hex, or a key name in this key store) a Starknet account holding CIRO, paid by this
-    home's governance key: the local devnet's faucet (a provider's wallet before `ciro provider join --stake`)."""
-    from decimal import Decimal, InvalidOperation
-
-    cfg = _cfg(ctx)
-    try:
-        key = int(public_key, 16) if public_key.startswith("0x") else _keystore(ctx).get(public_key).public_key
-        units = int(Decimal(amount) * 10**18)
-    except (ValueError, InvalidOperation):
-        raise InputError(f"{public_key!r} / {amount!r}: give a 0x-hex public key or a key name, and an amount "
-                         "of CIRO.") from None
-    address, balance = asyncio.run(_fund(cfg, key, units))
-    click.echo(f"account {address:#x} of key {key:#066x}: {Decimal(balance) / 10**18:f} CIRO")
-
-
-async def _fund(cfg: Config, key: int, units: int) -> tuple[int, int]:
-    from .chain import ChainClient, Network, ensure_account
-    from .identity import KeyStore
-
-    net = Network.load(cfg.home)
-    gov = await ChainClient.connect(net.rpc_url, address=net.governance,
-                                    identity=KeyStore(cfg.home / "keys").get(cfg.operator_key))
-    address = await ensure_account(gov, key)
-    token = net.token_on(gov)
-    if units:
-        await gov.execute([token.transfer_call(address, units)], what="Funding an account")
-    return address, await token.balance_of(address)
-
-
-@cli.group()
-def keys() -> None:
-    """Stark-curve key pairs in $CIRO_HOME/keys (clients, workers, validators)."""
-
-
-def _keystore(ctx: click.Context) -> Any:
-    from .identity import KeyStore
-
-    return KeyStore(_cfg(ctx).home / "keys")
-
-
-@keys.command("new")
-@click.argument("name")
-@click.pass_context
-@handle_errors
-def keys_new(ctx: click.Context, name: str) -> None:
-    """Create a key pair NAME (the private key never leaves the file, mode 0600)."""
-    ident = _keystore(ctx).new(name)
-    click.echo(f"{ident.name}: {ident.public_hex}")
-
-
-@keys.command("show")
-@click.argument("name")
-@click.pass_context
-@handle_errors
-def keys_show(ctx: click.Context, name: str) -> None:
-    """Print the public key of NAME."""
-    ident = _keystore(ctx).get(name)
-    click.echo(f"{ident.name}: {ident.public_hex}")
-
-
-@keys.command("list")
-@click.pass_context
-@handle_errors
-def keys_list(ctx: click.Context) -> None:
-    """List key pairs (names and public keys)."""
-    for ident in _keystore(ctx).list():
-        click.echo(f"{ident.name:<24} {ident.public_hex}")
-
-
 #: Entry point group of plugin commands (click commands or groups), e.g. ``ciro hf``.
 CLI_PLUGINS = "ciro.cli"
 
 
 def _add_plugins() -> None:
-    from importlib.metadata import entry_points
+    def warn(message: str) -> None:  # a broken optional plugin warns; the core CLI still works
+        click.echo(f"warning: {message}", err=True)
 
-    for ep in entry_points(group=CLI_PLUGINS):
-        if ep.name in cli.commands:
-            continue
-        try:
-            cli.add_command(ep.load(), ep.name)
-        except Exception as exc:  # a broken optional plugin warns; the core CLI still works
-            click.echo(f"warning: the `ciro {ep.name}` plugin could not be loaded: {exc}", err=True)
+    for name, command in load_entry_points(CLI_PLUGINS, warn=warn, skip=lambda name: name in cli.commands):
+        cli.add_command(command, name)
 
 
 def main() -> None:

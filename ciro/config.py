@@ -120,6 +120,10 @@ class Config:
     ca_bundle: str | None = None
     #: Gateway: seal job inputs and outputs in the job store with AES-256-GCM (key: $CIRO_HOME/keys/store.key).
     encrypt_at_rest: bool = False
+    #: Gateway: results kept for reuse, the result cache's entries (default 0: off, every job runs; e.g. 10000 to
+    #: turn it on): a job asking exactly what a done job of the same submitter asked is then answered with that
+    #: job's outputs and evidence, unless it is escrowed or asks for ``fresh``; the least recently used goes first.
+    result_cache_size: int = 0
 
     @classmethod
     def load(cls, **overrides: Any) -> Config:
@@ -189,6 +193,7 @@ class Config:
             (self.max_request_ttl_s > 0, "max_request_ttl_s must be > 0"),
             (self.settlement in {"auto", "required", "off"}, "settlement must be 'auto', 'required' or 'off'"),
             (self.settle_batch >= 1, "settle_batch must be >= 1"),
+            (self.result_cache_size >= 0, "result_cache_size must be >= 0 (0 disables the result cache)"),
             ((self.tls_cert is None) == (self.tls_key is None),
              "tls_cert and tls_key go together: set both (the gateway serves HTTPS) or neither (plain HTTP)"),
         ]

@@ -1,10 +1,20 @@
-"""`ciro estimate`: what a zk set-up and proof of a model will cost, before doing either.
+"""`ciro estimate`: what deploying a model with zk and proving one job will cost here, before doing either.
 
-The circuit's size comes from EZKL itself (settings + calibration on a sample input: seconds). Time,
-memory and key sizes come from a model fitted to real runs measured on this project's machines by
-``bench/proofs.py`` (``ciro/zk_scaling.json``): each quantity is fitted as ``a + b * 2**logrows`` over
-the measured runs, and times are scaled by the ratio of CPU cores (EZKL proving scales close to
-linearly with cores). ``bench/README.md`` reports the leave-one-out prediction error.
+It predicts what a user waits for, not EZKL's key generation alone:
+
+- set-up = the whole ``deploy(zk=True)``: calibration on 33 samples, circuit compilation, a development SRS the
+  first time this circuit size is used on this machine (or hashing the pinned one), proving and verifying keys,
+  the sample witness, the subprocess and the HTTP round trip;
+- proof = a zk job: EZKL's witness + proof (``prove_s``), and the job's wall time through the gateway (``job_s``).
+
+The estimate runs the same EZKL settings + calibration as the set-up (the gateway's calibration sample, the
+"resources" target, the same run arguments), so it knows the circuit size (logrows) exactly and measures how long
+calibration takes here instead of predicting it. Every other part is fitted to measured runs of
+``bench/proofs.py --write-scaling`` (``ciro/zk_scaling.json``) as ``a + b * 2**logrows``: on the bench models,
+set-up, key generation and proving time track ``2**logrows`` whatever the layers (a 1.6k-row sigmoid MLP and a
+224k-row MLP at logrows 18 used the same CPU time). Fitted times are scaled by the ratio of CPU cores (EZKL
+proving scales close to linearly with cores). The output names the runs' machine and date and the
+leave-one-out error measured on the bench models.
 """
 
 from __future__ import annotations
@@ -12,23 +22,35 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InvalidModelError
-from .modelstore import read_model_file
+from .config import Config
+from .errors import InputError, InvalidModelError
+from .modelstore import _spec, read_model_file
 
-__all__ = ["available_memory", "estimate", "fit", "scaling_runs"]
+__all__ = ["available_memory", "calibration_sample", "circuit", "estimate", "fit", "predict", "scaling",
+           "scaling_runs"]
 
 _SCALING = Path(__file__).with_name("zk_scaling.json")
-METRICS = ("setup_s", "prove_s", "pk_bytes", "vk_bytes", "peak_rss_bytes")
+#: Fitted per run of bench/proofs.py: development SRS generation, the rest of a Ciro set-up once calibration and
+#: the SRS are paid (compile, keys, sample witness, subprocess, HTTP), EZKL witness + prove, a zk job's wall time.
+TIMES = ("srs_s", "rest_s", "prove_s", "job_s")
+SIZES = ("pk_bytes", "vk_bytes", "peak_rss_bytes")
+
+
+def scaling() -> dict[str, Any]:
+    """``ciro/zk_scaling.json``: the measured runs and where, when and how well they were measured."""
+    data: dict[str, Any] = json.loads(_SCALING.read_text())
+    return data
 
 
 def scaling_runs() -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = json.loads(_SCALING.read_text())["runs"]
+    runs: list[dict[str, Any]] = scaling()["runs"]
     return runs
 
 
@@ -43,59 +65,137 @@ def available_memory() -> int:
 
 
 def fit(runs: Sequence[dict[str, Any]], metric: str, logrows: int, cores: int) -> float:
-    """Predict ``metric`` at ``logrows`` on ``cores`` cores from measured runs."""
+    """Predict ``metric`` at ``logrows`` on ``cores`` cores from the measured runs that have it: ``a + b * 2**logrows``
+    fitted to minimise the relative (not absolute) error, so the small circuits count as much as the large;
+    through the origin when the runs do not support a positive ``a`` and ``b``."""
+    runs = [r for r in runs if r.get(metric) is not None]
+    if not runs:
+        raise InputError(f"No measured run has {metric!r}. Refresh ciro/zk_scaling.json with "
+                         "python bench/proofs.py --write-scaling.")
     size = np.array([2.0 ** r["logrows"] for r in runs])
     scale = np.array([r["cores"] / cores if metric.endswith("_s") else 1.0 for r in runs])
     y = np.array([r[metric] for r in runs], dtype=float) * scale
+    w = 1.0 / y
     if len(set(size)) >= 2:
-        b, a = np.polyfit(size, y, 1)
+        a, b = np.linalg.lstsq(np.stack([w, size * w], axis=1), np.ones_like(y), rcond=None)[0]
         if a >= 0 and b > 0:
             return float(a + b * 2.0**logrows)
-    b = float(np.sum(size * y) / np.sum(size * size))  # through the origin
+    b = float(np.sum(size * w) / np.sum((size * w) ** 2))  # through the origin, relative error
     return b * 2.0**logrows
 
 
-def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, Any]] | None = None,
-             cores: int | None = None, memory_bytes: int | None = None) -> dict[str, Any]:
-    """Circuit size from EZKL, and predicted set-up/prove time, memory and key sizes on this machine."""
-    from .zk import _ezkl, _input_json, _quiet, _symbolic_dims, calibration_batch
-
-    ezkl = _ezkl()
-    data = bytes(model) if isinstance(model, bytes | bytearray) else read_model_file(model, max_bytes=1 << 62)
-    runs = list(runs if runs is not None else scaling_runs())
-    cores = cores or os.cpu_count() or 1
-    memory = memory_bytes or available_memory()
+def calibration_sample(model: bytes) -> list[np.ndarray]:
+    """The sample input the gateway calibrates a zk set-up around (``GatewayState.zk_setup``): standard normal
+    draws (seed 0) for float inputs, zeros for the others, symbolic dims at 1. Kept identical so that the
+    estimate, the bench's raw runs and the real set-up build the same circuit."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)  # the same calibration data as the real set-up (ciro.zk.zk_setup)
-    sample = calibration_batch([rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-                                .astype(np.float32) for i in sess.get_inputs()])
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    out = []
+    for spec in (_spec(i) for i in sess.get_inputs()):
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        out.append(rng.standard_normal(shape).astype(spec.dtype) if spec.dtype.startswith("float")
+                   else np.zeros(shape, dtype=spec.dtype))
+    return out
+
+
+def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public") -> dict[str, Any]:
+    """EZKL settings + calibration exactly as ``ciro.zk.zk_setup`` runs them: the circuit's size and the
+    wall seconds calibration took here (``calibrate_s``)."""
+    from .zk import VISIBILITIES, _ezkl, _input_json, _quiet, _symbolic_dims, calibration_batch
+
+    for v in (inputs, outputs):
+        if v not in VISIBILITIES:
+            raise InputError(f"Visibility {v!r} is not supported; use one of {', '.join(VISIBILITIES)}.")
+    ezkl = _ezkl()
     with tempfile.TemporaryDirectory(prefix="ciro-estimate-") as tmp:
         t = Path(tmp)
-        (t / "model.onnx").write_bytes(data)
-        (t / "input.json").write_text(json.dumps(_input_json(sample)))
+        (t / "model.onnx").write_bytes(model)
+        (t / "input.json").write_text(json.dumps(_input_json(calibration_batch(calibration_sample(model)))))
         ra = ezkl.PyRunArgs()
-        ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
-        ra.variables = _symbolic_dims(data)
+        ra.input_visibility, ra.output_visibility = VISIBILITIES[inputs], VISIBILITIES[outputs]
+        ra.param_visibility = "fixed"
+        ra.variables = _symbolic_dims(model)
         try:
             with _quiet():
                 ezkl.gen_settings(str(t / "model.onnx"), str(t / "settings.json"), py_run_args=ra)
+                t0 = time.perf_counter()
                 ezkl.calibrate_settings(str(t / "input.json"), str(t / "model.onnx"), str(t / "settings.json"),
                                         "resources")
+                calibrate_s = time.perf_counter() - t0
         except RuntimeError as exc:
             raise InvalidModelError(
                 f"EZKL cannot build a circuit for this model: {str(exc).splitlines()[0][:300]}. It can still serve "
                 "receipt and quorum jobs.") from exc
         settings = json.loads((t / "settings.json").read_text())
-    logrows = int(settings["run_args"]["logrows"])
-    out: dict[str, Any] = {"logrows": logrows, "num_rows": int(settings.get("num_rows", 0)), "cores": cores,
-                           "memory_available_bytes": memory, "basis": f"{len(runs)} measured runs (bench/proofs.py)"}
-    for metric in METRICS:
-        out[metric] = fit(runs, metric, logrows, cores)
-    out["fits"] = out["peak_rss_bytes"] <= memory
-    gib = memory / 2**30
+    return {"logrows": int(settings["run_args"]["logrows"]), "num_rows": int(settings.get("num_rows", 0)),
+            "total_assignments": int(settings.get("total_assignments", 0)),
+            "lookups": len(settings.get("required_lookups") or []), "calibrate_s": calibrate_s,
+            "input_visibility": inputs, "output_visibility": outputs}
+
+
+def srs_cached(logrows: int, config: Config) -> bool:
+    """Whether a set-up at ``logrows`` on this gateway's machine finds its SRS ready (pinned, or a development
+    SRS made by an earlier set-up of that size) instead of generating one."""
+    if config.srs_dir is not None:
+        return (Path(config.srs_dir) / f"kzg{logrows}.srs").is_file()
+    return (config.home / "srs" / f"dev-kzg{logrows}.srs").is_file()
+
+
+def predict(c: dict[str, Any], runs: Sequence[dict[str, Any]], *, cores: int, memory_bytes: int,
+            srs_is_cached: bool) -> dict[str, Any]:
+    """Times, sizes and memory for circuit ``c`` (from :func:`circuit`), fitted to ``runs``."""
+    k = int(c["logrows"])
+    out: dict[str, Any] = {**c, "cores": cores, "memory_available_bytes": memory_bytes, "srs_cached": srs_is_cached}
+    for metric in TIMES + SIZES:
+        out[metric] = fit(runs, metric, k, cores)
+    out["setup_cached_s"] = c["calibrate_s"] + out["rest_s"]
+    out["setup_first_s"] = out["setup_cached_s"] + out["srs_s"]
+    out["setup_s"] = out["setup_cached_s"] if srs_is_cached else out["setup_first_s"]
+    measured = sorted({int(r["logrows"]) for r in runs})
+    out["extrapolated"] = not measured or not measured[0] <= k <= measured[-1]
+    out["fits"] = out["peak_rss_bytes"] <= memory_bytes
+    gib = memory_bytes / 2**30
     out["message"] = (f"fits: predicted peak {out['peak_rss_bytes'] / 2**30:.1f} GiB of {gib:.1f} GiB available"
                       if out["fits"] else f"will not fit in {gib:.1f} GiB: predicted peak "
                       f"{out['peak_rss_bytes'] / 2**30:.1f} GiB")
+    if out["extrapolated"] and measured:
+        out["message"] += (f"; logrows {k} is outside the measured {measured[0]}-{measured[-1]}: times are "
+                           "extrapolated")
+    return out
+
+
+def _basis(runs: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    ks = sorted({int(r["logrows"]) for r in runs})
+    text = (f"{len(runs)} measured runs (bench/proofs.py, logrows {ks[0]}-{ks[-1]}) on {meta.get('machine', '?')}, "
+            f"{meta.get('date', '?')}, EZKL {meta.get('ezkl', '?')}")
+    err = meta.get("leave_one_out_error")
+    if err:
+        text += (f"; on the bench models the estimate was within {100 * err['setup']:.0f}% (set-up) and "
+                 f"{100 * err['job']:.0f}% (zk job) of measured, each predicted from the others' runs")
+    return text
+
+
+def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, Any]] | None = None,
+             cores: int | None = None, memory_bytes: int | None = None, config: Config | None = None,
+             srs_is_cached: bool | None = None, inputs: str = "public", outputs: str = "public") -> dict[str, Any]:
+    """Circuit size from EZKL, and the predicted zk set-up (``setup_s``: the whole ``deploy(zk=True)``, with the
+    SRS generated or not as it will be on ``config``'s machine; ``setup_first_s``/``setup_cached_s`` both
+    ways), proof (``prove_s``) and zk job (``job_s``) times, memory and key sizes on this machine."""
+    data = bytes(model) if isinstance(model, bytes | bytearray) else read_model_file(model, max_bytes=1 << 62)
+    meta = scaling()
+    runs = list(runs if runs is not None else meta["runs"])
+    c = circuit(data, inputs=inputs, outputs=outputs)
+    if srs_is_cached is None:
+        srs_is_cached = srs_cached(c["logrows"], config or Config.load())
+    out = predict(c, runs, cores=cores or os.cpu_count() or 1, memory_bytes=memory_bytes or available_memory(),
+                  srs_is_cached=srs_is_cached)
+    out["basis"] = _basis(runs, meta)
+    out["load"] = os.getloadavg()[0]
+    if out["load"] > out["cores"] / 2:  # the fitted times are an idle machine's
+        out["message"] += (f"; this machine is busy now (1-minute load {out['load']:.1f} on {out['cores']} cores): "
+                           "expect longer than predicted while it stays busy")
+    if "hashed" in (inputs, outputs):
+        out["basis"] += "; the runs used public inputs and outputs: Poseidon hashing adds time not modelled"
     return out

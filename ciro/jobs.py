@@ -10,17 +10,21 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .levels import VerificationLevel
 from .receipts import Receipt
 from .tensors import decode_json, dtype_name, encode_json
 
 __all__ = [
+    "JOB_RECORD",
     "BatchResult",
+    "JobField",
     "JobResult",
     "JobSpec",
     "JobStatus",
     "ModelInfo",
     "TensorSpec",
     "VerificationLevel",
+    "job_record",
     "new_job_id",
     "new_job_ids",
 ]
@@ -40,55 +44,6 @@ class JobStatus(enum.StrEnum):
     def terminal(self) -> bool:
         return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-
-class VerificationLevel(enum.StrEnum):
-    """What evidence comes back with a result (``docs/verification.md``).
-
-    ``NONE``: the output and its commitments only; nothing about who computed it.
-    ``RECEIPT`` (the default): the worker's Stark-key signature over the job's commitments; it
-    proves which worker vouched for this output, not that the output is correct.
-    ``QUORUM``: the job runs on k = 3f+1 distinct workers and is accepted when 2f+1 agree; it
-    proves agreement of that many independently keyed workers, not correctness.
-    ``ZKML``: an EZKL proof that the output is the fixed-point evaluation of the committed model on
-    the committed input; only sound when the SRS did not come from the prover (see docs).
-    """
-
-    NONE = "none"
-    RECEIPT = "receipt"
-    QUORUM = "quorum"
-    ZKML = "zk"
-
-    @property
-    def proves(self) -> str:
-        """What a valid result at this level proves, and what it does not (``docs/verification.md``)."""
-        return _PROVES[self]
-
-    @classmethod
-    def parse(cls, value: VerificationLevel | str | bool | None) -> VerificationLevel:
-        if value is None or value is False:
-            return cls.NONE
-        if isinstance(value, cls):
-            return value
-        text = str(value).lower()
-        aliases = {"zkml": cls.ZKML, "zk": cls.ZKML, "none": cls.NONE, "receipt": cls.RECEIPT,
-                   "quorum": cls.QUORUM}
-        if text not in aliases:
-            raise InputError(f"Unknown verification level {value!r}. Use one of: none, receipt, quorum, zk.")
-        return aliases[text]
-
-
-_PROVES: dict[VerificationLevel, str] = {
-    VerificationLevel.NONE: "nothing about who computed the output or whether it is correct: only which "
-                            "model, inputs and outputs the result refers to",
-    VerificationLevel.RECEIPT: "that the worker holding the signing key vouched for exactly these model, input and "
-                               "output commitments; not that the output is correct",
-    VerificationLevel.ZKML: "that the output is the fixed-point evaluation of the model whose verifying key the "
-                            "proof checks against, on the proof's public input, within the stated tolerance; only "
-                            "sound if the prover did not make the SRS",
-    VerificationLevel.QUORUM: "that at least 2f+1 distinct worker keys each signed an output agreeing with this one "
-                              "under the stated policy; agreement, not correctness (colluding or identically "
-                              "wrong workers agree too)",
-}
 
 SERVED_LEVELS = frozenset(VerificationLevel)
 
@@ -207,9 +162,73 @@ class JobSpec:
                 "verification": self.verification.value, "options": dict(self.options)}
 
 
+@dataclass(frozen=True)
+class JobField:
+    """One key of the job record: its name on the wire, the type of its JSON value, what it holds."""
+
+    key: str
+    json_type: Any
+    doc: str
+
+
+#: The job record: what the gateway answers for a job (every key, always), what :meth:`JobResult.from_wire` reads
+#: and :meth:`JobResult.to_dict` writes (``ciro verify``'s file). The gateway's OpenAPI schema is made from it.
+JOB_RECORD: tuple[JobField, ...] = (
+    JobField("id", str, "the job id: 32 hex characters"),
+    JobField("model_hash", str, "SHA-256 of the model's ONNX bytes"),
+    JobField("status", str, "awaiting_escrow, queued, running, proving, done, failed or cancelled"),
+    JobField("verification", str, "the verification level: none, receipt, quorum or zk"),
+    JobField("input_commitment", str, "SHA-256 of the inputs' canonical bytes (docs/encoding.md)"),
+    JobField("output_commitment", str | None, "SHA-256 of the outputs' canonical bytes, once done"),
+    JobField("outputs", dict[str, Any] | None, "the named output tensors; only in results, once done"),
+    JobField("worker", str | None, "the worker that ran it"),
+    JobField("attempts", int, "how many times it was dispatched (a worker that died counts)"),
+    JobField("submitted_at", float, "when it was stored (Unix seconds)"),
+    JobField("started_at", float | None, "when its last attempt started"),
+    JobField("finished_at", float | None, "when it reached a final state"),
+    JobField("error", dict[str, Any] | None, "why it failed: {code, message, detail}"),
+    JobField("options", dict[str, Any], "its checked options (quorum policy, hardware)"),
+    JobField("client", str | None, "public key that signed the submission (None: unsigned, from the gateway's own "
+                                   "machine)"),
+    JobField("settlement", str | None, "on-chain payment: escrowed, paid, refunded or error (None: not escrowed)"),
+    JobField("settlement_tx", str | None, "the transaction that paid or refunded it"),
+    JobField("payment", str | None, "what the worker was paid, in CIRO base units (a decimal string)"),
+    JobField("on_chain_verified", bool, "True once the JobManager accepted its settlement after Cairo checked the "
+                                        "receipt's (or 2f+1 votes') signature"),
+    JobField("cached", bool, "True when the gateway answered it from its result cache: the outputs and evidence "
+                             "are those of job cached_from, done earlier for the same submitter"),
+    JobField("cached_from", str | None, "the job whose run this result reuses (its receipt and proof name that "
+                                        "job); None: computed for this job"),
+    JobField("receipt", dict[str, Any] | None, "the worker's signed receipt (docs/encoding.md)"),
+    JobField("quorum", dict[str, Any] | None, "quorum evidence: policy and every vote (receipt, outputs, agrees)"),
+    JobField("zk", dict[str, Any] | None, "EZKL proof artifact: proof, vk, settings, SRS identity "
+                                          "(docs/verification.md)"),
+    JobField("proof_hash", str | None, "the zk proof's hash"),
+)
+_DERIVED = frozenset({"proof_hash", "on_chain_verified", "cached"})
+
+
+def job_record(**values: Any) -> dict[str, Any]:
+    """The job record with every key of :data:`JOB_RECORD`, in its order. Every key is given, except the three the
+    record derives when they are not: ``proof_hash`` (from ``zk``), ``on_chain_verified`` (settlement "paid") and
+    ``cached`` (``cached_from`` is set).
+    A key missing or unknown is a programming error (TypeError): the record never loses a field silently."""
+    keys = {f.key for f in JOB_RECORD}
+    unknown, missing = set(values) - keys, keys - _DERIVED - set(values)
+    if unknown or missing:
+        raise TypeError(f"job_record: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    zk = values.get("zk")
+    values.setdefault("proof_hash", zk.get("proof_hash") if zk else None)
+    values.setdefault("on_chain_verified", values["settlement"] == "paid")
+    if values.get("cached") is None:
+        values["cached"] = values["cached_from"] is not None
+    return {f.key: values[f.key] for f in JOB_RECORD}
+
+
 @dataclass
 class JobResult:
-    """A job's state and, once done, its outputs and commitments."""
+    """A job's state and, once done, its outputs and commitments: the job record (:data:`JOB_RECORD`, which says
+    what each field holds) as objects; ``job_id`` is its ``id``, ``payment`` an integer."""
 
     job_id: str
     model_hash: str
@@ -224,24 +243,18 @@ class JobResult:
     started_at: float | None = None
     finished_at: float | None = None
     error: dict[str, Any] | None = None
-    #: The job's options (quorum policy, hardware), checked and typed by :func:`ciro.check_options`.
     options: dict[str, Any] = field(default_factory=dict)
-    #: The worker's signed receipt (levels receipt and quorum).
     receipt: Receipt | None = None
-    #: Quorum evidence: the policy and every vote (receipt, outputs, whether it agrees).
     quorum: dict[str, Any] | None = None
-    #: Zero-knowledge proof artifact (level zk): proof, vk, settings, SRS identity.
     zk: dict[str, Any] | None = None
-    #: Evidence references, filled by the gateway when a verification level produces them.
     proof_hash: str | None = None
     settlement_tx: str | None = None
-    #: Public key that signed the submission (None: unsigned, from the gateway's own machine).
     client: str | None = None
-    #: On-chain payment: None (not escrowed), "escrowed", "paid", "refunded" or "error".
     settlement: str | None = None
-    #: Payment in CIRO base units (what the worker was paid once "paid").
     payment: int | None = None
     on_chain_verified: bool = False
+    cached: bool = False
+    cached_from: str | None = None
     #: What the model's processor made of the outputs (labels and scores, entities, an embedding), when the job
     #: was submitted with raw input (text, an image) to a model with a processor bundle; None otherwise.
     prediction: Any = None
@@ -259,6 +272,7 @@ class JobResult:
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JobResult:
+        """A job record (:data:`JOB_RECORD`) as the gateway sends it or :meth:`to_dict` wrote it."""
         outputs = decode_json(d["outputs"]) if d.get("outputs") else None
         return cls(
             job_id=d["id"], model_hash=d["model_hash"], status=JobStatus(d["status"]),
@@ -271,24 +285,24 @@ class JobResult:
             settlement_tx=d.get("settlement_tx"), client=d.get("client"), settlement=d.get("settlement"),
             payment=int(d["payment"]) if d.get("payment") is not None else None,
             on_chain_verified=bool(d.get("on_chain_verified", False)),
+            cached=bool(d.get("cached", False)), cached_from=d.get("cached_from"),
             receipt=Receipt.from_dict(d["receipt"]) if d.get("receipt") else None,
             quorum=d.get("quorum"), zk=d.get("zk"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as a self-contained JSON-able dict (what `ciro verify` reads)."""
-        return {
-            "id": self.job_id, "status": self.status.value, "model_hash": self.model_hash,
-            "verification": self.verification.value, "input_commitment": self.input_commitment,
-            "output_commitment": self.output_commitment, "worker": self.worker, "attempts": self.attempts,
-            "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
-            "outputs": encode_json(self.outputs, list_limit=1 << 62) if self.outputs is not None else None,
-            "receipt": self.receipt.to_dict() if self.receipt else None, "quorum": self.quorum, "zk": self.zk,
-            "error": self.error,
-            "options": self.options, "proof_hash": self.proof_hash, "settlement_tx": self.settlement_tx,
-            "on_chain_verified": self.on_chain_verified, "client": self.client, "settlement": self.settlement,
-            "payment": self.payment,
-        }
+        """The result as a self-contained JSON-able dict (what `ciro verify` reads): the job record, with every
+        output value listed and the payment an exact integer."""
+        return {**job_record(
+            id=self.job_id, model_hash=self.model_hash, status=self.status.value, verification=self.verification.value,
+            input_commitment=self.input_commitment, output_commitment=self.output_commitment,
+            outputs=encode_json(self.outputs, list_limit=1 << 62) if self.outputs is not None else None,
+            worker=self.worker, attempts=self.attempts, submitted_at=self.submitted_at, started_at=self.started_at,
+            finished_at=self.finished_at, error=self.error, options=self.options, client=self.client,
+            settlement=self.settlement, settlement_tx=self.settlement_tx, payment=None,
+            on_chain_verified=self.on_chain_verified, cached=self.cached, cached_from=self.cached_from,
+            receipt=self.receipt.to_dict() if self.receipt else None,
+            quorum=self.quorum, zk=self.zk, proof_hash=self.proof_hash), "payment": self.payment}
 
     @property
     def latency_s(self) -> float | None:

@@ -13,6 +13,7 @@ home already running (``ciro devnet``, which records itself in ``run/devnet.json
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -25,22 +26,38 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._runstate import cmdline, devnet_record, owned, process_alive, read_json, terminate, write_json
 from .config import Config
-from .errors import CiroError, GatewayUnavailableError
+from .errors import CiroError, ConfigError, GatewayUnavailableError
+from .procs import (
+    cmdline,
+    devnet_record,
+    free_port,
+    owned,
+    process_alive,
+    read_json,
+    spawn,
+    terminate,
+    wait_ready,
+    write_json,
+)
 from .sealing import store_sealer
 from .tls import CA_HINT, local_ssl_context, server_tls_files
 
+if TYPE_CHECKING:
+    from ciro_devnet.launch import DevnetProcess
+
 __all__ = ["devnet_record", "ensure_running", "free_port", "owned", "process_alive", "ray_env", "ray_exe",
-           "read_json", "read_state", "running_devnet", "running_url", "stop", "terminate", "write_json"]
+           "read_json", "read_state", "require_devnet", "running_devnet", "running_url", "stop", "terminate",
+           "write_json"]
 
 _GATEWAY_START_S = 180.0
 _RAY_START_S = 120.0
 _DEVNET_START_S = 120.0
 #: The processes a run-state records (``<part>_pid``, ``<part>_cmd``): what ``ciro down`` calls each, its SIGTERM
-#: grace, and what its command line holds when a record from before command lines were kept names it.
+#: grace, and what its command line holds when a record from before command lines were kept names it (such a
+#: devnet predates its own package, hence its old module name).
 _PARTS = {"gateway": ("gateway", 20.0, "-m ciro_ray serve"), "ray": ("ray head", 40.0, " start --head --block"),
           "devnet": ("devnet", 20.0, "-m ciro.devnet")}
 _RAY_KEYS = ("ray_address", "ray_pid", "ray_started", "ray_cmd")
@@ -48,7 +65,7 @@ _DEVNET_KEYS = ("devnet_pid", "devnet_started", "devnet_cmd")
 
 
 def _state_path(cfg: Config) -> Path:
-    return cfg.home / "run" / "local.json"
+    return cfg.paths.run_file("local")
 
 
 def read_state(cfg: Config) -> dict[str, Any]:
@@ -107,12 +124,6 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def running_url(cfg: Config) -> str | None:
     """URL of a healthy gateway for this config, or None."""
     state = read_state(cfg)
@@ -155,27 +166,17 @@ def ray_env(base: dict[str, str] | os._Environ[str]) -> dict[str, str]:
 
 def _start_ray_head(cfg: Config, progress: bool, starting: _Starting) -> None:
     port = free_port()
-    logs = cfg.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    log = cfg.paths.log_file("ray-head")
     cmd = [
         ray_exe(), "start", "--head", "--block", f"--port={port}", f"--node-ip-address={cfg.node_ip}",
         "--include-dashboard=false", "--disable-usage-stats",
         f"--dashboard-agent-listen-port={free_port()}",
     ]
-    with open(logs / "ray-head.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=ray_env(os.environ))
+    proc = spawn(cmd, log=log, env=ray_env(os.environ))
     starting.add("ray", proc.pid, cmd, ray_address=f"{cfg.node_ip}:{port}", ray_started=True)
     _say(progress, f"ciro: starting a local Ray head on {cfg.node_ip}:{port} ...")
-    deadline = time.monotonic() + _RAY_START_S
-    while not _port_open(cfg.node_ip, port):
-        if proc.poll() is not None:
-            raise CiroError(f"`ray start` exited with code {proc.returncode}. Fix what {logs / 'ray-head.log'} "
-                            "says, then run `ciro up` again.")
-        if time.monotonic() > deadline:
-            raise CiroError(f"The Ray head did not come up in {_RAY_START_S:.0f}s. See {logs / 'ray-head.log'}; "
-                            "run `ciro up` again once the machine is less busy.")
-        time.sleep(0.2)
+    wait_ready(proc, lambda: _port_open(cfg.node_ip, port), what="The Ray head (`ray start`)", log=log,
+               timeout_s=_RAY_START_S, retry="run `ciro up` again")
 
 
 def _devnet_url(cfg: Config) -> str:
@@ -185,7 +186,7 @@ def _devnet_url(cfg: Config) -> str:
 def _chain_rpc(cfg: Config) -> str | None:
     """The rpc_url chain.json records (None: no chain.json, or one that cannot be read)."""
     try:
-        url = json.loads((cfg.home / "chain.json").read_text()).get("rpc_url")
+        url = json.loads((cfg.paths.chain_file).read_text()).get("rpc_url")
     except (OSError, ValueError, AttributeError):
         return None
     return str(url) if url else None
@@ -198,11 +199,12 @@ def _plan_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str
     rpc_url = _chain_rpc(cfg)
     if cfg.settlement == "off" or rpc_url not in (None, _devnet_url(cfg)):
         return {}  # a deployment elsewhere (another devnet, Sepolia, mainnet)
+    require_devnet()
     if not _port_open("127.0.0.1", cfg.devnet_port):
         return None
     if _part_owned(state, "devnet"):
         return {k: state[k] for k in _DEVNET_KEYS if k in state}
-    from .devnet.launch import devnet_config, home_devnet
+    from ciro_devnet.launch import devnet_config, devnet_ready, home_devnet
 
     found = home_devnet(cfg.home, cfg.devnet_port)
     if found is None:
@@ -216,7 +218,8 @@ def _plan_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str
     _say(progress, f"ciro: using this home's devnet already running on {_devnet_url(cfg)}"
          + (f" (`ciro devnet`, pid {pid})" if pid else "") + "; `ciro down` leaves it running")
     deadline = time.monotonic() + _DEVNET_START_S
-    while _chain_rpc(cfg) != _devnet_url(cfg):  # `ciro devnet` still deploying the contracts
+    # `ciro devnet` answers before it has deployed and recorded the contracts: it says when it is ready
+    while not (devnet_ready(_devnet_url(cfg)) and _chain_rpc(cfg) == _devnet_url(cfg)):
         if time.monotonic() > deadline or not _port_open("127.0.0.1", cfg.devnet_port):
             raise CiroError(f"The devnet on {_devnet_url(cfg)} has not recorded the Ciro contracts in "
                             f"{cfg.home / 'chain.json'}. Start it with `ciro devnet` (it records them), wait for "
@@ -225,37 +228,28 @@ def _plan_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str
     return {"devnet_pid": pid, "devnet_started": False, "devnet_cmd": found.get("cmd")}
 
 
-def _launch_devnet(cfg: Config, progress: bool, starting: _Starting) -> tuple[subprocess.Popen[bytes], Path, int]:
-    """The embedded default's chain: `python -m ciro.devnet` (state under $CIRO_HOME/devnet, the Ciro contracts
-    deployed or found again); :func:`_wait_devnet` waits for it while the Ray head starts."""
-    logs = cfg.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / "devnet.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    cmd = [sys.executable, "-m", "ciro.devnet", "--port", str(cfg.devnet_port), "--state", str(cfg.home / "devnet"),
-           "--seed", "0", "--home", str(cfg.home)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **cfg.as_env()}, start_new_session=True)
-    starting.add("devnet", proc.pid, cmd, devnet_started=True)
+def _launch_devnet(cfg: Config, progress: bool, starting: _Starting) -> DevnetProcess:
+    """The embedded default's chain: `python -m ciro_devnet` (state under $CIRO_HOME/devnet, the Ciro contracts
+    deployed or found again), detached; its `wait_ready` waits for it while the Ray head starts."""
+    from ciro_devnet.launch import DevnetProcess
+
+    devnet = DevnetProcess(port=cfg.devnet_port, state_dir=cfg.paths.devnet, seed=0, home=cfg.home,
+                           log_path=cfg.paths.log_file("devnet"), env={**os.environ, **cfg.as_env()},
+                           detach=True, wait=False)
+    starting.add("devnet", devnet.process.pid, devnet.command, devnet_started=True)
     _say(progress, f"ciro: starting the local Starknet devnet on {_devnet_url(cfg)} ...")
-    return proc, log_path, offset
+    return devnet
 
 
-def _wait_devnet(proc: subprocess.Popen[bytes], log_path: Path, offset: int) -> None:
-    deadline = time.monotonic() + _DEVNET_START_S
-    while True:
-        with open(log_path, "rb") as f:
-            f.seek(offset)
-            if b"Ready in" in f.read():
-                return
-        if proc.poll() is not None:
-            raise CiroError(f"The devnet exited with code {proc.returncode} while starting. Fix what {log_path} "
-                            "says, then run `ciro up` again (or set settlement=off).")
-        if time.monotonic() > deadline:
-            raise CiroError(f"The devnet did not come up in {_DEVNET_START_S:.0f}s. See {log_path}; run `ciro up` "
-                            "again once the machine is less busy.")
-        time.sleep(0.2)
+def require_devnet() -> None:
+    """Raise unless the local Starknet devnet can run here: it needs the `chain` extra (cairo-lang, starknet-py)."""
+    missing = [dist for module, dist in (("starkware", "cairo-lang"), ("starknet_py", "starknet-py"),
+                                         ("ciro_devnet", "ciro-network's ciro_devnet"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(f"The local Starknet devnet needs {' and '.join(missing)}, which this Python lacks. Install "
+                          "the `chain` extra: pip install 'ciro-network[chain]'. Without a chain, `ciro up` runs "
+                          "with settlement=off (CIRO_SETTLEMENT=off).")
 
 
 class _Starting:
@@ -294,7 +288,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
     state = read_state(cfg)
     cfg.home.mkdir(parents=True, exist_ok=True)
     if _part_owned(state, "gateway"):  # a gateway that is still starting, or stuck
-        _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], progress, state.get("tls_cert"))
+        _wait_gateway(cfg, state["gateway_url"], state["gateway_pid"], state.get("tls_cert"))
         return str(state["gateway_url"])
     if _port_open(cfg.host, cfg.port):
         raise GatewayUnavailableError(
@@ -312,7 +306,7 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         if "ray_address" not in kept:
             _start_ray_head(cfg, progress, starting)
         if launched is not None:
-            _wait_devnet(*launched)
+            launched.wait_ready(_DEVNET_START_S, retry="run `ciro up` again (or set settlement=off)")
         url = _start_gateway(cfg, progress, starting, num_workers, tls)
     except BaseException:
         stopped = starting.undo()
@@ -327,8 +321,6 @@ def _start_gateway(cfg: Config, progress: bool, starting: _Starting, num_workers
                    tls: tuple[str, str] | None) -> str:
     url = cfg.local_url
     ray_address = starting.state["ray_address"]
-    logs = cfg.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     env = {**ray_env(os.environ), **cfg.as_env(), "CIRO_RAY_ADDRESS": ray_address}
     env.pop("CIRO_GATEWAY_URL", None)
     if tls:
@@ -336,28 +328,19 @@ def _start_gateway(cfg: Config, progress: bool, starting: _Starting, num_workers
     cmd = [sys.executable, "-m", "ciro_ray", "serve", "--host", cfg.host, "--port", str(cfg.port)]
     if num_workers is not None:
         cmd += ["--workers", str(num_workers)]
-    with open(logs / "gateway.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+    proc = spawn(cmd, log=cfg.paths.log_file("gateway"), env=env)
     starting.add("gateway", proc.pid, cmd, gateway_url=url, **({"tls_cert": tls[0]} if tls else {}))
     _say(progress, f"ciro: starting the gateway on {url} (Ray at {ray_address}) ...")
-    _wait_gateway(cfg, url, proc.pid, progress, tls[0] if tls else None)
+    _wait_gateway(cfg, url, proc, tls[0] if tls else None)
     return url
 
 
-def _wait_gateway(cfg: Config, url: str, pid: int, progress: bool, tls_cert: str | None) -> None:
-    deadline = time.monotonic() + _GATEWAY_START_S
-    log = cfg.home / "logs" / "gateway.log"
+def _wait_gateway(cfg: Config, url: str, proc: subprocess.Popen[bytes] | int, tls_cert: str | None) -> None:
+    """Until the gateway ``proc`` (started here, or by an earlier `ciro up`: its pid) answers healthy at ``url``."""
     context = _check_context(cfg, url, {"tls_cert": tls_cert})
-    while not _healthy(url, timeout=1.0, context=context):
-        if not process_alive(pid):
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-            raise GatewayUnavailableError(f"The gateway exited while starting: fix what its log says, then run "
-                                          f"`ciro up` again. Last lines of {log}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise GatewayUnavailableError(
-                f"The gateway did not become healthy in {_GATEWAY_START_S:.0f}s. See {log}.")
-        time.sleep(0.1)
+    wait_ready(proc, lambda: _healthy(url, timeout=1.0, context=context), what="The gateway",
+               log=cfg.paths.log_file("gateway"), timeout_s=_GATEWAY_START_S, retry="run `ciro up` again",
+               error=GatewayUnavailableError, poll_s=0.1)
 
 
 def stop(cfg: Config, *, keep_ray: bool = False) -> list[str]:

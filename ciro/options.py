@@ -1,7 +1,8 @@
 """Job options: the one list of what a job may ask for, each checked and typed.
 
 Every option here is acted on: the quorum policy (``f``, ``rtol``, ``atol``) decides when a quorum job is
-accepted, the hardware options place the job (``gpu``, ``gpu_memory_gb``, ``gpu_model``, ``cpu_only``).
+accepted, the hardware options place the job (``gpu``, ``gpu_memory_gb``, ``gpu_model``, ``cpu_only``), ``fresh``
+runs a job the gateway could otherwise answer from its result cache (``docs/verification.md``, "Reused results").
 Anything else is refused with this list, so a typo (``verify="zk"`` for ``verification="zk"``) fails
 loudly instead of running the job at another level. The SDK checks before sending, the gateway again.
 """
@@ -95,6 +96,8 @@ _SPECS = [
     OptionSpec("gpu_model", "string", "the GPU's model name contains this (case-insensitive), e.g. \"H100\"",
                _text(64)),
     OptionSpec("cpu_only", "bool", "true: a worker without a GPU share runs it", _bool),
+    OptionSpec("fresh", "bool", "run again even if an identical job's result is cached (true: the job runs on a "
+               "worker and its result replaces the cached one)", _bool),
 ]
 #: name -> spec, in the order the docs list them.
 JOB_OPTIONS: dict[str, OptionSpec] = {s.name: s for s in _SPECS}

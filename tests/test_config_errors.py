@@ -80,7 +80,9 @@ def test_unknown_error_payload_becomes_protocol_error() -> None:
 def test_public_names() -> None:
     assert set(ciro.__all__) == {n for n in dir(ciro) if not n.startswith("_")} - {
         "client", "config", "errors", "jobs", "modelstore", "tensors", "local", "demo", "cli", "identity",
-        "receipts", "quorum", "auth", "chain", "devnet", "deployments", "sources", "processing", "tls", "sealing",
-        "options", "zk", "zk_verify", "estimate", "tokenizing", "networks", "plugins", "home"} | {"__version__"}  # submodules (zk ones load lazily)
+        "receipts", "quorum", "auth", "chain", "deployments", "sources", "processing", "tls", "sealing",
+        "options", "zk", "zk_verify", "estimate", "tokenizing", "textmodels", "networks", "plugins", "home", "levels",
+        "procs", "convert",
+    } | {"__version__"}  # submodules (zk ones load lazily)
     for name in ciro.__all__:
         assert hasattr(ciro, name), name

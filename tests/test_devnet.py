@@ -1,8 +1,8 @@
-"""The local Starknet devnet (`python -m ciro.devnet`), driven only through starknet-py 0.30.
+"""The local Starknet devnet (`python -m ciro_devnet`), driven only through starknet-py 0.30.
 
 One devnet subprocess (a free port, a state folder) serves the whole module; the last test stops it and starts a
 new one on the same folder. Contracts: CiroAccount and the UDC (predeployed) and tests/cairo/counter, compiled by
-`python -m ciro.devnet.build --crate tests/cairo/counter --contract ciro_test_counter::Counter`.
+`python -m ciro_devnet.build --crate tests/cairo/counter --contract ciro_test_counter::Counter`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from starknet_py.net.http_client import RpcHttpClient
 from starknet_py.net.signer.key_pair import KeyPair
 from starknet_py.transaction_errors import TransactionRevertedError
 
-from ciro.devnet.launch import DevnetProcess
+from ciro_devnet.launch import DevnetProcess
 
 COUNTER = Path(__file__).parent / "cairo" / "counter" / "compiled"
 POLL = 0.05  # wait_for_acceptance's check interval: transactions are in a block when add* answers

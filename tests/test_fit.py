@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from ciro import Config, Deployment, InputError
-from ciro_ray.deployments import DeploymentStore, _fit
+from ciro_ray.admission import admit_fit, hardware_summary
 from ciro_ray.batching import Choice, choose_batch
+from ciro_ray.deployments import DeploymentStore, deployment_fit
 from ciro_ray.fit import Fit
 from ciro_ray.pool import WorkerHandle, WorkerPool
 from ciro_ray.scheduler import (
@@ -23,8 +24,6 @@ from ciro_ray.scheduler import (
     Pending,
     Scheduler,
     Serving,
-    admit_fit,
-    hardware_summary,
     job_fit,
 )
 
@@ -289,7 +288,7 @@ def test_deployment_records_from_before_the_hardware_settings_load_and_take_them
     d = store.get("old")
     assert d is not None and (d.gpu, d.gpu_memory_gb, d.gpu_model, d.cpu_only, d.version) == (True, None, None,
                                                                                                False, 3)
-    assert _fit(d) == Fit(gpu=True)
+    assert deployment_fit(d) == Fit(gpu=True)
     store.put(Deployment("new", "cd" * 32, "receipt", gpu_memory_gb=40.0, gpu_model="H100"))
     store.put(Deployment("cpu", "ef" * 32, "receipt", cpu_only=True))
     store.close()
@@ -298,8 +297,8 @@ def test_deployment_records_from_before_the_hardware_settings_load_and_take_them
     assert [x.name for x in store.list()] == ["cpu", "new", "old"]
     new, cpu = store.get("new"), store.get("cpu")
     assert new is not None and (new.gpu_memory_gb, new.gpu_model, new.cpu_only) == (40.0, "H100", False)
-    assert cpu is not None and _fit(cpu) == Fit(cpu_only=True)
-    assert _fit(new) == Fit(gpu_memory_gb=40.0, gpu_model="H100")
+    assert cpu is not None and deployment_fit(cpu) == Fit(cpu_only=True)
+    assert deployment_fit(new) == Fit(gpu_memory_gb=40.0, gpu_model="H100")
     store.close()
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import CIRO, free_port
 
-from ciro.devnet.launch import devnet_config
 from ciro.local import process_alive, read_json, write_json
+from ciro_devnet.launch import devnet_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -87,7 +87,7 @@ def test_down_never_signals_a_recorded_pid_that_runs_something_else(tmp_path: Pa
             "gateway_pid": sleeper.pid, "gateway_url": "http://127.0.0.1:1",
             "gateway_cmd": [sys.executable, "-m", "ciro_ray", "serve", "--host", "127.0.0.1", "--port", "1"],
             "ray_pid": sleeper.pid, "ray_started": True, "ray_address": "127.0.0.1:1",
-            "devnet_pid": sleeper.pid, "devnet_cmd": [sys.executable, "-m", "ciro.devnet", "--port", "1"]})
+            "devnet_pid": sleeper.pid, "devnet_cmd": [sys.executable, "-m", "ciro_devnet", "--port", "1"]})
         down = _ciro(env, "down", timeout=60)
         assert down.returncode == 0 and down.stdout.strip() == "stopped: nothing was running", down.stderr
         assert sleeper.poll() is None and not state.exists()

@@ -30,7 +30,7 @@ def gateway() -> Iterator[str]:
     """A real HTTP server answering /v1/chain as a gateway settling on TOKEN/POOL/JM does."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = json.dumps({"enabled": True, "token": TOKEN, "pool": POOL, "job_manager": JM,
                                "rpc_url": "http://127.0.0.1:1/rpc"} if self.path == "/v1/chain"
                               else {"status": "ok"}).encode()
@@ -107,7 +107,7 @@ def test_bad_profile_tables_are_refused_with_the_fix(home: Path) -> None:
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['gateway'\] in \[networks\.staging\].*gateway_url"):
         CiroClient(network="staging")
     _config(home, '[networks.staging]\ngateway_url = "http://x"\ntoken = "zz"\n')
-    with pytest.raises(ConfigError, match="staging.token = 'zz' is not a hex address"):
+    with pytest.raises(ConfigError, match=r"staging\.token = 'zz' is not a hex address"):
         check_gateway(profile("staging", Config.load()), {"enabled": True}, "http://x")
     assert Config.load().network == "local"  # the networks table is not a setting
 

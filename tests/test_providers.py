@@ -22,8 +22,8 @@ from conftest import CIRO, browser_page, free_port
 
 from ciro import CiroClient, Config, InputError
 from ciro.demo import digits_inputs
-from ciro.devnet.launch import rpc_request
 from ciro.local import ray_env
+from ciro_devnet.launch import rpc_request
 from ciro_ray.hardware import Hardware
 from ciro_ray.provider import accelerator_type, fmt_ciro, parse_amount
 from ciro_ray.providers import ProviderStore, downtime_evidence, evidence_felt

@@ -22,7 +22,9 @@ BUDGET_S = 50
 def fuzz_gateway(cluster: Cluster, mlp_path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("fuzz-home")
     port = free_port()
-    env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": "0.5"}
+    # the Deploy and estimate pages ask the Hub when online: the fuzzer must never reach huggingface.co
+    env = {**cluster.env, "CIRO_HOME": str(home), "CIRO_PORT": str(port), "CIRO_WORKER_NUM_CPUS": "0.5",
+           "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path_factory.mktemp("fuzz-hf-cache"))}
     gw = Cluster(home, port, cluster.ray_address, f"http://127.0.0.1:{port}", env)
     gw.ciro("up", "--ray-address", cluster.ray_address, "--workers", "1")
     try:

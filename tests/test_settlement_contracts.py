@@ -24,8 +24,8 @@ from starknet_py.net.http_client import RpcHttpClient
 from ciro import Identity, new_job_id, sign_receipt
 from ciro.chain import CDCPool, ChainClient, CiroToken, JobManager, Violation, deploy_network, ensure_account
 from ciro.chain.client import TxResult
-from ciro.devnet.launch import DevnetProcess
 from ciro.errors import ContractRevertedError
+from ciro_devnet.launch import DevnetProcess
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -17,8 +17,8 @@ from conftest import Cluster, free_port, with_tests_on_path
 
 from ciro import CiroClient, InsufficientEscrowError, JobResult, JobStatus, KeyStore
 from ciro.chain import ChainClient, Network, account_address
-from ciro.devnet.bootstrap import bootstrap
-from ciro.devnet.launch import DevnetProcess
+from ciro_devnet.bootstrap import bootstrap
+from ciro_devnet.launch import DevnetProcess
 
 pytestmark = pytest.mark.timeout(900)
 PRICE = 10**15
@@ -157,9 +157,9 @@ def test_a_worker_whose_outputs_the_zk_proof_contradicts_is_slashed_and_the_clie
     no longer scheduled, and the client's escrow comes back after the deadline."""
     from ciro import InvalidComputeError, zk_verify
     from ciro.demo import build_tiny_mlp
-    from ciro.devnet.launch import rpc_request
     from ciro.receipts import Receipt
     from ciro.tensors import canonical_bytes, decode_json
+    from ciro_devnet.launch import rpc_request
     from ciro_ray.settlement import fault_evidence
 
     home = tmp_path / "home"
@@ -250,7 +250,7 @@ def test_the_settler_refunds_an_escrowed_job_that_failed_once_its_deadline_passe
     refunded by the settler, not before its deadline, and exactly."""
     from ciro import Config, new_job_id
     from ciro.chain import JobManager
-    from ciro.devnet.launch import rpc_request
+    from ciro_devnet.launch import rpc_request
     from ciro_ray.jobstore import JobStore, NewJob
     from ciro_ray.settlement import Settlement
 
@@ -309,10 +309,10 @@ def test_mlflow_predict_escrows_each_job_and_the_worker_is_paid(paid: Paid, tmp_
     info = client.create_deployment("paid-mlp", str(tmp_path / "mlflow-model"),
                                     config={"max_payment": str(2 * PRICE)})
     assert info["max_payment"] == 2 * PRICE and int(info["settlement"]["price_per_job"]) == PRICE
-    df = client.predict("paid-mlp", x)
-    assert len(df) == 3 and set(df["settlement"]) <= {"escrowed", "paid"}
+    resp = client.predict("paid-mlp", x)  # a PredictionsResponse: one list per column
+    assert len(resp["job_id"]) == 3 and set(resp["settlement"]) <= {"escrowed", "paid"}
     with CiroClient(paid.gw.url, config=paid.gw.config) as c:
-        settled = _settled(c, list(df["job_id"]))
+        settled = _settled(c, list(resp["job_id"]))
     assert [r.settlement for r in settled] == ["paid"] * 3 and all(r.payment == PRICE for r in settled)
     client.delete_deployment("paid-mlp")
 

@@ -93,16 +93,24 @@ def test_zk_jobs_prove_one_row(client: CiroClient, zk_model) -> None:  # type: i
         client.infer(info.hash, np.zeros((2, 8), np.float32), verification="zk")
 
 
-def test_estimate_before_any_heavy_work(cluster: Cluster, zk_model, digits_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from ciro.estimate import estimate, scaling_runs
+def test_estimate_before_any_heavy_work(cluster: Cluster, zk_model, digits_path: Path,  # type: ignore[no-untyped-def]
+                                        tmp_path: Path) -> None:
+    from ciro import Config
+    from ciro.estimate import estimate, scaling
 
     path, info = zk_model
-    e = estimate(path)
+    e = estimate(path, config=cluster.config)
     assert e["logrows"] == info.zk["logrows"]  # the same circuit size the real set-up found
-    assert 0 < e["setup_s"] < 600 and 0 < e["prove_s"] < 600 and e["pk_bytes"] > 1e6 and e["fits"]
-    assert e["basis"].startswith(f"{len(scaling_runs())} measured runs")
-    small = estimate(path, memory_bytes=10 * 2**20)
+    # the cluster's set-up made the development SRS of this size: a second deployment would not pay for it again
+    assert e["srs_cached"] and e["setup_s"] == e["setup_cached_s"] < e["setup_first_s"]
+    assert 0 < e["calibrate_s"] < e["setup_s"] < 600 and 0 < e["prove_s"] < 600 and 0 < e["job_s"] < 600
+    assert e["pk_bytes"] > 1e6 and e["fits"]
+    meta = scaling()
+    assert e["basis"].startswith(f"{len(meta['runs'])} measured runs") and meta["machine"] in e["basis"]
+    assert f"within {100 * meta['leave_one_out_error']['setup']:.0f}% (set-up)" in e["basis"]
+    small = estimate(path, memory_bytes=10 * 2**20, config=Config.load(home=tmp_path / "fresh"))
     assert not small["fits"] and small["message"].startswith("will not fit in 0.0 GiB")
+    assert not small["srs_cached"] and small["setup_s"] == small["setup_first_s"]  # a machine without that SRS
     out = cluster.ciro("estimate", str(path)).stdout
     assert f"logrows {info.zk['logrows']}" in out and "prove (per job)" in out and "fits:" in out
     bad = cluster.ciro("estimate", str(digits_path), check=False)

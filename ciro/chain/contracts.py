@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..jobs import VerificationLevel
 from ..receipts import short_string
 from .artifacts import abi
 from .client import ChainClient, TxResult, _revert_error
@@ -20,7 +21,7 @@ __all__ = ["CDCPool", "CiroToken", "JobManager", "JobState", "Violation", "u256_
 #: Job status codes (JobManager).
 STATUS = {0: "none", 1: "submitted", 2: "assigned", 3: "result_submitted", 4: "finalized", 5: "refunded"}
 #: Model level bitmask.
-LEVEL_BITS = {"receipt": 1, "quorum": 2, "zk": 4}
+LEVEL_BITS: dict[str, int] = {VerificationLevel.RECEIPT: 1, VerificationLevel.QUORUM: 2, VerificationLevel.ZKML: 4}
 
 
 class Violation:

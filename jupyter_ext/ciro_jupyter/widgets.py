@@ -19,7 +19,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
-from ciro import CiroClient, JobResult, JobStatus, VerificationReport, verify
+from ciro import CiroClient, JobResult, JobStatus, VerificationLevel, VerificationReport, verify
 
 __all__ = ["JobBox", "JobsTable", "ResultCard", "StatusLine", "watch"]
 
@@ -59,7 +59,8 @@ class StatusLine(_View):
         self._render()
 
     def steps(self) -> list[str]:
-        return [s for s in STEPS if (s != "proving" or self.verification == "zk") and (s != "settled" or self.paid)]
+        zk = self.verification == VerificationLevel.ZKML
+        return [s for s in STEPS if (s != "proving" or zk) and (s != "settled" or self.paid)]
 
     def set(self, state: str, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):

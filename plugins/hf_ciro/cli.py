@@ -8,44 +8,49 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from ciro import CiroClient, CiroError, Config, GatewayUnavailableError, InputError, ModelError
+from ciro import CiroClient, CiroError, Config
+from ciro.cli import exit_code
 
 __all__ = ["badge_snippet", "deploy_url", "hf"]
 
 
 def _fail(exc: CiroError) -> None:
     click.echo(f"error: {exc.message}", err=True)
-    code = 3 if isinstance(exc, GatewayUnavailableError) else 4 if isinstance(exc, InputError | ModelError) else 1
-    sys.exit(code)
+    sys.exit(exit_code(exc))  # the core CLI's exit codes (ciro.cli)
 
 
 @click.group()
 def hf() -> None:
-    """Hugging Face: deploy a model from the local cache or a folder; the Deploy-on-Ciro badge."""
+    """Hugging Face: deploy a Hub model (downloaded unless HF_HUB_OFFLINE=1) or a folder; the Deploy-on-Ciro
+    badge."""
 
 
 @hf.command("deploy")
 @click.argument("repo")
 @click.option("--task", help="text-classification, feature-extraction, token-classification or "
                              "image-classification (default: from the model's config).")
-@click.option("--revision", help="A branch, tag or commit sha in the local cache (default: main).")
+@click.option("--revision", help="A branch, tag or commit sha of the Hub repo (default: main).")
+@click.option("--token", help="A Hugging Face token for a gated or private repo (default: HF_TOKEN or the "
+                              "`huggingface-cli login` token; HF_TOKEN keeps it out of the process list).")
 @click.option("--verify", "verification", default="receipt", show_default=True,
               type=click.Choice(["none", "receipt", "quorum", "zk"]))
 @click.option("--name", help="Deployment name (default: hf-ORG--NAME for a repo, hf-FOLDER-HASH for a folder).")
 @click.option("--replace", is_flag=True, help="Let this model take over a deployment name that serves another model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def deploy_cmd(ctx: click.Context, repo: str, task: str | None, revision: str | None, verification: str,
-               name: str | None, replace: bool, as_json: bool) -> None:
-    """Deploy REPO (org/name from the Hugging Face cache, or a local model folder). A new revision of the same model
-    updates its deployment; a name that serves another model is refused unless --replace."""
+def deploy_cmd(ctx: click.Context, repo: str, task: str | None, revision: str | None, token: str | None,
+               verification: str, name: str | None, replace: bool, as_json: bool) -> None:
+    """Deploy REPO: a Hub repo id (org/name), downloaded into the Hugging Face cache (only the files the export
+    needs) when the Hub is reachable, or taken from that cache with HF_HUB_OFFLINE=1; or a local model folder. A new
+    revision of the same model updates its deployment; a name that serves another model is refused unless
+    --replace."""
     from .deploy import deploy, summary
 
     cfg: Config = ctx.obj if isinstance(ctx.obj, Config) else Config.load()
     try:
         with CiroClient(config=cfg) as client:
             d = deploy(repo, task=task, revision=revision, verify=verification, client=client, name=name,
-                       replace=replace)
+                       replace=replace, token=token)
     except CiroError as exc:
         _fail(exc)
         return

@@ -1,5 +1,6 @@
-"""Deploy a Hugging Face model on Ciro: resolve it offline (cache or folder), export it to ONNX with its processor
-bundle, upload both, and serve it under a deployment named after the model.
+"""Deploy a Hugging Face model on Ciro: resolve it (a Hub repo, downloaded into the Hugging Face cache unless
+HF_HUB_OFFLINE=1, or a local folder), export it to ONNX with its processor bundle, upload both, and serve it under
+a deployment named after the model.
 
 A deployment belongs to one model: a Hub repo id, or a local folder by its absolute path (``Resolved.key``). The
 name is ``hf-ORG--NAME`` for a repo, ``hf-FOLDER-XXXXXXXX`` for a folder (its name and a hash of its path, so two
@@ -76,7 +77,7 @@ def find_deployment(client: CiroClient, repo_id: str) -> Deployment | None:
 
 def _cache_dir(cfg: Config, resolved: Resolved, task: str | None) -> Path:
     """This machine's export of one revision of one repo (or folder) for one task."""
-    return cfg.home / "hf" / deployment_name(resolved) / f"{resolved.sha}-{task or 'auto'}"
+    return cfg.paths.hf / deployment_name(resolved) / f"{resolved.sha}-{task or 'auto'}"
 
 
 def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, dict[str, bytes], str]:
@@ -95,19 +96,25 @@ def exported(cfg: Config, resolved: Resolved, task: str | None) -> tuple[bytes, 
 
 def deploy(repo_id_or_path: str, task: str | None = None, revision: str | None = None,
            verify: VerificationLevel | str = "receipt", *, client: CiroClient | None = None,
-           name: str | None = None, folders: bool = True, replace: bool = False) -> HFDeployment:
-    """Deploy a Hub model (from the local cache) or a local model folder; returns what was deployed.
+           name: str | None = None, folders: bool = True, replace: bool = False,
+           token: str | None = None) -> HFDeployment:
+    """Deploy a Hub model or a local model folder; returns what was deployed.
+
+    A Hub repo is downloaded into the Hugging Face cache (only the files the export reads) when the Hub is reachable
+    and HF_HUB_OFFLINE is not set, else taken from that cache. ``token`` reads a gated or private repo (default:
+    HF_TOKEN or the ``huggingface-cli login`` token).
 
     ``task`` is inferred from the model's config when not given. A deployment ``name`` that serves another model
     is refused with ``DeploymentExistsError`` unless ``replace=True``; one that serves this model moves to the new
-    revision. Raises ``ModelNotFoundError`` when the model or revision is not available offline, ``InputError`` for
-    an unsupported task or architecture. ``folders=False`` deploys repo ids only (the web page of a gateway that
+    revision. Raises ``ModelNotFoundError`` when the repo or revision does not exist (or, offline, is not cached),
+    ``AuthError`` when the Hub refuses a gated or private repo, ``InputError`` for an unsupported task or
+    architecture. ``folders=False`` deploys repo ids only (the web page of a gateway that
     others can reach)."""
     own = client is None
     client = client or CiroClient(config=Config.load())
     try:
         level = VerificationLevel.parse(verify).value
-        resolved = resolve(repo_id_or_path, revision, folders=folders)
+        resolved = resolve(repo_id_or_path, revision, folders=folders, token=token)
         name = name or deployment_name(resolved)
         try:
             current: Deployment | None = client.deployment(name)

@@ -17,20 +17,28 @@ sequence length than the traced one (which also proves the dynamic axes work).
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import re
-import tempfile
 import types
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ciro import InputError, InvalidModelError
-from ciro.tokenizing import TOKENIZER_FILE, TextTokenizer, bundle_tokenizer
+from ciro import InputError
+from ciro.textmodels import (
+    ATOL,
+    check_onnx,
+    export_text,
+    label_names,
+    load_tokenizer,
+    logits_graph,
+    score_function,
+    text_inputs,
+    trace,
+)
+from ciro.tokenizing import TOKENIZER_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -38,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["ATOL", "SUPPORTED_TASKS", "Exported", "export", "infer_task"]
 
 SUPPORTED_TASKS = ("text-classification", "feature-extraction", "token-classification", "image-classification")
-ATOL = 1e-4
-OPSET = 17
 # Every file a transformers tokenizer may load from; the bundle carries those the folder has, and always a
 # tokenizer.json written from the loaded tokenizer (what the processors run, without transformers).
 TOKENIZER_FILES = (
@@ -63,12 +69,9 @@ _HEADS = {
 _ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 _ST_POOLING = "sentence_transformers.models.Pooling"
 _ST_NORMALIZE = "sentence_transformers.models.Normalize"
+# What the user can do when Ciro cannot export or check a model: the end of those error messages.
+_REMEDY = "Export it to ONNX yourself (e.g. with optimum) and deploy the .onnx file."
 _POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
-# Traced with the first batch, checked with the second: different batch sizes and sequence lengths.
-_TRACE_TEXTS = ("Ciro exports this model.", "A second and longer sentence, so that the batch needs padding.")
-_CHECK_TEXTS = ("Short one.", "The check batch differs from the traced one in size and length!", "Third text here.")
-# Accents, case, CJK, emoji, runs of spaces and an empty text: where a tokenizer's normaliser shows.
-_TRICKY_TEXTS = ("Crème BRÛLÉE, naïve café!", "東京 and  Zürich 🚀", "", "don't   stop-believing [MASK]")
 
 
 @dataclass(frozen=True)
@@ -128,63 +131,32 @@ def export(path: Path, task: str | None = None, *, max_length: int = 128) -> Exp
 
 
 def _export_text(path: Path, task: str, max_length: int) -> Exported:
-    import torch
-
     model_dir, pooling = _sentence_transformers_layout(path) if task == "feature-extraction" else (path, None)
     tokenizer = _load_tokenizer(model_dir, task)
-    # The bundle always carries tokenizer.json, as transformers runs it: the processors load it without transformers.
-    tokenizer_json, tokenizer_settings = bundle_tokenizer(tokenizer)
     model = _load_model(model_dir, task)
-    inputs = ["input_ids", "attention_mask"]
-    # BERT-style models take segment ids; pass them only where both the model and its tokenizer use them.
-    if "token_type_ids" in inspect.signature(model.forward).parameters and "token_type_ids" in (
-        tokenizer.model_input_names or []
-    ):
-        inputs.append("token_type_ids")
+    inputs = text_inputs(model, tokenizer)
     max_length = _cap_length(max_length, tokenizer, model.config, pooling)
-
-    graph: torch.nn.Module
-    spec: dict[str, Any] = {"kind": "hf", "task": task, "inputs": inputs, "max_length": max_length,
-                            "tokenizer": tokenizer_settings}
+    spec: dict[str, Any] = {"kind": "hf", "task": task, "inputs": inputs, "max_length": max_length}
     if task == "feature-extraction":
         pooling = pooling or {"mode": "mean", "normalize": False}
         graph = _graphs().Embedding(model, pooling["mode"], pooling["normalize"])
         output = "embeddings"
         spec["pooling"] = {"mode": pooling["mode"], "normalize": pooling["normalize"]}
-        dynamic_out = {0: "batch"}
     else:
-        graph = _graphs().TextLogits(model)
+        graph = logits_graph(model)
         output = "logits"
-        spec["labels"] = _labels(model.config)
+        spec["labels"] = label_names(model.config)
         if task == "text-classification":
-            spec["function"] = _score_function(model.config)
-            dynamic_out = {0: "batch"}
+            spec["function"] = score_function(model.config)
         else:
             spec["ignore_labels"] = ["O"]
-            dynamic_out = {0: "batch", 1: "sequence"}
     spec["outputs"] = [output]
-
-    def sample(texts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {name: enc[name].to(torch.int64) for name in inputs}
-
-    onnx_bytes = _trace(graph, sample(_TRACE_TEXTS), output, {n: {0: "batch", 1: "sequence"} for n in inputs},
-                        dynamic_out, path, task)
-    _check(onnx_bytes, graph, [sample(_TRACE_TEXTS), sample(_CHECK_TEXTS)], output, path)
-    _check_tokenizer(TextTokenizer.from_transformers(tokenizer, max_length), inputs, sample, path)
-    files = {**_copy_files(model_dir, TOKENIZER_FILES), TOKENIZER_FILE: tokenizer_json}
-    return Exported(onnx=onnx_bytes, task=task, bundle=_bundle(spec, model_dir, files))
-
-
-def _check_tokenizer(fast: TextTokenizer, inputs: list[str], sample: Any, path: Path) -> None:
-    """The bundle's fast tokenizer must give exactly the tensors transformers' tokenizer gave the traced graph."""
-    for texts in (_TRACE_TEXTS, _CHECK_TEXTS, _TRICKY_TEXTS):
-        want = {name: tensor.numpy() for name, tensor in sample(texts).items()}
-        got = fast.tensors(texts, inputs)
-        if any(not np.array_equal(got[name], want[name]) for name in inputs):
-            raise InvalidModelError(f"The tokenizer of {path} does not give the same tokens from its tokenizer.json "
-                                    "as through transformers, so Ciro's processor cannot run it. Export the model to "
-                                    "ONNX yourself and deploy the .onnx file, sending token ids.")
+    done = export_text(graph, tokenizer, inputs, max_length=max_length, source=path, task=task, remedy=_REMEDY,
+                       output=output, per_token=task == "token-classification")
+    # The bundle always carries tokenizer.json, as transformers runs it: the processors load it without transformers.
+    spec["tokenizer"] = done.tokenizer_settings
+    files = {**_copy_files(model_dir, TOKENIZER_FILES), TOKENIZER_FILE: done.tokenizer_json}
+    return Exported(onnx=done.onnx, task=task, bundle=_bundle(spec, model_dir, files))
 
 
 def _sentence_transformers_layout(path: Path) -> tuple[Path, dict[str, Any] | None]:
@@ -245,33 +217,10 @@ def _cap_length(max_length: int, tokenizer: Any, config: Any, pooling: dict[str,
 
 
 def _load_tokenizer(path: Path, task: str) -> Any:
-    from transformers import AutoTokenizer
-
     if not _has_tokenizer(path):
         raise InputError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}), which {task} needs. "
                          "Save the tokenizer next to the model (tokenizer.save_pretrained(folder)).")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:
-        raise InputError(f"Cannot load the tokenizer in {path}: {_first_line(exc)}. Re-save it with "
-                         "tokenizer.save_pretrained(folder) using transformers 4.57.") from exc
-    if tokenizer.pad_token is None:
-        raise InputError(f"The tokenizer in {path} has no padding token, so batches cannot be padded. Set one "
-                         "(tokenizer.pad_token = ...) and save it again.")
-    return tokenizer
-
-
-def _labels(config: Any) -> dict[str, str]:
-    return {str(int(k)): str(v) for k, v in sorted((config.id2label or {}).items(), key=lambda kv: int(kv[0]))}
-
-
-def _score_function(config: Any) -> str:
-    """Logits -> scores the way transformers' classification pipelines choose by default."""
-    if config.problem_type == "regression":
-        return "none"
-    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
-        return "sigmoid"
-    return "softmax"
+    return load_tokenizer(path, task=task)
 
 
 # --- image ----------------------------------------------------------------------------------------------------------
@@ -299,16 +248,17 @@ def _export_image(path: Path) -> Exported:
     traced = sample(((64, 48), (40, 72)))
     _, channels, height, width = traced["pixel_values"].shape
     graph = _graphs().ImageLogits(model)
-    onnx_bytes = _trace(graph, traced, "logits", {"pixel_values": {0: "batch"}}, {0: "batch"}, path,
-                        "image-classification")
-    _check(onnx_bytes, graph, [traced, sample(((33, 33), (80, 20), (50, 50)))], "logits", path)
+    onnx_bytes = trace(graph, traced, "logits", {"pixel_values": {0: "batch"}}, {0: "batch"}, source=path,
+                       task="image-classification", remedy=_REMEDY)
+    check_onnx(onnx_bytes, graph, [traced, sample(((33, 33), (80, 20), (50, 50)))], "logits", source=path,
+               remedy=_REMEDY)
     spec = {
         "kind": "hf",
         "task": "image-classification",
         "inputs": ["pixel_values"],
         "outputs": ["logits"],
-        "labels": _labels(model.config),
-        "function": _score_function(model.config),
+        "labels": label_names(model.config),
+        "function": score_function(model.config),
         "image": {"channels": int(channels), "height": int(height), "width": int(width), "top_k": 5},
     }
     return Exported(onnx=onnx_bytes, task="image-classification",
@@ -358,52 +308,6 @@ def _load_model(path: Path, task: str) -> Any:
     return model
 
 
-def _trace(graph: Any, sample: dict[str, Any], output: str, dynamic_in: dict[str, dict[int, str]],
-           dynamic_out: dict[int, str], path: Path, task: str) -> bytes:
-    import torch
-
-    # The exporter restores the wrapper's training flag afterwards, recursively: a wrapper left in training mode
-    # would switch the model's dropout on for the check that follows.
-    graph.eval()
-    try:
-        with tempfile.TemporaryDirectory(prefix="hf_ciro_") as tmp, torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter is deprecated and the tracer warns about Python-side shape checks; both are
-            # expected here, and the ONNX Runtime check below is what proves the graph right.
-            warnings.simplefilter("ignore")
-            target = Path(tmp) / "model.onnx"
-            torch.onnx.export(graph, tuple(sample.values()), target, input_names=list(sample), output_names=[output],
-                              dynamic_axes={**dynamic_in, output: dynamic_out}, opset_version=OPSET, dynamo=False,
-                              do_constant_folding=True)
-            return target.read_bytes()
-    except Exception as exc:
-        raise InvalidModelError(f"torch.onnx.export failed on the {task} model in {path}: {_first_line(exc)}. This "
-                                "architecture may not export with the TorchScript exporter; export it to ONNX "
-                                "yourself (e.g. with optimum) and deploy the .onnx file.") from exc
-
-
-def _check(onnx_bytes: bytes, graph: Any, samples: list[dict[str, Any]], output: str, path: Path) -> None:
-    """ONNX Runtime must reproduce torch on every sample, within ATOL (plus a 1e-4 relative slack for big values)."""
-    import onnxruntime as ort
-    import torch
-
-    try:
-        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise InvalidModelError(f"ONNX Runtime cannot load the graph exported from {path}: {_first_line(exc)}. "
-                                "Export the model yourself and deploy the .onnx file.") from exc
-    for sample in samples:
-        with torch.no_grad():
-            want = graph(*sample.values()).numpy()
-        got = session.run([output], {name: t.numpy() for name, t in sample.items()})[0]
-        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=ATOL):
-            diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
-            raise InvalidModelError(
-                f"The ONNX export of {path} does not reproduce the torch model (shapes {got.shape} vs {want.shape}, "
-                f"largest difference {diff:.3g} > {ATOL}). Export it to ONNX yourself and deploy the .onnx file.",
-                detail={"max_abs_diff": diff},
-            )
-
-
 def _bundle(spec: dict[str, Any], folder: Path, files: dict[str, bytes]) -> dict[str, bytes]:
     # config.json rides along: AutoTokenizer/AutoImageProcessor read it to pick their class.
     bundle = {"config.json": (folder / "config.json").read_bytes(), **files}
@@ -443,18 +347,6 @@ def _graphs() -> Any:
     """The wrapper modules, defined on first use so that importing this module does not import torch."""
     import torch
 
-    class TextLogits(torch.nn.Module):
-        """(input_ids, attention_mask[, token_type_ids]) -> logits."""
-
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
-
     class Embedding(torch.nn.Module):
         """(input_ids, attention_mask[, token_type_ids]) -> pooled, optionally L2-normalised, embeddings."""
 
@@ -488,4 +380,4 @@ def _graphs() -> Any:
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             return self.model(pixel_values=pixel_values).logits
 
-    return types.SimpleNamespace(TextLogits=TextLogits, Embedding=Embedding, ImageLogits=ImageLogits)
+    return types.SimpleNamespace(Embedding=Embedding, ImageLogits=ImageLogits)

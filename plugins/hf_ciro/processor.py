@@ -1,17 +1,16 @@
 """Raw text or images -> the exported graph's inputs, and its outputs -> what transformers' pipelines return.
 
 An :class:`HFProcessor` reads a bundle folder written from :class:`hf_ciro.export.Exported` (``processor.json``, the
-model's config.json and its tokenizer or image-processor files). Text runs through the fast Rust tokenizer in the
-bundle's tokenizer.json (:class:`ciro.tokenizing.TextTokenizer`: milliseconds to load, no transformers import), which
-gives the tokens transformers' own tokenizer gives. Scores are computed as transformers' pipelines compute them
-(softmax, or sigmoid for multi-label and single-logit models), so a deployed model answers what
-``pipeline(task, model=...)`` answers on the same input.
+model's config.json and its tokenizer or image-processor files). Text runs through the core's text pipeline
+(:class:`ciro.textmodels.TextPipeline`: the fast Rust tokenizer in the bundle's tokenizer.json, milliseconds to load,
+no transformers import), which gives the tokens transformers' own tokenizer gives. Scores are computed as
+transformers' pipelines compute them (:class:`ciro.textmodels.Scoring`: softmax, or sigmoid for multi-label and
+single-logit models), so a deployed model answers what ``pipeline(task, model=...)`` answers on the same input.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ciro import InputError, InvalidModelError
-from ciro.tokenizing import TextTokenizer
+from ciro.textmodels import Scoring, TextPipeline, read_spec, scores
 
 __all__ = ["TEXT_TASKS", "HFProcessor"]
 
@@ -34,27 +33,21 @@ class HFProcessor:
 
     def __init__(self, bundle_dir: Path) -> None:
         self.bundle_dir = Path(bundle_dir)
-        spec_file = self.bundle_dir / "processor.json"
-        try:
-            spec = json.loads(spec_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidModelError(f"Cannot read {spec_file}: {exc}. Pass the folder written from hf_ciro's "
-                                    "export (Exported.write_bundle), or export the model again.") from exc
-        if not isinstance(spec, dict) or spec.get("kind") != "hf":
-            raise InvalidModelError(f"{spec_file} is not a Hugging Face processor bundle (kind {spec.get('kind')!r}). "
-                                    "Export the model again with hf_ciro.export.export.")
+        spec = read_spec(self.bundle_dir, "hf", redo="Pass the folder written from hf_ciro's export "
+                         "(Exported.write_bundle), or export the model again with hf_ciro.export.export.")
         self.spec: dict[str, Any] = spec
         self.task: str = str(spec.get("task"))
         self.inputs: list[str] = list(spec.get("inputs", []))
-        self.labels: dict[str, str] = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
-        self._tokenizer: TextTokenizer | None = None
+        self.scoring = Scoring.from_spec(spec)
+        self.labels: dict[str, str] = dict(self.scoring.labels)
+        self._text: TextPipeline | None = None
         self._image_processor: Any = None
         self.max_length = int(spec.get("max_length", 128))
         if self.task not in (*TEXT_TASKS, "image-classification"):
-            raise InvalidModelError(f"{spec_file} names task {self.task!r}, which this version of hf_ciro does not "
-                                    "process. Export the model again with this version.")
+            raise InvalidModelError(f"{self.bundle_dir / 'processor.json'} names task {self.task!r}, which this "
+                                    "version of hf_ciro does not process. Export the model again with this version.")
         if self.task in TEXT_TASKS:
-            self._tokenizer = TextTokenizer.from_bundle(self.bundle_dir, spec, self.max_length)
+            self._text = TextPipeline(self.bundle_dir, spec, max_length=self.max_length)
             return
         try:
             from transformers import AutoImageProcessor
@@ -69,8 +62,8 @@ class HFProcessor:
 
     def preprocess(self, raw: Any) -> dict[str, np.ndarray]:
         """Tokenize text (padded to the longest, truncated to max_length) or resize and normalise images."""
-        if self._tokenizer is not None:
-            return self._tokenizer.tensors(self._texts(raw), self.inputs)
+        if self._text is not None:
+            return self._text.tensors(self._texts(raw))
         images = [self._image(item) for item in self._items(raw, _IMAGE_INPUT)]
         pixels = self._image_processor(images, return_tensors="np")["pixel_values"]
         return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
@@ -87,7 +80,7 @@ class HFProcessor:
         items = list(raw) if isinstance(raw, list | tuple) else [raw]
         if not items:
             raise InputError(f"Got an empty list; the {self.task} model takes {takes}. Send at least one input.")
-        if self._tokenizer is not None and not isinstance(raw, str | list | tuple):
+        if self._text is not None and not isinstance(raw, str | list | tuple):
             raise InputError(f"The {self.task} model takes {takes}; got {type(raw).__name__}. Send text.")
         return items
 
@@ -134,21 +127,16 @@ class HFProcessor:
         elif self.task == "token-classification":
             results = self._entities(values, self._texts(raw))
         else:
-            ranked = [self._ranked(row) for row in values]
+            ranked = [self.scoring.ranked(row) for row in values]
             top_k = self.spec.get("image", {}).get("top_k") if self.task == "image-classification" else None
             results = [r[:top_k] for r in ranked] if top_k else ranked
         return results if batch else results[0]
 
-    def _ranked(self, logits: np.ndarray) -> list[dict[str, Any]]:
-        scores = _scores(logits, str(self.spec.get("function", "softmax")))
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep label order
-        return [{"label": self._label(i), "score": float(scores[i])} for i in order]
-
     def _entities(self, logits: np.ndarray, texts: list[str]) -> list[list[dict[str, Any]]]:
         """Per-token entities as transformers' token-classification pipeline with aggregation_strategy="none"."""
-        tokenizer = self._tokenizer
-        if tokenizer is None:
+        if self._text is None:
             raise InvalidModelError(f"The {self.task} bundle has no tokenizer. Export the model again.")
+        tokenizer = self._text.tokenizer
         # Tokenize exactly as preprocess did, now reading the offsets and special-token mask the graph never sees.
         encodings = tokenizer.encode(texts)
         ignore = set(self.spec.get("ignore_labels", ["O"]))
@@ -162,32 +150,20 @@ class HFProcessor:
                 index += 1
                 if enc.special_tokens_mask[pos]:
                     continue
-                scores = _scores(logits[row, pos], "softmax")
-                best = int(np.argmax(scores))
-                label = self._label(best)
+                token_scores = scores(logits[row, pos], "softmax")
+                best = int(np.argmax(token_scores))
+                label = self.scoring.label(best)
                 if label in ignore:
                     continue
                 word = tokenizer.id_to_token(token_id)
                 start, end = (int(enc.offsets[pos][0]), int(enc.offsets[pos][1]))
                 if token_id == tokenizer.unk_id:
                     word = text[start:end]  # the pipeline shows the original text for unknown tokens
-                entities.append({"entity": label, "score": float(scores[best]), "index": index, "word": word,
+                entities.append({"entity": label, "score": float(token_scores[best]), "index": index, "word": word,
                                  "start": start, "end": end})
             results.append(entities)
         return results
 
-    def _label(self, i: int) -> str:
-        return self.labels.get(str(i), f"LABEL_{i}")
-
-
-def _scores(logits: np.ndarray, function: str) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
-    if function == "sigmoid":
-        return np.asarray(1.0 / (1.0 + np.exp(-x)))
-    if function == "none":
-        return x
-    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=-1, keepdims=True))
 
 
 def _hwc_uint8(array: np.ndarray) -> np.ndarray:

@@ -1,20 +1,24 @@
 """A Hugging Face model reference -> the folder that holds it, pinned to a content id.
 
-Two sources: a local folder (what ``save_pretrained`` wrote), pinned by a hash of its files, or a repo id found in
-the local Hugging Face cache, pinned by the snapshot's commit sha. Ciro never downloads: the machines that run it
-do not reach the Hub, so the cache is always read with ``local_files_only=True``.
+Two sources: a local folder (what ``save_pretrained`` wrote), pinned by a hash of its files, or a Hub repo id,
+pinned by its commit sha: downloaded into huggingface_hub's cache (only the files the exporter reads) when the Hub is
+reachable, read from that cache as it is with ``HF_HUB_OFFLINE=1`` or when the Hub cannot be reached
+(:mod:`hf_ciro.hub`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ciro import InputError, ModelNotFoundError
+from ciro import InputError
 
-__all__ = ["Resolved", "folder_sha", "hub_cache_dir", "resolve"]
+from .hub import Preview
+
+__all__ = ["Preview", "Resolved", "describe", "folder_sha", "hub_cache_dir", "resolve"]
 
 _CHUNK = 1 << 20
 
@@ -23,9 +27,9 @@ _CHUNK = 1 << 20
 class Resolved:
     repo_id: str  # "org/name", or for a local folder its folder name
     revision: str | None  # what was asked for
-    sha: str  # commit sha (cache) or "local-<first 40 hex of a sha256 over the folder's files>"
-    path: Path  # the snapshot / folder holding config.json
-    source: str  # "cache" or "folder"
+    sha: str  # commit sha (Hub repo) or "local-<first 40 hex of a sha256 over the folder's files>"
+    path: Path  # the snapshot in the Hugging Face cache / the folder, holding config.json
+    source: str  # "cache" (a Hub repo, downloaded into or found in the Hugging Face cache) or "folder"
 
     @property
     def key(self) -> str:
@@ -34,33 +38,61 @@ class Resolved:
         return self.repo_id if self.source == "cache" else f"folder:{self.path}"
 
 
-def resolve(repo_id_or_path: str, revision: str | None = None, *, folders: bool = True) -> Resolved:
-    """Find a model: an existing folder with a config.json, else a repo id in the local Hugging Face cache.
-    ``folders=False`` takes repo ids only (a web page must not probe the gateway's own file system)."""
-    if not isinstance(repo_id_or_path, str) or not repo_id_or_path.strip():
-        raise InputError(f"Expected a model folder or a Hugging Face repo id, got {repo_id_or_path!r}. Pass a folder "
+def resolve(repo_id_or_path: str, revision: str | None = None, *, folders: bool = True, download: bool = True,
+            token: str | None = None) -> Resolved:
+    """Find a model: an existing folder with a config.json, else a Hub repo id, downloaded into the Hugging Face
+    cache unless ``download=False`` or HF_HUB_OFFLINE=1 (then only the cache is read). ``token`` reads gated or
+    private repos (default: HF_TOKEN or the ``huggingface-cli login`` token). ``folders=False`` takes repo ids only
+    (a web page must not probe the gateway's own file system)."""
+    folder = _folder(repo_id_or_path, folders)
+    if folder is not None:
+        return _from_folder(folder, revision)
+    return _from_hub(repo_id_or_path, revision, download, token)
+
+
+def describe(repo_id_or_path: str, revision: str | None = None, *, folders: bool = True,
+             token: str | None = None) -> Preview:
+    """What the Deploy page shows of a model (revision, task, config, size) without downloading its weights: a
+    Hub repo as the Hub lists it now (its small files are cached), or as cached when offline; a folder as it is."""
+    from .export import infer_task
+    from .hub import preview
+
+    folder = _folder(repo_id_or_path, folders)
+    if folder is None:
+        return preview(repo_id_or_path, revision, cache=hub_cache_dir(), token=token)
+    found = _from_folder(folder, revision)
+    config = json.loads((found.path / "config.json").read_text())
+    size = sum(p.stat().st_size for p in found.path.rglob("*") if p.is_file())
+    return Preview(found.repo_id, found.sha, "folder", infer_task(found.path), config if isinstance(config, dict)
+                   else {}, size)
+
+
+def _folder(spec: str, folders: bool) -> Path | None:
+    """The folder ``spec`` names (when folders are allowed), or None for a Hub repo id; InputError for neither."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"Expected a model folder or a Hugging Face repo id, got {spec!r}. Pass a folder "
                          "that holds config.json or a repo id such as 'sentence-transformers/all-MiniLM-L6-v2'.")
     if not folders:
-        if not _is_repo_id(repo_id_or_path):
-            raise InputError(f"{repo_id_or_path!r} is not a Hugging Face repo id ('org/name' or 'name'). This page "
+        if not _is_repo_id(spec):
+            raise InputError(f"{spec!r} is not a Hugging Face repo id ('org/name' or 'name'). This page "
                              "deploys Hub models; deploy a local folder with `ciro hf deploy FOLDER` on the gateway.")
-        return _from_cache(repo_id_or_path, revision)
+        return None
     try:
-        folder = Path(repo_id_or_path).expanduser()
+        folder = Path(spec).expanduser()
         is_dir, is_file = folder.is_dir(), folder.is_file()
     except (RuntimeError, OSError, ValueError):  # '~nobody/x', a name too long, a NUL byte: not a folder
         is_dir = is_file = False
     # A folder wins over a repo id of the same spelling, as in transformers' own from_pretrained.
     if is_dir:
-        return _from_folder(folder, revision)
+        return folder
     if is_file:
-        raise InputError(f"{repo_id_or_path!r} is a file. Pass the folder that holds the model's config.json, or a "
+        raise InputError(f"{spec!r} is a file. Pass the folder that holds the model's config.json, or a "
                          "Hugging Face repo id.")
-    if not _is_repo_id(repo_id_or_path):
-        raise InputError(f"{repo_id_or_path!r} is neither an existing folder nor a Hugging Face repo id ('org/name' "
+    if not _is_repo_id(spec):
+        raise InputError(f"{spec!r} is neither an existing folder nor a Hugging Face repo id ('org/name' "
                          "or 'name'). Pass the folder that holds the model's config.json, or a repo id such as "
                          "'sentence-transformers/all-MiniLM-L6-v2'.")
-    return _from_cache(repo_id_or_path, revision)
+    return None
 
 
 def folder_sha(folder: Path) -> str:
@@ -115,44 +147,8 @@ def _is_repo_id(text: str) -> bool:
     return True
 
 
-def _from_cache(repo_id: str, revision: str | None) -> Resolved:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _from_hub(repo_id: str, revision: str | None, download: bool, token: str | None) -> Resolved:
+    from .hub import snapshot
 
-    cache = hub_cache_dir()
-    try:
-        snapshot = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
-    except LocalEntryNotFoundError as exc:
-        raise _not_cached(repo_id, revision, cache) from exc
-    if not (snapshot / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"The cached snapshot {snapshot} of {repo_id!r} has no config.json (a partial download). On a machine with "
-            f"Hub access run `huggingface-cli download {repo_id} --revision {snapshot.name}` and copy the cache here, "
-            "or pass the model's local folder instead.",
-            detail={"repo_id": repo_id, "revision": revision, "cache": str(cache)},
-        )
-    return Resolved(repo_id=repo_id, revision=revision, sha=snapshot.name, path=snapshot, source="cache")
-
-
-def _not_cached(repo_id: str, revision: str | None, cache: Path) -> ModelNotFoundError:
-    detail = {"repo_id": repo_id, "revision": revision, "cache": str(cache)}
-    offline = ("Ciro reads only the local Hugging Face cache (as with HF_HUB_OFFLINE=1): it never downloads from the "
-               "Hub.")
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
-    if not repo_dir.is_dir():
-        return ModelNotFoundError(
-            f"{repo_id!r} is not in the local Hugging Face cache ({cache}) and is not a local folder. {offline} On a "
-            f"machine with Hub access run `huggingface-cli download {repo_id}` and copy the cache here (or point "
-            "HF_HUB_CACHE / HF_HOME at it), or pass the model's local folder instead.",
-            detail=detail,
-        )
-    wanted = revision or "main"
-    refs = sorted(p.relative_to(repo_dir / "refs").as_posix() for p in (repo_dir / "refs").rglob("*") if p.is_file())
-    snapshots = sorted(p.name for p in (repo_dir / "snapshots").glob("*") if p.is_dir())
-    return ModelNotFoundError(
-        f"Revision {wanted!r} of {repo_id!r} is not in the local Hugging Face cache ({cache}); cached refs: "
-        f"{refs or 'none'}, cached snapshots: {snapshots or 'none'}. {offline} Pass one of the cached revisions, or "
-        f"on a machine with Hub access run `huggingface-cli download {repo_id} --revision {wanted}` and copy the "
-        "cache here, or pass the model's local folder instead.",
-        detail={**detail, "cached_refs": refs, "cached_snapshots": snapshots},
-    )
+    path = snapshot(repo_id, revision, cache=hub_cache_dir(), token=token, download=download)
+    return Resolved(repo_id=repo_id, revision=revision, sha=path.name, path=path, source="cache")

@@ -1,12 +1,14 @@
 """The gateway pages of the Hugging Face plugin (installed through the ``ciro.gateway`` entry point):
 
 - ``GET /deploy?repo=ORG/NAME[&revision=REV]``: the model, its task and size, the verification choices with what
-  each proves (and, for zk, a pre-flight estimate on request), and a Deploy button.
+  each proves (and, for zk, a pre-flight estimate on request), and a Deploy button. The page reads the Hub's listing
+  and the model's small files (config, tokenizer); the weights are downloaded by the deploy, not by the page.
 - ``GET /deploy/{name}``: a deployed model with a live test form: text or an image in, the prediction and its
   evidence out.
 - ``GET /badge.svg``: the "Deploy on Ciro" badge that ``ciro hf badge`` links to this page.
 - ``POST /webhooks/huggingface``: Hugging Face's webhook for repo updates; with the right ``X-Webhook-Secret``, a
-  deployed repo is redeployed at the pushed revision and switched over once ready.
+  deployed repo is redeployed at the pushed revision (downloaded from the Hub unless HF_HUB_OFFLINE=1) and switched
+  over once ready.
 
 Server-rendered HTML with native forms: it works without JavaScript and with a screen reader.
 """
@@ -19,14 +21,22 @@ import html
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ciro import CiroClient, CiroError, Config, DeploymentNotFoundError, JobResult, VerificationLevel
+from ciro import (
+    AuthError,
+    CiroClient,
+    CiroError,
+    Config,
+    DeploymentNotFoundError,
+    JobResult,
+    ModelNotFoundError,
+    VerificationLevel,
+)
 from ciro.auth import csrf_token, ensure_local_token
 
 __all__ = ["install"]
@@ -57,10 +67,6 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 def _error(title: str, message: str, status: int) -> HTMLResponse:
     return _page(title, f"<h1>{html.escape(title)}</h1><p class='error' role='alert'>{html.escape(message)}</p>",
                  status)
-
-
-def _folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class _State:
@@ -103,17 +109,16 @@ def install(app: FastAPI, cfg: Config) -> None:
         """The Deploy-on-Ciro page of a Hugging Face model."""
         if not repo:
             return _error("Deploy on Ciro", "Name the model: /deploy?repo=ORG/NAME (the badge link does).", 400)
-        from .export import infer_task
-        from .resolve import resolve
+        from .resolve import describe
 
         try:
-            resolved = await asyncio.to_thread(resolve, repo, revision, folders=_operator(request))
-            task = await asyncio.to_thread(infer_task, resolved.path)
+            model = await asyncio.to_thread(describe, repo, revision, folders=_operator(request))
         except CiroError as exc:
-            return _error(f"Cannot deploy {repo}", exc.message, 404 if "not" in exc.message.lower() else 422)
-        size = _folder_size(resolved.path)
-        config = json.loads((resolved.path / "config.json").read_text())
-        labels = list((config.get("id2label") or {}).values())
+            status = 404 if isinstance(exc, ModelNotFoundError) else 403 if isinstance(exc, AuthError) else 422
+            return _error(f"Cannot deploy {repo}", exc.message, status)
+        labels = list((model.config.get("id2label") or {}).values())
+        source = {"hub": "on the Hub: downloaded when deployed", "cache": "in this gateway's Hugging Face cache",
+                  "folder": "a local folder"}[model.source]
         choices = "".join(
             f"<div class='choice'><input type='radio' id='v-{lv}' name='verification' value='{lv}'"
             f"{' checked' if lv == 'receipt' else ''}><label for='v-{lv}'><b>{lv}</b>: proves "
@@ -121,11 +126,11 @@ def install(app: FastAPI, cfg: Config) -> None:
         rev = f"<input type='hidden' name='revision' value='{html.escape(revision)}'>" if revision else ""
         label_row = (f"<tr><th>labels</th><td>{html.escape(', '.join(map(str, labels[:12])))}"
                      f"{' ...' if len(labels) > 12 else ''}</td></tr>") if labels else ""
-        body = f"""<h1>Deploy <code>{html.escape(resolved.repo_id)}</code> on Ciro</h1>
-<table aria-label="model"><tr><th>model</th><td>{html.escape(resolved.repo_id)}</td></tr>
-<tr><th>revision</th><td><code>{html.escape(resolved.sha)}</code> ({resolved.source})</td></tr>
-<tr><th>task</th><td id="task">{html.escape(task)}</td></tr>
-<tr><th>size</th><td>{size / 1e6:.1f} MB</td></tr>{label_row}</table>
+        body = f"""<h1>Deploy <code>{html.escape(model.repo_id)}</code> on Ciro</h1>
+<table aria-label="model"><tr><th>model</th><td>{html.escape(model.repo_id)}</td></tr>
+<tr><th>revision</th><td><code>{html.escape(model.sha)}</code> (<span id="source">{source}</span>)</td></tr>
+<tr><th>task</th><td id="task">{html.escape(model.task)}</td></tr>
+<tr><th>size</th><td>{model.size / 1e6:.1f} MB</td></tr>{label_row}</table>
 <form method="post" action="/deploy">{csrf_field}
 <input type="hidden" name="repo" value="{html.escape(repo)}">{rev}
 <fieldset><legend>Verification: the evidence every result carries</legend>{choices}
@@ -133,18 +138,21 @@ def install(app: FastAPI, cfg: Config) -> None:
 <a href="/deploy/estimate?repo={quote(repo)}{'&revision=' + quote(revision) if revision else ''}">estimate the zk
 cost</a>. Transformer models are usually far too large for a zk circuit here.</p></fieldset>
 <button type="submit">Deploy</button></form>"""
-        return _page(f"Deploy {resolved.repo_id} on Ciro", body)
+        return _page(f"Deploy {model.repo_id} on Ciro", body)
 
     @app.get("/deploy/estimate", response_class=HTMLResponse, tags=["hugging face"], responses=_PAGE_ERRORS)
     async def estimate_page(request: Request, repo: str, revision: str | None = None) -> HTMLResponse:
-        """zk pre-flight: circuit size and predicted set-up/prove time and memory on this machine."""
+        """zk pre-flight: circuit size and predicted set-up/prove time and memory on this machine. It needs the
+        weights: a model not in the gateway's cache is downloaded for the operator only (anyone else deploys it
+        first)."""
         from ciro.estimate import estimate
 
         from .deploy import exported
         from .resolve import resolve
 
         try:
-            resolved = await asyncio.to_thread(resolve, repo, revision, folders=_operator(request))
+            operator = _operator(request)
+            resolved = await asyncio.to_thread(resolve, repo, revision, folders=operator, download=operator)
             onnx, _, task = await asyncio.to_thread(exported, cfg, resolved, None)
             est = await asyncio.to_thread(estimate, onnx)
         except CiroError as exc:
@@ -239,7 +247,8 @@ cost</a>. Transformer models are usually far too large for a zk circuit here.</p
                                            (404, "the repo is not deployed here"), (422, "not a webhook payload"))})
     async def hf_webhook(request: Request) -> Response:
         """Hugging Face's webhook (repo updates). Checks ``X-Webhook-Secret``; a push to a deployed repo redeploys
-        the pushed revision (from this machine's cache) and switches over once it is ready."""
+        the pushed revision (downloaded from the Hub, or from this machine's cache with HF_HUB_OFFLINE=1) and
+        switches over once it is ready."""
         secret = cfg.webhook_secret
         given = request.headers.get("x-webhook-secret", "")
         if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
@@ -297,7 +306,8 @@ _HTML = {"text/html": {"schema": {"type": "string"}}}
 #: The pages answer errors as HTML pages, not JSON.
 _PAGE_ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"description": d, "content": _HTML} for s, d in (
-        (400, "the request names no model"), (403, "the form's anti-forgery token is wrong"),
+        (400, "the request names no model"),
+        (403, "the form's anti-forgery token is wrong, or the Hub refused a gated or private repo"),
         (404, "no such model or deployment"), (422, "the model cannot be deployed, or a field is invalid"))}
 for _status in (400, 422):  # malformed forms and fields are refused by FastAPI itself, as JSON
     _PAGE_ERRORS[_status]["content"] = {**_HTML, "application/json": {}}

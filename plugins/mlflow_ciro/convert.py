@@ -1,10 +1,14 @@
-"""MLflow model -> ONNX, checked: the converted model must reproduce the original pyfunc's predictions on the
-model's input example before anything is deployed.
+"""MLflow model -> ONNX, checked against the original model on its input example before anything is deployed.
 
-Flavors: ``onnx`` (as is), ``sklearn`` (skl2onnx), ``pytorch`` (``torch.onnx.export`` with the TorchScript
-exporter). Predictions agree when integer/boolean/string outputs are equal and float outputs satisfy
-``numpy.allclose(onnx, original, rtol, atol)`` (defaults rtol=1e-4, atol=1e-5: ONNX Runtime computes in float32
-where scikit-learn uses float64).
+The ``onnx``, ``sklearn``, ``pytorch``, ``xgboost`` and ``lightgbm`` flavors go through Ciro's one conversion
+registry (:mod:`ciro.convert`): the model is loaded with its flavor's loader, converted (as logged, skl2onnx,
+``torch.onnx.export``, onnxmltools), and the ONNX model and the original run on the input example (or random
+rows in the signature's shape). Integer, boolean and string outputs (labels) must be equal and float outputs
+satisfy ``numpy.allclose(onnx, original, rtol, atol)`` (defaults rtol=1e-4, atol=1e-5: ONNX Runtime computes in
+float32 where scikit-learn and LightGBM use float64), else nothing is deployed. ``transformers`` text
+classifiers are exported here (:mod:`mlflow_ciro.text`) and checked against the pyfunc's labels and scores.
+
+Errors are Ciro's (``ciro.errors``); the target turns them into ``MlflowException`` at its public methods.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 
-from .inputs import Layout, feeds
+from ciro import InputError, InvalidModelError, ModelNotFoundError
+from ciro.convert import Tolerance, convert_model
+
+from .inputs import Layout
 
 __all__ = ["ATOL", "RTOL", "SUPPORTED_FLAVORS", "Converted", "convert"]
 
-SUPPORTED_FLAVORS = ("onnx", "sklearn", "pytorch", "transformers")
+#: In the order a flavor is picked when the model has several and none is asked for.
+SUPPORTED_FLAVORS = ("onnx", "sklearn", "pytorch", "xgboost", "lightgbm", "transformers")
+#: Flavors whose models are tables of numbers: one float32 input of the signature's columns, in order.
+TABULAR = ("sklearn", "xgboost", "lightgbm")
 RTOL, ATOL = 1e-4, 1e-5
 EXAMPLE_ROWS = 8
 
@@ -44,47 +52,49 @@ class Converted:
     bundle: dict[str, bytes] | None = None
 
 
-def _bad(message: str, code: int = INVALID_PARAMETER_VALUE) -> MlflowException:
-    return MlflowException(message, error_code=code)
-
-
 def load(model_uri: str) -> tuple[Path, Any]:
     """Download the model's artifacts (a no-op for a local path) and read its MLmodel file."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
         return local, Model.load(str(local))
     except MlflowException as exc:
-        raise _bad(f"Cannot load the MLflow model at {model_uri!r}: {exc.message}. Check the URI "
-                   "(models:/m-<id>, models:/<name>/<version>, runs:/<run_id>/<path> or a local folder) and "
-                   "MLFLOW_TRACKING_URI.", RESOURCE_DOES_NOT_EXIST) from exc
+        raise ModelNotFoundError(f"Cannot load the MLflow model at {model_uri!r}: {exc.message}. Check the URI "
+                                 "(models:/m-<id>, models:/<name>/<version>, runs:/<run_id>/<path> or a local "
+                                 "folder) and MLFLOW_TRACKING_URI.") from exc
     except OSError as exc:
-        raise _bad(f"Cannot load the MLflow model at {model_uri!r}: {exc}. Check the URI (models:/m-<id>, "
-                   "runs:/<run_id>/<path> or a local folder with an MLmodel file).", RESOURCE_DOES_NOT_EXIST) from exc
+        raise ModelNotFoundError(f"Cannot load the MLflow model at {model_uri!r}: {exc}. Check the URI "
+                                 "(models:/m-<id>, runs:/<run_id>/<path> or a local folder with an MLmodel file)."
+                                 ) from exc
 
 
 def pick_flavor(flavors: dict[str, Any], wanted: str | None, model_uri: str) -> str:
     have = [f for f in flavors if f != "python_function"]
     if wanted is not None and wanted != "python_function":
         if wanted not in SUPPORTED_FLAVORS:
-            raise _bad(f"Ciro cannot deploy the {wanted!r} flavor. Supported flavors: {', '.join(SUPPORTED_FLAVORS)} "
-                       "(converted to ONNX). Log the model with one of them, e.g. mlflow.onnx.log_model.")
+            raise InputError(f"Ciro cannot deploy the {wanted!r} flavor. Supported flavors: "
+                             f"{', '.join(SUPPORTED_FLAVORS)} (converted to ONNX). Log the model with one of them, "
+                             "e.g. mlflow.onnx.log_model.")
         if wanted not in flavors:
-            raise _bad(f"The model at {model_uri!r} has no {wanted!r} flavor (it has {have}). Drop --flavor or "
-                       "pick one of those.")
+            raise InputError(f"The model at {model_uri!r} has no {wanted!r} flavor (it has {have}). Drop --flavor "
+                             "or pick one of those.")
         return wanted
     for f in SUPPORTED_FLAVORS:
         if f in flavors:
             return f
-    raise _bad(f"The model at {model_uri!r} has flavor(s) {have}, which Ciro cannot convert to ONNX. Supported "
-               f"flavors: {', '.join(SUPPORTED_FLAVORS)}. Export the model to ONNX and log it with mlflow.onnx.")
+    raise InputError(f"The model at {model_uri!r} has flavor(s) {have}, which Ciro cannot convert to ONNX. "
+                     f"Supported flavors: {', '.join(SUPPORTED_FLAVORS)}. Export the model to ONNX and log it with "
+                     "mlflow.onnx.")
 
 
-def convert(model_uri: str, flavor: str | None = None, *, rtol: float = RTOL, atol: float = ATOL) -> Converted:
-    """Convert and check; raises ``MlflowException`` (and deploys nothing) when the model cannot be converted
-    or the ONNX model does not reproduce the original's predictions."""
+def convert(model_uri: str, flavor: str | None = None, *, rtol: float = RTOL, atol: float = ATOL,
+            zk: bool = False) -> Converted:
+    """Convert and check; raises a Ciro error (and deploys nothing) when the model cannot be converted or the ONNX
+    model does not reproduce the original's predictions. ``zk``: the deployment serves zk jobs, so the model is
+    converted to a circuit EZKL can prove (``ciro.convert.convert_model(..., zk=True)``), or refused saying why."""
     local, meta = load(model_uri)
     chosen = pick_flavor(meta.flavors, flavor, model_uri)
     if chosen == "transformers":
@@ -94,24 +104,68 @@ def convert(model_uri: str, flavor: str | None = None, *, rtol: float = RTOL, at
     if example is None:
         example = _example_from_signature(meta.signature)
     if example is None and chosen != "onnx":
-        raise _bad(f"The model at {model_uri!r} has neither an input example nor a signature, so its ONNX "
-                   "conversion cannot be checked. Log it with input_example=... (or signature=...).")
-    tensor_inputs: list[str] = []
-    if chosen == "onnx":
-        data = _onnx(local, meta)
-    elif chosen == "sklearn":
-        data = _sklearn(local, example, meta.signature)
-    else:
-        data, tensor_inputs = _pytorch(local, example, meta.signature)
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        raise InputError(f"The model at {model_uri!r} has neither an input example nor a signature, so its ONNX "
+                         "conversion cannot be checked. Log it with input_example=... (or signature=...).")
+    model, rows, tensor_inputs = _load_flavor(chosen, local, meta, example)
+    conv = convert_model(chosen, model, example=rows, tolerance=Tolerance(rtol, atol), source=model_uri, zk=zk)
+    sess = ort.InferenceSession(conv.onnx, providers=["CPUExecutionProvider"])
     layout = Layout([{"name": i.name, "dtype": _dtype(i.type), "shape": [d if isinstance(d, int) else None
                                                                           for d in i.shape]}
                      for i in sess.get_inputs()], signature, tensor_inputs)
-    if example is None:  # an ONNX model without example or signature: nothing to compare, nothing converted
-        return Converted(chosen, data, layout, sess.get_outputs()[0].name,
-                         {"rows": 0, "note": "no input example: the ONNX model is deployed as logged"})
-    primary, check = _check(local, sess, example, layout, rtol, atol, chosen, model_uri)
-    return Converted(chosen, data, layout, primary, check)
+    if conv.prediction is None:  # an ONNX model: deployed as logged, nothing converted or compared
+        return Converted(chosen, conv.onnx, layout, sess.get_outputs()[0].name,
+                         {"rows": 0, "note": "an ONNX model: deployed as logged, nothing converted"})
+    check = {"rows": conv.details["rows"], "max_abs_error": conv.max_abs_diff, "rtol": rtol, "atol": atol,
+             "outputs": list(conv.details["outputs"]),
+             "compared": f"onnxruntime vs the original {chosen} model on the input example ({conv.details['tool']})"}
+    return Converted(chosen, conv.onnx, layout, conv.prediction, check)
+
+
+def _load_flavor(flavor: str, local: Path, meta: Any, example: Any) -> tuple[Any, Any, list[str]]:
+    """The original model as its flavor loads it, the example rows for the core converter, and (PyTorch) the ONNX
+    input names in the signature's order."""
+    if flavor == "onnx":
+        conf = meta.flavors["onnx"]  # onnx.load resolves external data files beside the model
+        return bytes(onnx.load(str(local / conf.get("data", "model.onnx"))).SerializeToString()), None, []
+    if flavor == "pytorch":
+        import mlflow.pytorch
+
+        names, arrays = _tensors(example, meta.signature)
+        return _exportable(mlflow.pytorch.load_model(str(local), map_location="cpu")), dict(zip(
+            names, arrays, strict=True)), names
+    loader = {"sklearn": "mlflow.sklearn", "xgboost": "mlflow.xgboost", "lightgbm": "mlflow.lightgbm"}[flavor]
+    import importlib
+
+    model = importlib.import_module(loader).load_model(str(local))
+    return model, {"input": _table(example, meta.signature, model)}, []
+
+
+def _table(example: Any, signature: Any, model: Any) -> np.ndarray:
+    """A tabular model's example as float32 rows, columns in the signature's order (what predict will send)."""
+    cols = list(signature.inputs.input_names()) if signature is not None and \
+        not signature.inputs.is_tensor_spec() else []
+    names = getattr(model, "feature_names_in_", None)
+    fitted = [str(c) for c in names] if names is not None else []
+    if cols and set(fitted) == set(cols) and fitted != cols:  # (LightGBM keeps sanitized names: not comparable)
+        raise InputError(f"The model was fitted on columns {fitted} but its signature lists them as {cols}. Log it "
+                         "with an input example (or signature) whose columns are in the training order.")
+    if isinstance(example, pd.DataFrame):
+        frame = example[cols] if cols and all(c in example.columns for c in cols) else example
+        arr = frame.to_numpy(dtype=np.float32)
+    else:
+        arr = np.asarray(example, dtype=np.float32)
+    return arr.reshape(len(arr), -1)
+
+
+def _tensors(example: Any, signature: Any) -> tuple[list[str], list[np.ndarray]]:
+    if isinstance(example, dict):
+        names, arrays = list(example), [np.asarray(v) for v in example.values()]
+    else:
+        spec_names = signature.inputs.input_names() if signature is not None and signature.inputs.has_input_names() \
+            else []
+        names = list(spec_names) or ["input"]
+        arrays = [example.to_numpy(dtype=np.float32) if isinstance(example, pd.DataFrame) else np.asarray(example)]
+    return [n if n else f"input_{i}" for i, n in enumerate(names)], arrays
 
 
 def _dtype(ort_type: str) -> str:
@@ -136,66 +190,6 @@ def _example_from_signature(signature: Any) -> Any:
     return next(iter(arrays.values())) if len(arrays) == 1 else arrays
 
 
-def _onnx(local: Path, meta: Any) -> bytes:
-    conf = meta.flavors["onnx"]
-    model = onnx.load(str(local / conf.get("data", "model.onnx")))
-    return bytes(model.SerializeToString())
-
-
-def _n_columns(example: Any, signature: Any) -> int:
-    if signature is not None and not signature.inputs.is_tensor_spec():
-        return len(signature.inputs.input_names())
-    arr = example.to_numpy() if isinstance(example, pd.DataFrame) else np.asarray(example)
-    return int(arr.reshape(len(arr), -1).shape[1])
-
-
-def _sklearn(local: Path, example: Any, signature: Any) -> bytes:
-    import mlflow.sklearn
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    model = mlflow.sklearn.load_model(str(local))
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    options = {id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None
-    try:
-        proto = convert_sklearn(model, initial_types=[("input", FloatTensorType([None, _n_columns(example,
-                                                                                                  signature)]))],
-                                options=options)
-    except Exception as exc:  # skl2onnx raises bare RuntimeError/NameError for unsupported estimators
-        raise _bad(f"skl2onnx cannot convert this scikit-learn model ({type(model).__name__}): {str(exc)[:300]}. "
-                   "Use estimators skl2onnx supports, or convert it yourself and log it with mlflow.onnx.") from exc
-    return bytes(proto.SerializeToString())
-
-
-def _pytorch(local: Path, example: Any, signature: Any) -> tuple[bytes, list[str]]:
-    import mlflow.pytorch
-    import torch
-
-    module = _exportable(mlflow.pytorch.load_model(str(local), map_location="cpu"))
-    if isinstance(example, dict):
-        names, arrays = list(example), [np.asarray(v) for v in example.values()]
-    else:
-        spec_names = signature.inputs.input_names() if signature is not None and signature.inputs.has_input_names() \
-            else []
-        names = list(spec_names) or ["input"]
-        arrays = [example.to_numpy(dtype=np.float32) if isinstance(example, pd.DataFrame) else np.asarray(example)]
-    names = [n if n else f"input_{i}" for i, n in enumerate(names)]
-    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
-    with torch.no_grad():
-        out = module(*tensors)
-    n_out = len(out) if isinstance(out, tuple | list) else 1
-    outputs = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
-    with tempfile.TemporaryDirectory(prefix="ciro-mlflow-export-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        try:
-            torch.onnx.export(module, tensors, str(path), input_names=names, output_names=outputs, dynamo=False,
-                              dynamic_axes={n: {0: "batch"} for n in names + outputs}, opset_version=17)
-        except Exception as exc:  # the exporter raises many types for unsupported operators and control flow
-            raise _bad(f"torch.onnx.export cannot export this PyTorch model: {str(exc).splitlines()[0][:300]}. "
-                       "Export it yourself (torch.onnx.export) and log the ONNX file with mlflow.onnx.") from exc
-        return path.read_bytes(), names
-
-
 def _transformers(local: Path, meta: Any, model_uri: str, atol: float) -> Converted:
     """A text-classification pipeline: ONNX logits plus its tokenizer as the processor bundle; checked against the
     pyfunc's labels and scores on the input example."""
@@ -218,9 +212,9 @@ def _transformers(local: Path, meta: Any, model_uri: str, atol: float) -> Conver
     want_labels, want_scores = list(expected["label"]), np.asarray(expected["score"], dtype=np.float64)
     worst = float(np.max(np.abs(np.asarray([g["score"] for g in got]) - want_scores), initial=0.0))
     if [g["label"] for g in got] != want_labels or worst > atol:
-        raise _bad(f"The ONNX conversion of the transformers model at {model_uri!r} does not reproduce its "
-                   f"predictions on the input example: labels {[g['label'] for g in got]} vs {want_labels}, scores "
-                   f"differ by {worst:.3g} (atol {atol}). Nothing was deployed.")
+        raise InvalidModelError(f"The ONNX conversion of the transformers model at {model_uri!r} does not reproduce "
+                                f"its predictions on the input example: labels {[g['label'] for g in got]} vs "
+                                f"{want_labels}, scores differ by {worst:.3g} (atol {atol}). Nothing was deployed.")
     layout = Layout(inputs, meta.signature.to_dict() if meta.signature is not None else None)
     check = {"rows": len(sample), "max_abs_error": worst, "atol": atol,
              "compared": "labels and scores: onnxruntime + tokenizer vs the original pyfunc on the input example"}
@@ -254,52 +248,3 @@ def _exportable_class() -> Any:
 def _exportable(inner: Any) -> Any:
     """The model in an :class:`Exportable` (a class made on first use: torch is imported lazily)."""
     return _exportable_class()(inner)
-
-
-def _check(local: Path, sess: ort.InferenceSession, example: Any, layout: Layout, rtol: float, atol: float,
-           flavor: str, model_uri: str) -> tuple[str, dict[str, Any]]:
-    """Run the original pyfunc and the ONNX model on the example; return the ONNX output that matches."""
-    import mlflow.pyfunc
-
-    expected = mlflow.pyfunc.load_model(str(local)).predict(example)
-    fed = feeds(example, layout)
-    names = [o.name for o in sess.get_outputs()]
-    got = dict(zip(names, sess.run(None, fed), strict=True))
-    wanted = {str(k): np.asarray(v) for k, v in expected.items()} if isinstance(expected, dict) else {
-        "": expected.to_numpy() if isinstance(expected, pd.DataFrame | pd.Series) else np.asarray(expected)}
-    rows = len(next(iter(fed.values())))
-    worst, primary = np.inf, None
-    for label, want in wanted.items():
-        candidates = [label] if label in got else names
-        for name in candidates:
-            err = _difference(got[name], want, rtol, atol)
-            if err is not None and err[0]:
-                primary = primary or name
-                worst = err[1] if worst is np.inf else max(worst, err[1])
-                break
-        else:
-            closest = min((e[1] for n in candidates if (e := _difference(got[n], want, rtol, atol)) is not None),
-                          default=np.inf)
-            raise _bad(f"The ONNX conversion of the {flavor} model at {model_uri!r} does not reproduce its "
-                       f"predictions on the input example ({rows} rows): the closest ONNX output differs by "
-                       f"{closest:.3g} (tolerance rtol={rtol}, atol={atol}). Nothing was deployed. Raise the "
-                       "tolerance (-C rtol=... -C atol=...) if that difference is acceptable, or log an ONNX model.")
-    assert primary is not None
-    return primary, {"rows": rows, "max_abs_error": float(worst), "rtol": rtol, "atol": atol,
-                     "compared": "onnxruntime vs the original pyfunc on the input example"}
-
-
-def _difference(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> tuple[bool, float] | None:
-    """(agrees, largest absolute difference) when the shapes line up, else None."""
-    if got.size != want.size:
-        return None
-    g, w = got.reshape(want.shape), want
-    if w.dtype.kind in "fc" or g.dtype.kind in "fc":
-        try:
-            gf, wf = g.astype(np.float64), w.astype(np.float64)
-        except (TypeError, ValueError):
-            return None
-        diff = float(np.max(np.abs(gf - wf), initial=0.0))
-        return bool(np.allclose(gf, wf, rtol=rtol, atol=atol)), diff
-    same = bool(np.array_equal(g.astype(str), w.astype(str)) if w.dtype.kind in "OUS" else np.array_equal(g, w))
-    return same, 0.0 if same else float("inf")

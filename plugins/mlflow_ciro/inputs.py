@@ -1,5 +1,6 @@
 """What ``predict`` accepts and returns: inputs checked against the MLflow signature and shaped for the ONNX
-model; one result row per input row, with the job id and its evidence alongside the prediction."""
+model; one result row per input row, with the job id and its evidence alongside the prediction, as columns (what
+``mlflow.deployments.PredictionsResponse`` holds and the CLI writes as JSON)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ciro import JobResult
+from ciro import InputError, JobResult
 
-__all__ = ["Layout", "evidence", "feeds", "frame"]
+__all__ = ["Layout", "as_columns", "evidence", "feeds", "rows_of"]
 
 _NUMPY = {"double": "float64", "float": "float32", "integer": "int32", "long": "int64", "boolean": "bool"}
 
@@ -39,17 +38,13 @@ class Layout:
         return cls(list(d["onnx_inputs"]), d.get("signature"), list(d.get("tensor_inputs") or []))
 
 
-def _bad(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
 def _signature(layout: Layout) -> ModelSignature | None:
     return ModelSignature.from_dict(layout.signature) if layout.signature else None
 
 
 def feeds(data: Any, layout: Layout) -> dict[str, np.ndarray]:
     """Named arrays for the ONNX model, one row per input row. Accepts a DataFrame (what the CLI reads from
-    ``--input-path``), a dict, a numpy array or a list; raises ``MlflowException`` naming what does not fit."""
+    ``--input-path``), a dict, a numpy array or a list; raises ``InputError`` naming what does not fit."""
     sig = _signature(layout)
     if sig is not None and not sig.inputs.is_tensor_spec():
         return _from_columns(data, sig, layout)
@@ -58,10 +53,10 @@ def feeds(data: Any, layout: Layout) -> dict[str, np.ndarray]:
     if isinstance(data, Mapping) and len(names) > 1:
         missing = [n for n in _tensor_names(sig, names) if n not in data]
         if missing:
-            raise _bad(f"Input is missing tensor(s) {missing}; the model takes {_tensor_names(sig, names)}.")
+            raise InputError(f"Input is missing tensor(s) {missing}; the model takes {_tensor_names(sig, names)}.")
         arrays = [data[n] for n in _tensor_names(sig, names)]
     elif len(names) > 1:
-        raise _bad(f"The model takes {len(names)} tensors {_tensor_names(sig, names)}: pass a dict by name.")
+        raise InputError(f"The model takes {len(names)} tensors {_tensor_names(sig, names)}: pass a dict by name.")
     else:
         value = next(iter(data.values())) if isinstance(data, Mapping) and len(data) == 1 else data
         arrays = [value.to_numpy() if isinstance(value, pd.DataFrame | pd.Series) else value]
@@ -80,14 +75,15 @@ def _tensor(value: Any, spec: Mapping[str, Any], label: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=spec["dtype"])
     except (TypeError, ValueError) as exc:
-        raise _bad(f"Input {label!r} cannot be read as {spec['dtype']} ({exc}). Send numbers.") from exc
+        raise InputError(f"Input {label!r} cannot be read as {spec['dtype']} ({exc}). Send numbers.") from exc
     shape = [d if isinstance(d, int) and d >= 0 else None for d in spec["shape"]]  # None: a free dimension
     if arr.ndim == len(shape) - 1:  # one example without its batch dimension
         arr = arr[None, ...]
     fixed_ok = arr.ndim == len(shape) and all(d is None or d == n for d, n in zip(shape, arr.shape, strict=True))
     if not fixed_ok:
         want = "(" + ", ".join("-1" if d is None else str(d) for d in shape) + ")"
-        raise _bad(f"Input {label!r} has shape {tuple(arr.shape)}; the model expects {want} (-1: any). Reshape it.")
+        raise InputError(f"Input {label!r} has shape {tuple(arr.shape)}; the model expects {want} (-1: any). "
+                         "Reshape it.")
     return arr
 
 
@@ -102,32 +98,32 @@ def _from_columns(data: Any, sig: ModelSignature, layout: Layout) -> dict[str, n
     if isinstance(data, pd.DataFrame) and not isinstance(data.columns, pd.RangeIndex):
         missing = [c for c in cols if c not in data.columns]
         if missing:
-            raise _bad(f"Input is missing column(s) {missing}. The model's signature expects columns {cols}.")
+            raise InputError(f"Input is missing column(s) {missing}. The model's signature expects columns {cols}.")
         table = data[cols]
     else:  # positional: an array, a list of rows, or a DataFrame without column names
         arr = np.asarray(data.to_numpy() if isinstance(data, pd.DataFrame) else data, dtype=object)
         if arr.ndim == 1 and arr.size == len(cols):
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != len(cols):
-            raise _bad(f"Input has shape {arr.shape}; the model expects rows of {len(cols)} values (columns {cols}). "
-                       "Send a DataFrame with those columns, or rows of that many values.")
+            raise InputError(f"Input has shape {arr.shape}; the model expects rows of {len(cols)} values (columns "
+                             f"{cols}). Send a DataFrame with those columns, or rows of that many values.")
         table = pd.DataFrame(arr, columns=cols)
     for c, t in zip(cols, types, strict=True):
         try:
             table[c].to_numpy(dtype=t)
         except (TypeError, ValueError) as exc:
-            raise _bad(f"Column {c!r} must hold {t} values ({exc}). Fix that column.") from exc
+            raise InputError(f"Column {c!r} must hold {t} values ({exc}). Fix that column.") from exc
     spec = layout.onnx_inputs[0]
     if len(layout.onnx_inputs) == 1:  # a converted scikit-learn model: one [N, n_columns] tensor
         return {spec["name"]: _tensor(table.to_numpy(dtype=spec["dtype"]), spec, "columns")}
     by_name = {s["name"]: s for s in layout.onnx_inputs}
     missing = [s for s in by_name if s not in cols]
     if missing:
-        raise _bad(f"The ONNX model's inputs {missing} are not columns of its signature {cols}.")
+        raise InputError(f"The ONNX model's inputs {missing} are not columns of its signature {cols}.")
     return {n: _tensor(table[n].to_numpy(dtype=s["dtype"]).reshape(-1, 1), s, n) for n, s in by_name.items()}
 
 
-def frame(results: list[JobResult], *, primary: str, gateway_url: str) -> pd.DataFrame:
+def rows_of(results: list[JobResult], *, primary: str, gateway_url: str) -> list[dict[str, Any]]:
     """One row per input row: ``predictions`` (the output that equals the original model's prediction), the
     other outputs by name, and the evidence of the job that computed it: id, level, worker, output commitment,
     receipt signer, proof hash, settlement and its transaction, and where the full evidence is
@@ -141,7 +137,14 @@ def frame(results: list[JobResult], *, primary: str, gateway_url: str) -> pd.Dat
             row: dict[str, Any] = {"predictions": _cell(out[primary], i)} if primary in out else {}
             row.update({name: _cell(v, i) for name, v in out.items() if name != primary})
             rows.append({**row, **ev})
-    return pd.DataFrame(rows)
+    return rows
+
+
+def as_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as JSON-ready columns, ``predictions`` first (present even for no rows): ``pandas.DataFrame(columns)``
+    is the table again."""
+    names = ["predictions", *dict.fromkeys(k for row in rows for k in row if k != "predictions")]
+    return {name: [row.get(name) for row in rows] for name in names}
 
 
 def evidence(r: JobResult, gateway_url: str) -> dict[str, Any]:

@@ -3,17 +3,18 @@
 Deployments live in the Ciro gateway (``/v1/deployments``, persisted under its ``CIRO_HOME``), so every
 ``mlflow deployments`` process, and a restarted gateway, sees the same ones. MLflow finds this module through
 the ``mlflow.deployments`` entry point; it holds the one client class, ``run_local`` and ``target_help``.
+
+Inside the plugin every error is Ciro's (``ciro.errors``); the client's public methods are its outer boundary,
+where they become ``MlflowException`` with a matching error code (what MLflow's CLI and callers expect).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import numpy as np
-import pandas as pd
-from mlflow.deployments import BaseDeploymentClient
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INTERNAL_ERROR,
@@ -31,23 +32,24 @@ from ciro import (
     Config,
     ConfigError,
     Deployment,
+    DeploymentError,
     DeploymentExistsError,
     DeploymentNotFoundError,
     GatewayUnavailableError,
     InputError,
     JobFailedError,
+    ModelError,
     ModelNotFoundError,
+    QuorumPolicy,
     VerificationLevel,
 )
 
+from . import predict as _predict
 from .convert import ATOL, RTOL, SUPPORTED_FLAVORS, Converted, convert
-from .inputs import Layout, evidence, feeds, frame
-from .text import texts
 
 __all__ = ["CiroDeploymentClient", "run_local", "target_help"]
 
 T = TypeVar("T")
-PREDICT_CHUNK = 512  # jobs per request
 #: What each level proves: the core's one text (VerificationLevel.proves), never restated here.
 PROVES = {level.value: level.proves for level in VerificationLevel}
 _OPTIONS = {
@@ -70,6 +72,7 @@ _OPTIONS = {
 def target_help() -> str:
     options = "\n".join(f"    -C {k}=...  {v}" for k, v in _OPTIONS.items())
     levels = "\n".join(f"    {k:<8} {v}" for k, v in PROVES.items())
+    q = QuorumPolicy()  # what a deployment's quorum jobs run with (the target sets no f)
     return f"""Ciro: verifiable inference on a Ray cluster of GPU providers, settled on Starknet.
 
 Target URIs:
@@ -82,15 +85,24 @@ Options (-C key=value) for create and update:
 
 What each verify level proves:
 {levels}
+    verify=quorum runs each job on k={q.k} distinct workers (f={q.f}; each signs with its own key) and accepts
+    the output {q.threshold} of them agree on; they are spread over providers and nodes as far as the pool
+    allows, but nothing requires them to belong to different providers.
 
-Flavors: {", ".join(SUPPORTED_FLAVORS)}. scikit-learn (skl2onnx), PyTorch and transformers text-classification
-(torch.onnx.export) models are converted to ONNX and must reproduce the original pyfunc's predictions on the
-model's input example before the deployment is created.
+Flavors: {", ".join(SUPPORTED_FLAVORS)}. scikit-learn (skl2onnx), XGBoost and LightGBM (onnxmltools), PyTorch
+and transformers text-classification (torch.onnx.export) models are converted to ONNX (Ciro's converter
+registry, ciro.convert) and must reproduce the original model's predictions on the model's input example
+(labels equal, floats within rtol/atol) before the deployment is created. With -C verify=zk, scikit-learn,
+XGBoost and LightGBM models are converted instead to plain tensor operators EZKL can prove (that circuit is
+served and proven; its label column holds the class values as floats), and a model EZKL could not prove is
+refused with the reason before anything is deployed.
 
 predict accepts a DataFrame (what --input-path holds), a dict, a numpy array or a list, checks it against the
-model signature, and returns a DataFrame: `predictions`, the model's other outputs, and per row the job id,
-verification level, worker, output commitment, receipt signer, proof hash, settlement and its transaction, and
-the URL of the full evidence (verify it offline with `ciro verify`).
+model signature, and returns an mlflow.deployments.PredictionsResponse of columns (one value per input row):
+`predictions`, the model's other outputs, and the job id, verification level, worker, output commitment,
+receipt signer, proof hash, settlement and its transaction, and the URL of the full evidence (verify it
+offline with `ciro verify`). predict_stream (Python API) submits every job at once and yields each job's
+rows, as a PredictionsResponse with a `row` column, as soon as that job completes.
 
 Examples:
     mlflow deployments create -t ciro --name iris -m models:/m-<id> -C verify=quorum
@@ -99,21 +111,43 @@ Examples:
 """
 
 
+_CODES: list[tuple[type[CiroError], int]] = [
+    (DeploymentNotFoundError, RESOURCE_DOES_NOT_EXIST), (ModelNotFoundError, RESOURCE_DOES_NOT_EXIST),
+    (DeploymentExistsError, RESOURCE_ALREADY_EXISTS), (InputError, INVALID_PARAMETER_VALUE),
+    (ConfigError, INVALID_PARAMETER_VALUE), (ModelError, INVALID_PARAMETER_VALUE),
+    (DeploymentError, INVALID_PARAMETER_VALUE), (AuthError, PERMISSION_DENIED),
+    (GatewayUnavailableError, TEMPORARILY_UNAVAILABLE), (JobFailedError, INTERNAL_ERROR)]
+
+
+def _mlflow_error(exc: CiroError) -> MlflowException:
+    """A Ciro error as the MlflowException MLflow's CLI shows: Ciro's message (which says what next), a matching
+    error code."""
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), INTERNAL_ERROR)
+    return MlflowException(f"Ciro: {exc.message}", error_code=code)
+
+
 def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
-    """Ciro's errors as MlflowExceptions with the matching error code and Ciro's message (which says what next)."""
-    codes: list[tuple[type[CiroError], int]] = [
-        (DeploymentNotFoundError, RESOURCE_DOES_NOT_EXIST), (ModelNotFoundError, RESOURCE_DOES_NOT_EXIST),
-        (DeploymentExistsError, RESOURCE_ALREADY_EXISTS), (InputError, INVALID_PARAMETER_VALUE),
-        (ConfigError, INVALID_PARAMETER_VALUE), (AuthError, PERMISSION_DENIED),
-        (GatewayUnavailableError, TEMPORARILY_UNAVAILABLE), (JobFailedError, INTERNAL_ERROR)]
+    """The outer boundary: Ciro's errors leave a public method as MlflowExceptions."""
 
     @functools.wraps(fn)
     def inner(*args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except CiroError as exc:
-            code = next((c for cls, c in codes if isinstance(exc, cls)), INTERNAL_ERROR)
-            raise MlflowException(f"Ciro: {exc.message}", error_code=code) from exc
+            raise _mlflow_error(exc) from exc
+
+    return inner
+
+
+def _wrap_stream(fn: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    """:func:`_wrap` for a generator: errors raised while it is iterated are converted too."""
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Iterator[T]:
+        try:
+            yield from fn(*args, **kwargs)
+        except CiroError as exc:
+            raise _mlflow_error(exc) from exc
 
     return inner
 
@@ -124,8 +158,8 @@ def _gateway_url(target_uri: str) -> str | None:
         return None
     rest = target_uri.strip().removeprefix("ciro:/")
     if rest == target_uri.strip() or not rest.startswith(("http://", "https://")):
-        raise MlflowException(f"Unknown Ciro target URI {target_uri!r}. Use 'ciro' (the embedded default) or "
-                              "'ciro:/http://HOST:PORT' (a remote gateway).", error_code=INVALID_PARAMETER_VALUE)
+        raise InputError(f"Unknown Ciro target URI {target_uri!r}. Use 'ciro' (the embedded default) or "
+                         "'ciro:/http://HOST:PORT' (a remote gateway).")
     return rest.rstrip("/")
 
 
@@ -134,8 +168,8 @@ def _options(config: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in (config or {}).items():
         if key not in _OPTIONS:
-            raise MlflowException(f"Unknown option -C {key}. Ciro takes: {', '.join(_OPTIONS)} "
-                                  "(mlflow deployments help -t ciro).", error_code=INVALID_PARAMETER_VALUE)
+            raise InputError(f"Unknown option -C {key}. Ciro takes: {', '.join(_OPTIONS)} "
+                             "(mlflow deployments help -t ciro).")
         value = str(raw).strip()
         try:
             if key == "verify":
@@ -158,9 +192,8 @@ def _options(config: dict[str, Any] | None) -> dict[str, Any]:
                     raise ValueError("not above 0")
             else:
                 out[key] = float(value)
-        except (ValueError, InputError) as exc:
-            raise MlflowException(f"Bad value -C {key}={raw}: {exc}. Expected: {_OPTIONS[key]}.",
-                                  error_code=INVALID_PARAMETER_VALUE) from exc
+        except ValueError as exc:  # InputError is a ValueError too
+            raise InputError(f"Bad value -C {key}={raw}: {exc}. Expected: {_OPTIONS[key]}.") from exc
     return out
 
 
@@ -183,6 +216,7 @@ class CiroDeploymentClient(BaseDeploymentClient):
     """MLflow deployments on a Ciro gateway. Each deployment is a converted, checked ONNX model served under a
     name, with a verification level; predictions come back with their evidence."""
 
+    @_wrap
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         self._url = _gateway_url(target_uri)
@@ -195,8 +229,10 @@ class CiroDeploymentClient(BaseDeploymentClient):
             self._client = CiroClient(cfg.gateway_url, config=cfg) if cfg.gateway_url else CiroClient.local()
         return self._client
 
-    def _convert(self, model_uri: str, flavor: str | None, opts: dict[str, Any]) -> tuple[Converted, dict[str, Any]]:
-        conv = convert(model_uri, flavor, rtol=opts.pop("rtol", RTOL), atol=opts.pop("atol", ATOL))
+    def _convert(self, model_uri: str, flavor: str | None, opts: dict[str, Any],
+                 verification: str | None) -> tuple[Converted, dict[str, Any]]:
+        conv = convert(model_uri, flavor, rtol=opts.pop("rtol", RTOL), atol=opts.pop("atol", ATOL),
+                       zk=verification == "zk")
         meta = {"mlflow": {"model_uri": model_uri, "flavor": conv.flavor, "primary_output": conv.primary_output,
                            "layout": conv.layout.to_dict(), "check": conv.check,
                            "rows_per_job": opts.pop("rows_per_job", 1), "text": conv.bundle is not None}}
@@ -224,7 +260,7 @@ class CiroDeploymentClient(BaseDeploymentClient):
         if self._exists(name):  # before the (slow) conversion
             raise DeploymentExistsError(f"Deployment {name!r} exists. Update it (mlflow deployments update -t ciro "
                                         f"--name {name} -m URI), or delete it first.")
-        conv, meta = self._convert(model_uri, flavor, opts)
+        conv, meta = self._convert(model_uri, flavor, opts, opts.get("verification"))
         d = self.client.create_deployment(name, self._upload(conv, opts.get("verification")), metadata=meta, **opts)
         return _summary(d, self.client.url)
 
@@ -243,9 +279,9 @@ class CiroDeploymentClient(BaseDeploymentClient):
             d = self.client.update_deployment(name, **opts)
         else:
             opts.setdefault("rows_per_job", (current.metadata.get("mlflow") or {}).get("rows_per_job", 1))
-            conv, meta = self._convert(model_uri, flavor, opts)
-            # the new model is stored (and set up, for zk) before the name moves to it
             level = opts.get("verification", current.verification)
+            conv, meta = self._convert(model_uri, flavor, opts, level)
+            # the new model is stored (and set up, for zk) before the name moves to it
             d = self.client.update_deployment(name, model=self._upload(conv, level),
                                               metadata={**current.metadata, **meta}, **opts)
         return _summary(d, self.client.url)
@@ -265,42 +301,25 @@ class CiroDeploymentClient(BaseDeploymentClient):
 
     @_wrap
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
-                endpoint: str | None = None) -> pd.DataFrame:
-        if not deployment_name:
+                endpoint: str | None = None) -> PredictionsResponse:
+        """Run every input row on the deployment and return a ``PredictionsResponse`` of columns: ``predictions``,
+        the model's other outputs, and each row's job evidence (``mlflow_ciro.predict``); ``pandas.DataFrame(r)``
+        is the table, ``r.get_predictions()`` the predictions alone. The CLI writes it as JSON."""
+        return _predict.predict(self.client, self._deployment(deployment_name), inputs)
+
+    @_wrap_stream
+    def predict_stream(self, deployment_name: str | None = None, inputs: Any = None,
+                       endpoint: str | None = None) -> Iterator[PredictionsResponse]:
+        """Split the rows into jobs (``rows_per_job`` each), submit them all at once, and yield each job's rows as
+        soon as that job completes, in completion order: a ``PredictionsResponse`` with the columns of
+        :meth:`predict` plus ``row``, the input row each prediction belongs to. A consumer that stops early
+        leaves the remaining jobs running on the gateway."""
+        yield from _predict.predict_stream(self.client, self._deployment(deployment_name), inputs)
+
+    def _deployment(self, name: str | None) -> Deployment:
+        if not name:
             raise InputError("Name the deployment to predict with (--name).")
-        d = self.client.deployment(deployment_name)
-        meta = d.metadata.get("mlflow") or {}
-        if meta.get("text"):
-            return self._predict_text(d, texts(inputs), int(meta.get("rows_per_job", 1)))
-        layout = Layout.from_dict(meta["layout"]) if meta.get("layout") else Layout(d.model.get("inputs", []))
-        fed = feeds(inputs, layout)
-        primary = meta.get("primary_output") or d.model["outputs"][0]["name"]
-        rows = len(next(iter(fed.values())))
-        per_job = int(meta.get("rows_per_job", 1))
-        step = PREDICT_CHUNK * per_job
-        results = []
-        for start in range(0, rows, step):
-            end = min(start + step, rows)
-            whole = start + (end - start) // per_job * per_job
-            for a, b, n in ((start, whole, per_job), (whole, end, end - whole)):  # whole jobs, then the rest
-                if b > a:
-                    part = {k: np.ascontiguousarray(v[a:b]) for k, v in fed.items()}
-                    results += self.client.infer_batch(d.model_hash, part, rows_per_job=n,
-                                                       verification=d.verification, max_payment=d.max_payment)
-        return frame(results, primary=primary, gateway_url=self.client.url)
-
-
-    def _predict_text(self, d: Deployment, items: list[str], per_job: int) -> pd.DataFrame:
-        """Text in: jobs of ``per_job`` texts (tokenized here by the model's processor); the label and score of
-        each text with its job's evidence."""
-        rows = []
-        for start in range(0, len(items), per_job):
-            chunk = items[start:start + per_job]
-            options: dict[str, Any] = {"max_payment": d.max_payment} if d.max_payment is not None else {}
-            r = self.client.infer(d.model_hash, chunk, verification=d.verification, **options)
-            ev = evidence(r, self.client.url)
-            rows += [{"predictions": p["label"], "score": p["score"], **ev} for p in r.prediction or []]
-        return pd.DataFrame(rows)
+        return self.client.deployment(name)
 
 
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: dict[str, Any] | None = None) -> None:

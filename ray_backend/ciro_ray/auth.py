@@ -7,7 +7,8 @@ Policy (``auth`` setting):
 - ``required``: every write must be signed, or carry the local token (``$CIRO_HOME/run/gateway.token``,
   which the SDK on this machine sends by itself).
 Job data (lists, results, faults) is shown only to its submitter (signed reads) and the operator; cancel
-likewise. Worker endpoints (``/v1/workers/...``) are always signed, by a worker key this gateway knows.
+likewise (``admission`` decides that). Worker endpoints (``/v1/workers/...``) are always signed, by a worker
+key this gateway knows.
 Behind a reverse proxy on the same host every peer looks local: use ``required`` there.
 """
 
@@ -27,7 +28,7 @@ from ciro import Config, ConfigError, KeyStore
 from ciro.auth import LOCAL_TOKEN_HEADER, SignedRequest, canonical_target, ensure_local_token
 from ciro.errors import ForbiddenError, UnauthenticatedError
 
-__all__ = ["NonceStore", "RequestAuth", "may_read", "read_keys", "require_owner"]
+__all__ = ["NonceStore", "RequestAuth", "read_keys"]
 
 _WORKER_PATHS = ("/v1/workers/",)
 
@@ -107,7 +108,7 @@ class RequestAuth:
       the local token from ``$CIRO_HOME/run/gateway.token``. With ``auth=required`` only the token counts.
 
     Writes need a signature or the operator; reads are public here and the routes that show job data scope
-    them (``may_read``).
+    them (``admission.Caller.may_read``).
     """
 
     def __init__(self, cfg: Config, nonces: NonceStore, known_workers: Callable[[], set[int]]) -> None:
@@ -193,24 +194,7 @@ class RequestAuth:
 def _operator_key(cfg: Config) -> int | None:
     """The operator's public key (``operator_key`` in the key store), if this machine holds it."""
     try:
-        return KeyStore(cfg.home / "keys").get(cfg.operator_key).public_key
+        return KeyStore(cfg.paths.keys).get(cfg.operator_key).public_key
     except ConfigError:
         return None
 
-
-def may_read(request: Request, client: str | None) -> bool:
-    """Whether the caller may see a job submitted by ``client``: its submitter, or the operator."""
-    return bool(request.state.operator) or (request.state.account is not None and request.state.account == client)
-
-
-def require_owner(request: Request, client: str | None, what: str) -> None:
-    """Raise unless the caller is the job's submitter or the operator (401 unsigned, 403 someone else)."""
-    if may_read(request, client):
-        return
-    if request.state.account is None:
-        raise UnauthenticatedError(
-            f"{what} needs a request signed by the key that submitted the job (the Ciro SDK and CLI sign when the "
-            "gateway is not on this machine), or the operator.", detail={"reason": "unsigned"})
-    raise ForbiddenError(f"{what}: job submitted by {client or 'the operator'}; the request was signed by "
-                         f"{request.state.account}. Only the submitter or the operator may do this.",
-                         detail={"reason": "not_owner"})

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ciro import InputError, QuorumPolicy
+from ciro import InputError, QuorumPolicy, VerificationLevel
 
 from .fit import FIT_OPTIONS, Fit
 from .pool import WorkerHandle
@@ -55,7 +55,7 @@ class Pending:
 
     @property
     def quorum(self) -> QuorumPolicy | None:
-        return QuorumPolicy.from_options(self.options) if self.verification == "quorum" else None
+        return QuorumPolicy.from_options(self.options) if self.verification == VerificationLevel.QUORUM else None
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def choose_batch(queue: Sequence[Pending], deployed: Serving, workers: Workers, 
         due = head.enqueued_at + batch_timeout_s - (time.monotonic() if now is None else now)
         if due > 0:
             return due
-    jobs = _leading(queue, limit, lambda p: p.verification != "quorum" and job_fit(deployed, p) == fit)
+    jobs = _leading(queue, limit, lambda p: p.verification != VerificationLevel.QUORUM and job_fit(deployed, p) == fit)
     return Choice(jobs, (worker,))
 
 
@@ -164,7 +164,7 @@ def _other_fit(queue: Sequence[Pending], deployed: Serving, blocked: Fit, worker
     tried = {blocked}
     for i, p in enumerate(itertools.islice(queue, LOOKAHEAD)):
         fit = job_fit(deployed, p)
-        if p.verification == "quorum" or fit in tried:
+        if p.verification == VerificationLevel.QUORUM or fit in tried:
             continue
         tried.add(fit)
         serving = replace(deployed, fit=fit)
@@ -172,6 +172,6 @@ def _other_fit(queue: Sequence[Pending], deployed: Serving, blocked: Fit, worker
         if worker is None:
             continue
         jobs = [x for x in itertools.islice(queue, i, i + LOOKAHEAD)
-                if x.verification != "quorum" and job_fit(deployed, x) == fit]
+                if x.verification != VerificationLevel.QUORUM and job_fit(deployed, x) == fit]
         return Choice(tuple(jobs[:_batch_limit(serving, max_batch_size)]), (worker,))
     return None

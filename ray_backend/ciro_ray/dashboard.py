@@ -15,19 +15,16 @@ Definitions (computed from live data on every request):
 from __future__ import annotations
 
 import html
-import json
 import time
-from typing import TYPE_CHECKING, Any
-
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, Response
+from typing import Any
 
 from ciro.chain import account_address
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
+from .jobstore import JobStore
+from .providers import ProviderStore
+from .runtime import Runtime
 
-__all__ = ["add_dashboard", "collect"]
+__all__ = ["collect", "render"]
 
 HOUR = 3600.0
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a1a1a} table{border-collapse:collapse;
@@ -46,9 +43,10 @@ def _busy_seconds(intervals: list[tuple[float, float]], since: float) -> float:
     return total
 
 
-async def collect(gw: Gateway) -> dict[str, Any]:
+async def collect(store: JobStore, providers: ProviderStore, live: Runtime) -> dict[str, Any]:
+    """The dashboard's data, from the job store, the providers' records and the running pool and chain."""
     now = time.time()
-    activity = gw.store.activity(now - 24 * HOUR)
+    activity = store.activity(now - 24 * HOUR)
     by_worker: dict[str, list[tuple[float, float]]] = {}
     per_hour = [0] * 24
     for worker, start, finish in activity:
@@ -56,10 +54,10 @@ async def collect(gw: Gateway) -> dict[str, Any]:
         per_hour[min(23, int((now - finish) // HOUR))] += 1
     chain_state: dict[str, Any] = {}
     security: int | None = None
-    if gw.settlement is not None:
-        pool = gw.settlement.network.pool_on(gw.settlement.operator)
+    if live.settlement is not None:
+        pool = live.settlement.network.pool_on(live.settlement.operator)
         security = int(await pool.view("security"))
-        for handle in gw.pool.workers.values() if gw.pool else []:
+        for handle in list(live.pool.workers.values()) if live.pool else []:  # it awaits: workers may change
             key = handle.info.get("worker_key")
             if key:
                 address = account_address(int(str(key), 16))  # two reads, not the six of pool.worker()
@@ -67,7 +65,7 @@ async def collect(gw: Gateway) -> dict[str, Any]:
                                           "reputation": int(await pool.view("reputation_of", address))}
     workers = []
     num = den = 0.0
-    for d in gw.pool.describe() if gw.pool else []:
+    for d in live.pool.describe() if live.pool else []:
         intervals = by_worker.get(d["id"], [])
         recent = [(a, b) for a, b in intervals if b >= now - HOUR]
         capacity = float(d.get("num_cpus") or 0) + float(d.get("num_gpus") or 0)
@@ -88,14 +86,14 @@ async def collect(gw: Gateway) -> dict[str, Any]:
     jobs = [{"id": r.id, "status": r.status.value, "verification": r.verification, "worker": r.worker,
              "model": r.model_hash[:12], "latency_ms": (r.finished_at - r.submitted_at) * 1000
              if r.finished_at else None, "settlement": r.settlement, "settlement_tx": r.settlement_tx}
-            for r in gw.store.recent(limit=20)]
+            for r in store.recent(limit=20)]
     downtime = [{"worker_key": r["worker_key"], "provider": r["provider"], "last_heartbeat": r["last_seen"],
                  "seconds": (r["ended_at"] or now) - r["last_seen"], "ongoing": r["ended_at"] is None,
-                 "slash": r["slash"], "slash_tx": r["slash_tx"]} for r in gw.providers.downtime(limit=20)]
+                 "slash": r["slash"], "slash_tx": r["slash_tx"]} for r in providers.downtime(limit=20)]
     return {"time": now, "workers": workers, "recent_jobs": jobs, "jobs_per_hour": list(reversed(per_hour)),
             "downtime": downtime,
             "eta": num / den if den else None, "security": str(security) if security is not None else None,
-            "settlement": gw.settlement is not None}
+            "settlement": live.settlement is not None}
 
 
 def _chart(per_hour: list[int]) -> str:
@@ -153,12 +151,3 @@ def render(data: dict[str, Any]) -> str:
             f"<p><small>Definitions of &eta; and Security(n): docs/architecture.md. "
             f"JSON: <a href='/v1/dashboard'>/v1/dashboard</a>.</small></p></main></body></html>")
 
-
-def add_dashboard(app: FastAPI, gw: Gateway) -> None:
-    @app.get("/dashboard", response_class=HTMLResponse, tags=["service"])
-    async def dashboard() -> HTMLResponse:
-        return HTMLResponse(render(await collect(gw)))
-
-    @app.get("/v1/dashboard", tags=["service"])
-    async def dashboard_data() -> Response:
-        return Response(json.dumps(await collect(gw)), media_type="application/json")

@@ -7,6 +7,9 @@ at-most-once even when a worker that was presumed dead answers late.
 
 With a :class:`ciro.sealing.Sealer` (``encrypt_at_rest``), input and output blobs are sealed here, bound to
 their job and column; older plaintext rows still read. Callers see (and commit to) plaintext only.
+
+The result cache (``resultcache``, ``JobStore.results``) is a table of the same database: a job stores the key its
+result may be reused under (``cache_key``); a job answered from the cache names the job it reuses (``cached_from``).
 """
 
 from __future__ import annotations
@@ -17,120 +20,23 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ciro import Config, JobStatus
 from ciro.sealing import Sealer, job_context, open_blob, store_sealer
 
+from .jobrows import COLS as _COLS
+from .jobrows import SCHEMA as _SCHEMA
+from .jobrows import JobRow, NewJob
+from .jobrows import chunks as _chunks
+from .resultcache import ResultCache
+
 __all__ = ["JobRow", "JobStore", "NewJob"]
 
-T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    model_hash TEXT NOT NULL,
-    status TEXT NOT NULL,
-    verification TEXT NOT NULL,
-    options TEXT NOT NULL,
-    input_commitment TEXT NOT NULL,
-    inputs BLOB NOT NULL,
-    output_commitment TEXT,
-    outputs BLOB,
-    error TEXT,
-    evidence TEXT,
-    worker TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    batch_id TEXT,
-    submitted_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    client TEXT,
-    escrow TEXT,
-    settlement TEXT,
-    settlement_tx TEXT,
-    payment TEXT
-);
--- A job's inputs live apart from its row: SQLite rewrites a whole row on every UPDATE, and a job's row changes
--- state several times (queued, running, done). jobs.inputs is empty for jobs stored here (older stores kept them
--- inline; both are read).
-CREATE TABLE IF NOT EXISTS job_inputs (
-    id TEXT PRIMARY KEY,
-    inputs BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, status);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, submitted_at);
-CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs(submitted_at);
-CREATE TABLE IF NOT EXISTS faults (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    worker_key TEXT NOT NULL,
-    worker TEXT,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    recorded_at REAL NOT NULL,
-    slash TEXT,
-    slash_tx TEXT
-);
-CREATE INDEX IF NOT EXISTS faults_worker ON faults(worker_key);
-"""
-
-
-@dataclass(frozen=True)
-class NewJob:
-    id: str
-    model_hash: str
-    verification: str
-    options: dict[str, Any]
-    input_commitment: str
-    inputs: bytes  # canonical encoding (docs/encoding.md)
-    batch_id: str | None = None
-    #: The account (public key) that signed the submission; None for an unsigned local one.
-    client: str | None = None
-    #: QUEUED, or AWAITING_ESCROW for a job that runs only once its payment is escrowed on chain.
-    status: JobStatus = JobStatus.QUEUED
-
-
-@dataclass
-class JobRow:
-    id: str
-    model_hash: str
-    status: JobStatus
-    verification: str
-    options: dict[str, Any]
-    input_commitment: str
-    inputs: bytes | None
-    output_commitment: str | None
-    outputs: bytes | None
-    error: dict[str, Any] | None
-    evidence: dict[str, Any] | None
-    worker: str | None
-    attempts: int
-    batch_id: str | None
-    submitted_at: float
-    started_at: float | None
-    finished_at: float | None
-    client: str | None = None
-    escrow: dict[str, Any] | None = None
-    settlement: str | None = None
-    settlement_tx: str | None = None
-    payment: int | None = None
-
-
-_COLS = ("id, model_hash, status, verification, options, input_commitment, {inputs}, output_commitment, "
-         "outputs, error, evidence, worker, attempts, batch_id, submitted_at, started_at, finished_at, client, "
-         "escrow, settlement, settlement_tx, payment")
-
-
-def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
 class JobStore:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL", sealer: Sealer | None = None) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", sealer: Sealer | None = None,
+                 result_cache_size: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.sealer = sealer
@@ -142,7 +48,8 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for col in ("evidence", "client", "escrow", "settlement", "settlement_tx", "payment"):  # older stores
+        for col in ("evidence", "client", "escrow", "settlement", "settlement_tx", "payment", "cached_from",
+                    "cache_key"):  # older stores
             if col not in columns:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
         # a client's own job list (signed reads); after the migration above, which adds the column to older stores
@@ -151,13 +58,16 @@ class JobStore:
         for col in ("slash", "slash_tx"):
             if col not in columns:
                 self._db.execute(f"ALTER TABLE faults ADD COLUMN {col} TEXT")
+        self.results = ResultCache(path, result_cache_size)
 
     @classmethod
     def for_config(cls, cfg: Config) -> JobStore:
         """The gateway's store: ``$CIRO_HOME/jobs.db``, sealed when ``encrypt_at_rest`` is on."""
-        return cls(cfg.home / "jobs.db", synchronous=cfg.jobstore_sync, sealer=store_sealer(cfg))
+        return cls(cfg.paths.db("jobs"), synchronous=cfg.jobstore_sync, sealer=store_sealer(cfg),
+                   result_cache_size=cfg.result_cache_size)
 
     def close(self) -> None:
+        self.results.close()
         with self._lock:
             self._db.close()
 
@@ -190,17 +100,26 @@ class JobStore:
 
     # -- writes -------------------------------------------------------------------------
     def insert(self, jobs: Sequence[NewJob]) -> float:
+        """Store new jobs (a job that ``reuses`` a done one is stored done, with that job's result)."""
         now = time.time()
         with self._transaction() as db:
             db.executemany(
-            "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, "
-            "batch_id, submitted_at, client) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(j.id, j.model_hash, j.status.value, j.verification, json.dumps(j.options),
-              j.input_commitment, b"", j.batch_id, now, j.client) for j in jobs],
-            )
+                "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, batch_id, "
+                "submitted_at, client, cache_key, output_commitment, outputs, evidence, worker, started_at, "
+                "finished_at, cached_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [self._new_row(j, now) for j in jobs])
             db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)",
                            [(j.id, self._seal(j.id, "inputs", j.inputs)) for j in jobs])
         return now
+
+    def _new_row(self, j: NewJob, now: float) -> tuple[Any, ...]:
+        head = (j.id, j.model_hash, JobStatus.DONE.value if j.reuses else j.status.value, j.verification,
+                json.dumps(j.options), j.input_commitment, b"", j.batch_id, now, j.client, j.cache_key)
+        if (o := j.reuses) is None:
+            return (*head, None, None, None, None, None, None, None)
+        evidence = self._seal_evidence(j.id, json.dumps(o.evidence) if o.evidence is not None else None)
+        return (*head, o.output_commitment, self._seal(j.id, "outputs", o.outputs or b""), evidence, o.worker, now,
+                now, o.cached_from or o.id)
 
     def mark_running(self, ids: Sequence[str], worker: str) -> dict[str, int]:
         """queued -> running, attempts + 1. Returns {id: attempt} for the jobs that moved."""
@@ -366,6 +285,12 @@ class JobStore:
         rows = self._select("WHERE id=?", (job_id,), with_inputs=with_inputs)
         return rows[0] if rows else None
 
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRow]:
+        """id -> row (with outputs, without inputs) of the jobs that exist."""
+        ids = list(dict.fromkeys(job_ids))
+        return {r.id: r for chunk in _chunks(ids, 500)
+                for r in self._select(f"WHERE id IN ({','.join('?' * len(chunk))})", chunk, with_inputs=False)}
+
     def queued(self) -> list[JobRow]:
         return self._select("WHERE status='queued' ORDER BY submitted_at", (), with_inputs=True)
 
@@ -406,7 +331,7 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT worker, started_at, finished_at FROM jobs WHERE finished_at >= ? AND worker IS NOT NULL "
-                "AND started_at IS NOT NULL", (since,)).fetchall()
+                "AND started_at IS NOT NULL AND cached_from IS NULL", (since,)).fetchall()
         return [(str(w), float(a), float(b)) for w, a, b in rows]
 
     def _select(self, clause: str, args: Sequence[Any], *, with_inputs: bool) -> list[JobRow]:
@@ -422,7 +347,7 @@ class JobStore:
                 error=json.loads(r[9]) if r[9] else None, evidence=self._evidence(r[0], r[10]),
                 worker=r[11], attempts=r[12], batch_id=r[13], submitted_at=r[14], started_at=r[15],
                 finished_at=r[16], client=r[17], escrow=json.loads(r[18]) if r[18] else None, settlement=r[19],
-                settlement_tx=r[20], payment=int(r[21]) if r[21] is not None else None,
+                settlement_tx=r[20], payment=int(r[21]) if r[21] is not None else None, cached_from=r[22],
             )
             for r in rows
         ]

@@ -1,8 +1,8 @@
 """How a dispatched job ends: completed, failed, or queued again; the store, the metrics and the waiters told once.
 
 ``Finisher`` is what the batch runner, the quorum runner and the zk prover share: each decides an outcome, this
-records it (the job store's conditional updates make a stale attempt or a cancelled job a no-op) and wakes whoever
-waits for the job (``POST /v1/jobs?wait=...``).
+records it (the job store's conditional updates make a stale attempt or a cancelled job a no-op; a completed job
+becomes the result cache's entry for its key) and wakes whoever waits for the job (``POST /v1/jobs?wait=...``).
 """
 
 from __future__ import annotations
@@ -79,9 +79,11 @@ class Finisher:
         self._requeue = requeue
 
     def complete(self, done: Sequence[tuple[Pending, DoneRow, Outcome]]) -> set[str]:
-        """Store each job's result and wake its waiters; returns the ids that completed (not cancelled
+        """Store each job's result, make it the result cache's entry for its key (only here: a failed, cancelled
+        or still proving job is never reused), and wake its waiters; returns the ids that completed (not cancelled
         meanwhile, not a stale attempt)."""
         completed = self.store.complete([row for _, row, _ in done]) if done else set()
+        self.store.results.record([p.id for p, _, _ in done if p.id in completed])
         now = time.time()
         for p, _, outcome in done:
             if p.id in completed:

@@ -7,11 +7,11 @@ logged and skipped: an optional extension must not take the gateway down.
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 
 from ciro import Config
+from ciro.plugins import load_entry_points
 
 __all__ = ["GATEWAY_PLUGINS", "install_plugins"]
 
@@ -20,16 +20,17 @@ log = logging.getLogger("ciro.gateway")
 
 
 def install_plugins(app: FastAPI, cfg: Config) -> list[str]:
+    """Load every gateway plugin (``ciro.plugins``: one that does not load is logged and skipped, naming the extra
+    to install) and let each add its routes; one whose install fails is logged and skipped too."""
+    def warn(message: str) -> None:
+        log.warning("%s; the gateway runs without it", message)
+
     installed = []
-    for ep in entry_points(group=GATEWAY_PLUGINS):
+    for name, install in load_entry_points(GATEWAY_PLUGINS, warn=warn):
         try:
-            ep.load()(app, cfg)
-        except ImportError as exc:  # an optional plugin whose extra is not installed (e.g. `make demo`'s set)
-            log.warning("gateway plugin %s is not installed (%s); the gateway runs without it. Install its extra, "
-                        "e.g. pip install 'ciro-network[%s]', to use it.", ep.name, exc, ep.name)
-            continue
+            install(app, cfg)
         except Exception:
-            log.exception("gateway plugin %s could not be installed; the gateway runs without it", ep.name)
+            log.exception("gateway plugin %s could not be installed; the gateway runs without it", name)
             continue
-        installed.append(ep.name)
+        installed.append(name)
     return installed

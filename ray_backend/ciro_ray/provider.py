@@ -26,31 +26,31 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from ciro import CiroError, Config, ConfigError, GatewayUnavailableError, InputError, KeyStore
+from ciro import CiroError, Config, GatewayUnavailableError, InputError, KeyStore
 from ciro.auth import sign_request
-from ciro.errors import InsufficientEscrowError, error_from_payload
+from ciro.errors import error_from_payload
 from ciro.identity import Identity
-from ciro.local import free_port, process_alive, ray_env, ray_exe, read_json, terminate, write_json
+from ciro.local import ray_env, ray_exe
+from ciro.procs import free_port, process_alive, read_json, spawn, stop, terminate, wait_ready, write_json
 
 from .hardware import Hardware
 from .pool import PROVIDER_RESOURCE, provider_key_name
+from .provider_stake import chain_view, fmt_ciro, parse_amount, stake_workers, unstake, withdraw_stakes
 
 __all__ = ["add_stake", "fmt_ciro", "join", "leave", "parse_amount", "ray_address_of", "run_node", "status",
            "withdraw"]
 
 log = logging.getLogger("ciro.provider")
-ONE_CIRO = 10**18
 #: Custom Ray resource: a provider node's GPU memory in GB, all GPUs together.
 GPU_MEMORY_RESOURCE = "ciro_gpu_memory_gb"
 _JOIN_WAIT_S = 180.0
 
 
 def _state_path(cfg: Config) -> Path:
-    return cfg.home / "run" / "provider.json"
+    return cfg.paths.run_file("provider")
 
 
 def read_state(cfg: Config) -> dict[str, Any]:
@@ -61,23 +61,6 @@ def _write_state(cfg: Config, state: dict[str, Any]) -> None:
     write_json(_state_path(cfg), state)
 
 
-def parse_amount(text: str) -> int:
-    """CIRO as typed by a person ("1000", "0.5") in base units (18 decimals)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise InputError(f"Stake {text!r} is not a number of CIRO. Pass e.g. --stake 1000.") from None
-    if not value.is_finite() or value < 0:
-        raise InputError(f"Stake {text!r} must be a non-negative number of CIRO.")
-    return int(value * ONE_CIRO)
-
-
-def fmt_ciro(amount: int) -> str:
-    text = f"{Decimal(amount) / ONE_CIRO:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-# -- talking to the gateway ---------------------------------------------------------------------
 def _call(url: str, method: str, path: str, *, identity: Identity | None = None, timeout: float = 10.0) -> Any:
     headers = {"Accept": "application/json"}
     if identity is not None:
@@ -113,76 +96,6 @@ def _gateway_url(address: str, gateway: str | None, cfg: Config) -> str:
 
 
 # -- chain ------------------------------------------------------------------------------------------
-async def _stake(info: dict[str, Any], keys: list[Identity], wallet: Identity, amount: int) -> dict[str, Any]:
-    """Deploy, register and stake ``amount`` for each worker key from ``wallet``; checks everything first, so a
-    shortfall changes nothing."""
-    from ciro.chain import CDCPool, ChainClient, CiroToken, account_address, account_exists, ensure_account
-
-    rpc = str(info["rpc_url"])
-    chain = await ChainClient.connect(rpc, address=account_address(wallet.public_key), identity=wallet)
-    pool, token = CDCPool(chain, int(info["pool"], 16)), CiroToken(chain, int(info["token"], 16))
-    if not await account_exists(chain, chain.address):
-        raise ConfigError(
-            f"The wallet key {wallet.name!r} ({wallet.public_hex}) has no account on {rpc}, so it cannot stake. On the "
-            f"local devnet, run `ciro fund {wallet.public_hex}` on the head; elsewhere deploy its account "
-            f"({chain.address:#x}) and send it CIRO.")
-    need = amount * len(keys)
-    balance = await token.balance_of(chain.address)
-    if balance < need:
-        raise InsufficientEscrowError(
-            f"The wallet {wallet.name!r} holds {fmt_ciro(balance)} CIRO; staking {fmt_ciro(amount)} for each of "
-            f"{len(keys)} worker(s) needs {fmt_ciro(need)}. Fund it (`ciro fund {wallet.public_hex}` on a local "
-            "devnet's head) or lower --stake. Nothing was staked.")
-    min_stake = int(await pool.view("min_stake"))
-    out = []
-    for ident in keys:
-        address = await ensure_account(chain, ident)
-        if int(await pool.view("worker_key", address)) == 0:
-            worker = await ChainClient.connect(rpc, address=address, identity=ident)
-            await worker.execute([pool.register_worker_call(ident.public_key)], what="CDCPool.register_worker")
-        if amount:
-            await chain.execute([token.approve_call(pool.address, amount), pool.stake_call(address, amount)],
-                                what=f"Staking for worker {ident.name!r}")
-        state = await pool.worker(address)
-        out.append({"key": ident.name, "worker_key": ident.public_hex, "account": hex(address),
-                    "stake": str(state.stake), "eligible": state.eligible})
-    return {"min_stake": str(min_stake), "workers": out}
-
-
-async def _chain_view(info: dict[str, Any], keys: list[Identity]) -> list[dict[str, Any]]:
-    from ciro.chain import CDCPool, ChainClient, account_address
-
-    chain = await ChainClient.connect(str(info["rpc_url"]), address=account_address(keys[0].public_key),
-                                      identity=keys[0])
-    pool = CDCPool(chain, int(info["pool"], 16))
-    out = []
-    for ident in keys:
-        s = await pool.worker(account_address(ident.public_key))
-        out.append({"worker_key": ident.public_hex, "registered": s.key != 0, "stake": str(s.stake),
-                    "pending_unstake": str(s.pending), "unstake_ready_at": s.ready_at, "reputation": s.reputation,
-                    "eligible": s.eligible, "banned_until": s.banned_until})
-    return out
-
-
-async def _unstake(info: dict[str, Any], keys: list[Identity]) -> list[dict[str, Any]]:
-    """Each worker's account requests the unstake of its whole stake (withdrawable after the pool's cooldown)."""
-    from ciro.chain import CDCPool, ChainClient, account_address
-
-    out = []
-    for ident in keys:
-        address = account_address(ident.public_key)
-        chain = await ChainClient.connect(str(info["rpc_url"]), address=address, identity=ident)
-        pool = CDCPool(chain, int(info["pool"], 16))
-        stake = int(await pool.view("stake_of", address))
-        tx = None
-        if stake:
-            tx = (await chain.execute([pool.prepare("request_unstake", stake)], what="CDCPool.request_unstake")).tx_hex
-        s = await pool.worker(address)
-        out.append({"worker_key": ident.public_hex, "unstaked": str(stake), "tx": tx, "pending": str(s.pending),
-                    "ready_at": s.ready_at})
-    return out
-
-
 # -- join -------------------------------------------------------------------------------------------
 def join(cfg: Config, *, address: str, stake: int, gateway: str | None = None, provider: str | None = None,
          hardware: Hardware | None = None, workers: int | None = None, workers_per_gpu: int = 1,
@@ -205,14 +118,14 @@ def join(cfg: Config, *, address: str, stake: int, gateway: str | None = None, p
     health = _call(url, "GET", "/healthz")
     if not isinstance(health, dict) or health.get("status") != "ok":
         raise GatewayUnavailableError(f"The gateway at {url} is not healthy ({health}). Retry once it is up.")
-    keystore = KeyStore(cfg.home / "keys")
+    keystore = KeyStore(cfg.paths.keys)
     keys = [keystore.get_or_create(provider_key_name(i)) for i in range(slots)]
     info = _call(url, "GET", "/v1/chain")
     staking: dict[str, Any] = {}
     if info.get("enabled"):
         _say(progress, f"ciro: registering {slots} worker(s) on {info['rpc_url']} and staking {fmt_ciro(stake)} CIRO "
                        "for each ...")
-        staking = asyncio.run(_stake(info, keys, keystore.get_or_create(wallet_key), stake))
+        staking = asyncio.run(stake_workers(info, keys, keystore.get_or_create(wallet_key), stake))
         low = [w for w in staking["workers"] if not w["eligible"]]
         if low:
             _say(progress, f"ciro: warning: {len(low)} worker(s) below the minimum stake of "
@@ -228,18 +141,15 @@ def join(cfg: Config, *, address: str, stake: int, gateway: str | None = None, p
         argv += ["--gpu-model", hw.gpu_model or "", "--gpu-memory-gb", f"{hw.gpu_memory_gb:g}"]
         if hw.gpu_source == "declared":
             argv.append("--gpu-declared")
-    logs = cfg.home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    log_path = cfg.paths.log_file("provider-node")
     _say(progress, f"ciro: starting the Ray worker node ({hw.describe()}, {slots} worker slot(s)) -> {address} ...")
-    with open(logs / "provider-node.log", "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "CIRO_HOME": str(cfg.home)})
+    proc = spawn(argv, log=log_path, env={**os.environ, "CIRO_HOME": str(cfg.home)})
     state = {"supervisor_pid": proc.pid, "address": address, "gateway": url, "provider": name, "slots": slots,
              "keys": [k.name for k in keys], "worker_keys": [k.public_hex for k in keys],
              "hardware": hw.__dict__, "wallet_key": wallet_key, "staking": staking, "joined_at": time.time()}
     _write_state(cfg, state)
     if wait:
-        state["workers"] = _wait_workers(url, {k.public_hex for k in keys}, proc, logs / "provider-node.log")
+        state["workers"] = _wait_workers(url, {k.public_hex for k in keys}, proc, log_path)
     return state
 
 
@@ -249,18 +159,17 @@ def _workers_of(url: str, keys: set[str]) -> list[dict[str, Any]]:
 
 def _wait_workers(url: str, keys: set[str], proc: subprocess.Popen[bytes], log_path: Path) -> list[dict[str, Any]]:
     """Until the gateway lists a worker for every key (it started them on the new node)."""
-    deadline = time.monotonic() + _JOIN_WAIT_S
-    while True:
-        found = _workers_of(url, keys)
-        if {w["worker_key"] for w in found} == keys:
-            return found
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-1500:]
-            raise CiroError(f"The provider node exited with code {proc.returncode}. Last lines of {log_path}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise CiroError(f"The gateway at {url} started no worker on this node within {_JOIN_WAIT_S:.0f}s. See "
-                            f"{log_path} and the gateway's log.")
-        time.sleep(0.5)
+    found: list[dict[str, Any]] = []
+
+    def all_there() -> bool:
+        found[:] = _workers_of(url, keys)
+        return {w["worker_key"] for w in found} == keys
+
+    wait_ready(proc, all_there, what="The provider node", log=log_path, timeout_s=_JOIN_WAIT_S,
+               retry="run `ciro provider join` again", poll_s=0.5,
+               late=f"The gateway at {url} started no worker on this node within {_JOIN_WAIT_S:.0f}s. See "
+                    f"{log_path} and the gateway's log.")
+    return found
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -284,7 +193,7 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
              gpu_declared: bool = False) -> int:
     """Run ``ray start --block`` for this node and send heartbeats until it ends (or SIGTERM stops both)."""
     cfg = Config.load()
-    keystore = KeyStore(cfg.home / "keys")
+    keystore = KeyStore(cfg.paths.keys)
     keys = [keystore.get(provider_key_name(i)) for i in range(slots)]
     env = {**ray_env(os.environ), "CIRO_HOME": str(cfg.home), "CIRO_PROVIDER": provider}
     if gpu_declared:  # the workers report these as declared; detected ones they read from nvidia-smi themselves
@@ -301,12 +210,12 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
     ray_proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     stopping = False
 
-    def stop(signum: int, frame: Any) -> None:
+    def request_stop(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     log.info("node started (ray pid %d); heartbeats every %.1fs to %s", ray_proc.pid, cfg.heartbeat_interval_s,
              gateway)
     next_beat = 0.0
@@ -319,8 +228,7 @@ def run_node(*, address: str, gateway: str, slots: int, num_cpus: float, num_gpu
                 except CiroError as exc:  # not known yet (its worker is starting), or the gateway is restarting
                     log.info("heartbeat of %s not taken: %s", ident.name, exc)
         time.sleep(0.2)
-    if ray_proc.poll() is None:
-        terminate(ray_proc.pid, 40.0)
+    stop(ray_proc, 40.0)
     return 0 if stopping else (ray_proc.returncode or 1)
 
 
@@ -342,8 +250,8 @@ def status(cfg: Config) -> dict[str, Any]:
         out["gateway_error"] = exc.message
         return out
     if info.get("enabled"):
-        keystore = KeyStore(cfg.home / "keys")
-        out["chain"] = asyncio.run(_chain_view(info, [keystore.get(n) for n in state["keys"]]))
+        keystore = KeyStore(cfg.paths.keys)
+        out["chain"] = asyncio.run(chain_view(info, [keystore.get(n) for n in state["keys"]]))
     return out
 
 
@@ -358,8 +266,8 @@ def add_stake(cfg: Config, amount: int, *, wallet_key: str | None = None) -> dic
     info = _call(state["gateway"], "GET", "/v1/chain")
     if not info.get("enabled"):
         raise InputError(f"The gateway at {state['gateway']} does not settle on chain; there is nothing to stake on.")
-    keystore = KeyStore(cfg.home / "keys")
-    return asyncio.run(_stake(info, [keystore.get(n) for n in state["keys"]],
+    keystore = KeyStore(cfg.paths.keys)
+    return asyncio.run(stake_workers(info, [keystore.get(n) for n in state["keys"]],
                               keystore.get(wallet_key or state["wallet_key"]), amount))
 
 
@@ -371,7 +279,7 @@ def leave(cfg: Config, *, timeout_s: float = 300.0, progress: bool = False) -> d
     if state.get("left_at"):
         raise CiroError(f"This node already left ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(state['left_at']))})"
                         ". Run `ciro provider withdraw` once the unstake's cooldown has passed, or join again.")
-    url, keystore = state["gateway"], KeyStore(cfg.home / "keys")
+    url, keystore = state["gateway"], KeyStore(cfg.paths.keys)
     keys = [keystore.get(n) for n in state["keys"]]
     _say(progress, f"ciro: draining {len(keys)} worker(s) ...")
     for ident in keys:
@@ -391,36 +299,11 @@ def leave(cfg: Config, *, timeout_s: float = 300.0, progress: bool = False) -> d
                                     "draining. Run `ciro provider leave` again later.") from exc
                 time.sleep(0.2)
     info = _call(url, "GET", "/v1/chain")
-    unstaked = asyncio.run(_unstake(info, keys)) if info.get("enabled") else []
+    unstaked = asyncio.run(unstake(info, keys)) if info.get("enabled") else []
     _say(progress, "ciro: stopping the Ray worker node ...")
     terminate(state.get("supervisor_pid"), 60.0)
     _write_state(cfg, {**state, "left_at": time.time()})  # kept: `withdraw` needs the gateway and the keys
     return {"left": left, "unstake": unstaked}
-
-
-async def _withdraw(info: dict[str, Any], keys: list[Identity],
-                    wallet: Identity | None) -> tuple[list[dict[str, Any]], int | None]:
-    """(per worker: what was withdrawn, and the wallet's balance afterwards when the CIRO went there)."""
-    from ciro.chain import CDCPool, ChainClient, CiroToken, account_address
-
-    out = []
-    token = None
-    for ident in keys:
-        address = account_address(ident.public_key)
-        chain = await ChainClient.connect(str(info["rpc_url"]), address=address, identity=ident)
-        pool, token = CDCPool(chain, int(info["pool"], 16)), CiroToken(chain, int(info["token"], 16))
-        s = await pool.worker(address)
-        row: dict[str, Any] = {"worker_key": ident.public_hex, "withdrawn": "0", "ready_at": s.ready_at, "tx": None}
-        if s.pending and s.ready_at <= await chain.now():
-            calls = [pool.prepare("withdraw")]
-            if wallet is not None:  # the unstaked CIRO goes back where the stake came from, in the same transaction
-                calls.append(token.transfer_call(account_address(wallet.public_key), s.pending))
-            row.update(withdrawn=str(s.pending), tx=(await chain.execute(calls, what="CDCPool.withdraw")).tx_hex)
-        elif s.pending:
-            row["waiting"] = str(s.pending)
-        out.append(row)
-    balance = await token.balance_of(account_address(wallet.public_key)) if wallet and token else None
-    return out, balance
 
 
 def withdraw(cfg: Config, *, to_wallet: bool = True) -> dict[str, Any]:
@@ -432,9 +315,9 @@ def withdraw(cfg: Config, *, to_wallet: bool = True) -> dict[str, Any]:
     info = _call(state["gateway"], "GET", "/v1/chain")
     if not info.get("enabled"):
         raise InputError(f"The gateway at {state['gateway']} does not settle on chain; nothing was staked.")
-    keystore = KeyStore(cfg.home / "keys")
+    keystore = KeyStore(cfg.paths.keys)
     wallet = keystore.get(state["wallet_key"]) if to_wallet else None
-    rows, balance = asyncio.run(_withdraw(info, [keystore.get(n) for n in state["keys"]], wallet))
+    rows, balance = asyncio.run(withdraw_stakes(info, [keystore.get(n) for n in state["keys"]], wallet))
     waiting = [r for r in rows if r.get("waiting")]
     if waiting and not any(r["tx"] for r in rows):
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(r["ready_at"] for r in waiting)))

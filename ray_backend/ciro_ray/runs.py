@@ -19,7 +19,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ciro import JobStatus, ModelStore, WorkerError, canonical_bytes
+from ciro import JobStatus, ModelStore, VerificationLevel, WorkerError, canonical_bytes
 
 from .batching import Pending
 from .metrics import Metrics
@@ -126,7 +126,7 @@ class BatchRunner:
                                                     "resubmit the job."))
                 continue
             evidence = json.dumps({"receipt": receipt}) if receipt else None
-            if p.verification == "zk":  # outputs are kept now; the job is done when its proof is
+            if p.verification == VerificationLevel.ZKML:  # outputs are kept now; the job is done when its proof is
                 if self.finisher.store.mark_proving(p.id, p.attempt, commit, blob, worker.id, evidence):
                     self._spawn(self.zk.prove(p, out, blob, commit, receipt, worker.id, started))
                 continue

@@ -3,7 +3,6 @@
 What leaves and where is chosen by ``batching.choose_batch`` (a pure function of the queue and the pool); a
 batch then runs on its worker (``runs.BatchRunner``) or, for a quorum, on k workers (``quorum_runs.QuorumRunner``);
 zk jobs are proven after their worker answers (``zk_jobs.ZkJobs``); every job ends through ``outcomes.Finisher``.
-Admission's hardware checks (``admit_fit``) live here too, next to the serving settings they read.
 """
 
 from __future__ import annotations
@@ -11,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
-from ciro import Config, InputError, ModelStore
+from ciro import Config, ModelStore
 
 from .batching import DEFAULT_SERVING, Choice, Pending, Serving, choose_batch, gpu_preference, job_fit
-from .fit import Fit
 from .jobstore import JobStore
 from .metrics import Metrics
 from .outcomes import Finisher, Outcome, Waiters
@@ -26,59 +24,7 @@ from .quorum_runs import QuorumRunner
 from .runs import BatchRunner, ModelBoxes
 from .zk_jobs import ZkJobs
 
-__all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving", "admit_fit", "gpu_preference",
-           "hardware_summary", "job_fit", "unfit_error"]
-
-
-def hardware_summary(pool: WorkerPool | None) -> str:
-    """What the workers that may get jobs run on, e.g. "2 CPU-only, 1 with a 0.5 share of a GPU H100 (80 GB)"."""
-    kinds: Counter[str] = Counter()
-    for w in (pool.workers.values() if pool is not None else ()):
-        if not (w.alive and w.admitted and not w.draining and w.info):
-            continue
-        share = float(w.info.get("num_gpus") or 0.0)
-        if share <= 0:
-            kinds["CPU-only"] += 1
-            continue
-        memory = float(w.info.get("gpu_memory_gb") or 0.0)
-        size = "a whole GPU" if share == 1 else f"{share:g} GPUs" if share > 1 else f"a {share:g} share of a GPU"
-        kinds[f"with {size} {w.info.get('gpu_model') or 'of unknown model'}"
-              + (f" ({memory:g} GB)" if memory else "")] += 1
-    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "none"
-
-
-def unfit_error(fit: Fit, pool: WorkerPool | None, *, subject: str, instead: str) -> InputError:
-    """No eligible worker has the hardware ``fit`` requires: say what is required, what the workers have, the fix
-    (``instead``: how to ask for less, e.g. "Submit without gpu")."""
-    add = ("a worker without a GPU share (`ciro provider join --num-gpus 0` on a CPU machine)" if fit.cpu_only else
-           "a provider node with such a GPU (`ciro provider join --num-gpus 1` on it; --gpu-model and "
-           "--gpu-memory-gb declare a GPU nvidia-smi cannot see)")
-    return InputError(f"No worker of this gateway fits {subject}: it requires {fit.describe()}, and the workers "
-                      f"have: {hardware_summary(pool)} (GET /v1/workers). {instead}, or add {add}.",
-                      detail={"required": fit.to_dict()})
-
-
-def admit_fit(deployed: Fit, options: Mapping[str, Any], pool: WorkerPool | None) -> Fit:
-    """The hardware a new job needs: its options' (a string ``gpu`` such as "H100" is a preference, recorded only)
-    on top of its deployment's ``deployed``. Refused, with the fix, when its options are invalid, contradict the
-    deployment, or no eligible worker has that hardware."""
-    job = Fit.of(options)
-    if (deployed.cpu_only and job.needs_gpu) or (job.cpu_only and deployed.needs_gpu):
-        raise InputError(f"The job asks for {job.describe()} but its deployment requires {deployed.describe()}. "
-                         f"Submit without {_fit_keys(job)}, or update the deployment.")
-    fit = deployed.merge(job)
-    if fit.any or (pool is not None and pool.eligible_count(fit) > 0):
-        return fit
-    if job.any:
-        instead = "Update its deployment to require less"
-    else:
-        instead = f"Submit without {_fit_keys(job)}" + (
-            "" if deployed.any else f" (its deployment also requires {deployed.describe()}: update it)")
-    raise unfit_error(fit, pool, subject="this job", instead=instead)
-
-
-def _fit_keys(fit: Fit) -> str:
-    return "cpu_only" if fit.cpu_only else "gpu, gpu_model and gpu_memory_gb"
+__all__ = ["DEFAULT_SERVING", "Outcome", "Pending", "Scheduler", "Serving", "gpu_preference", "job_fit"]
 
 
 class Scheduler:

@@ -1,17 +1,24 @@
-"""Request and response bodies of the gateway's HTTP API (they make ``/openapi.json``)."""
+"""Request and response bodies of the gateway's HTTP API (they make ``/openapi.json``). ``JobOut`` is made from
+the job record ``ciro.jobs.JOB_RECORD``, the one definition the SDK reads too."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from ciro import options_doc
+from ciro import DEPLOYMENT_NAME, options_doc
+from ciro.jobs import JOB_RECORD
 
 __all__ = [
+    "ERRORS",
+    "OPTIONS_DOC",
     "BatchRequest",
     "BatchResponse",
+    "DeploymentIn",
+    "DeploymentUpdate",
     "ErrorResponse",
+    "EscrowRequest",
     "JobOut",
     "JobRequest",
     "ModelOut",
@@ -31,7 +38,7 @@ class Tensor(BaseModel):
     b64: str | None = Field(default=None, description="base64 of the raw little-endian bytes (give this or data)")
 
 
-_OPTIONS_DOC = ("job options, each acted on; any other name is refused (422). " + options_doc()
+OPTIONS_DOC = ("job options, each acted on; any other name is refused (422). " + options_doc()
                 + ". Hardware options are added to the model's deployment's.")
 
 
@@ -39,7 +46,7 @@ class JobRequest(BaseModel):
     model: str = Field(max_length=200, description="model hash, unique hash prefix, or model name")
     inputs: dict[str, Tensor]
     verification: str = Field("receipt", max_length=16, description="none, receipt, quorum or zk")
-    options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
+    options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_DOC)
 
 
 class BatchRequest(BaseModel):
@@ -50,36 +57,21 @@ class BatchRequest(BaseModel):
         None, description="stacked inputs, split along axis 0 into jobs of rows_per_job rows")
     rows_per_job: int = Field(default=1, ge=1, le=2**31)
     verification: str = Field("receipt", max_length=16, description="none, receipt, quorum or zk")
-    options: dict[str, Any] = Field(default_factory=dict, description=_OPTIONS_DOC)
+    options: dict[str, Any] = Field(default_factory=dict, description=OPTIONS_DOC)
 
 
-class JobOut(BaseModel):
-    id: str
-    model_hash: str
-    status: str
-    verification: str
-    input_commitment: str
-    output_commitment: str | None = None
-    outputs: dict[str, Tensor] | None = None
-    worker: str | None = None
-    attempts: int = 0
-    submitted_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: dict[str, Any] | None = None
-    options: dict[str, Any] = {}
-    client: str | None = Field(default=None, description="public key that signed the submission (None: unsigned, "
-                                                          "from the gateway's own machine)")
-    settlement: str | None = Field(default=None, description="on-chain payment: escrowed, paid, refunded or error")
-    payment: str | None = Field(default=None, description="what the worker was paid, in CIRO base units")
-    receipt: dict[str, Any] | None = Field(default=None, description="the worker's signed receipt (docs/encoding.md)")
-    quorum: dict[str, Any] | None = Field(
-        default=None, description="quorum evidence: policy and every vote (receipt, outputs, agrees)")
-    zk: dict[str, Any] | None = Field(
-        default=None, description="EZKL proof artifact: proof, vk, settings, SRS identity (docs/verification.md)")
-    proof_hash: str | None = None
-    settlement_tx: str | None = None
-    on_chain_verified: bool = False
+def _job_model() -> type[BaseModel]:
+    """The job record as a pydantic model: every key always present (null where it has no value yet)."""
+    fields: dict[str, Any] = {
+        f.key: (dict[str, Tensor] | None if f.key == "outputs" else f.json_type, Field(description=f.doc))
+        for f in JOB_RECORD}
+    return create_model("JobOut", __doc__="A job: its state, its evidence and, in results, its outputs.", **fields)
+
+
+if TYPE_CHECKING:  # generated at run time; to type checkers, a model like any other
+    JobOut = BaseModel
+else:
+    JobOut = _job_model()
 
 
 class BatchResponse(BaseModel):
@@ -138,3 +130,29 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class DeploymentUpdate(BaseModel):
+    model: str | None = Field(None, description="model hash, unique hash prefix or name (upload it first)")
+    verification: str | None = Field(None, description="receipt | quorum | zk | none")
+    replicas: int | None = Field(None, ge=1, description="at most this many workers run it at once")
+    max_batch_size: int | None = Field(None, ge=1, description="at most this many jobs per batch")
+    gpu: bool | None = Field(None, description="only workers holding a GPU share")
+    gpu_memory_gb: float | None = Field(None, ge=0, description="only workers whose GPU share has at least this "
+                                        "much memory (GB; a 0.5 share of an 80 GB GPU has 40)")
+    gpu_model: str | None = Field(None, max_length=128, description="only workers whose GPU model name contains "
+                                  "this (case-insensitive), e.g. H100")
+    cpu_only: bool | None = Field(None, description="only workers without a GPU share")
+    max_payment: str | None = Field(None, pattern=r"^[0-9]+$", description="escrow per job (token base units)")
+    metadata: dict[str, Any] | None = None
+
+
+class DeploymentIn(DeploymentUpdate):
+    name: str = Field(pattern=DEPLOYMENT_NAME, description="letters, digits, '.', '_', '-'; at most 128")
+    model: str = Field(description="model hash, unique hash prefix or name (upload it first)")
+
+
+#: The error answers every route may give (``{"error": {...}}``), for the OpenAPI document.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 402, 403, 404, 409, 413, 422, 503)
+}

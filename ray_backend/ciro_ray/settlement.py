@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from ciro import Config, ConfigError, InputError, KeyStore
+from ciro import Config, ConfigError, KeyStore, VerificationLevel
 from ciro.chain import ChainClient, Network, Violation, account_address, ensure_account
 from ciro.errors import ChainError, InsufficientEscrowError
 from ciro.identity import Identity
@@ -39,7 +39,8 @@ from .providers import ProviderStore, downtime_evidence, evidence_felt
 __all__ = ["Settlement"]
 
 log = logging.getLogger("ciro.settlement")
-SETTLED_LEVELS = ("receipt", "quorum", "zk")
+#: The levels a model is registered for on chain: those whose jobs the JobManager can pay.
+SETTLED_LEVELS = tuple(level for level in VerificationLevel if level.settles_on_chain)
 
 
 def _selector(name: str) -> int:
@@ -71,37 +72,41 @@ def fault_evidence(fault: dict[str, Any]) -> int:
 
 
 class Settlement(Background):
-    def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
+    def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient, *,
+                 providers: ProviderStore | None = None,
+                 on_ineligible: Callable[[set[int]], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.network = network
         self.operator = operator
         self.jm = network.job_manager_on(operator)
-        self.keys = KeyStore(cfg.home / "keys")
+        self.keys = KeyStore(cfg.paths.keys)
         self._workers: dict[int, ChainClient] = {}
         self._identities: dict[int, Identity] = {}
         #: Called with the keys of workers a slash left ineligible (below the minimum stake, or banned).
-        self.on_ineligible: Callable[[set[int]], None] | None = None
+        self.on_ineligible = on_ineligible
         #: Provider workers' downtime records (the gateway's); long downtime is slashed from here.
-        self.providers: ProviderStore | None = None
+        self.providers = providers
         self._seated: set[int] = set()
         self._seating = asyncio.Lock()
 
     @classmethod
-    async def open(cls, cfg: Config, store: JobStore) -> Settlement | None:
-        """The settlement of this gateway, or None when it has none (``settlement = off`` or no chain.json)."""
+    async def open(cls, cfg: Config, store: JobStore, *, providers: ProviderStore | None = None,
+                   on_ineligible: Callable[[set[int]], None] | None = None) -> Settlement | None:
+        """The settlement of this gateway, or None when it has none (``settlement = off`` or no chain.json).
+        ``providers``: whose long downtime is slashed; ``on_ineligible``: told the keys a slash left ineligible."""
         if cfg.settlement == "off":
             return None
         try:
             net = Network.load(cfg.home)
-            operator_id = KeyStore(cfg.home / "keys").get(cfg.operator_key)
+            operator_id = KeyStore(cfg.paths.keys).get(cfg.operator_key)
             operator = await ChainClient.connect(net.rpc_url, address=net.governance, identity=operator_id)
         except (ConfigError, ChainError) as exc:
             if cfg.settlement == "required":
                 raise
             log.info("no on-chain settlement: %s", exc)
             return None
-        return cls(cfg, store, net, operator)
+        return cls(cfg, store, net, operator, providers=providers, on_ineligible=on_ineligible)
 
     def info(self) -> dict[str, Any]:
         n = self.network
@@ -255,16 +260,16 @@ class Settlement(Background):
         if not ready:
             return 0
         price = self.cfg.price_per_job
-        receipts = [(r.id, price, r.evidence["receipt"]) for r in ready if r.verification != "quorum"]  # type: ignore[index]
+        receipts = [(r.id, price, r.evidence["receipt"]) for r in ready if r.verification != VerificationLevel.QUORUM]  # type: ignore[index]
         calls = [self.jm.finalize_batch_call(receipts)] if receipts else []
         reports = []
-        for r in (r for r in ready if r.verification == "quorum"):
+        for r in (r for r in ready if r.verification == VerificationLevel.QUORUM):
             quorum = (r.evidence or {}).get("quorum") or {}
             agreeing = [v["receipt"] for v in quorum.get("votes", []) if v.get("agrees")]
             calls.append(self.jm.finalize_quorum_call(
                 r.id, price, int(quorum.get("f", 1)),
                 [(account_address(int(rc["worker_key"], 16)), rc) for rc in agreeing]))
-        quorum_ids = [r.id for r in ready if r.verification == "quorum"]
+        quorum_ids = [r.id for r in ready if r.verification == VerificationLevel.QUORUM]
         dissent = [f for f in (self.store.faults(job_ids=quorum_ids, limit=100_000) if quorum_ids else [])
                    if f["kind"] == "invalid_compute" and f["slash"] is None]
         for f in dissent:
@@ -378,8 +383,3 @@ def _plain(calls: list[Any]) -> list[Any]:
 
     return [Call(to_addr=c.to_addr, selector=c.selector, calldata=list(c.calldata)) for c in calls]
 
-
-def require_settled_level(level: str) -> None:
-    if level not in SETTLED_LEVELS:
-        raise InputError(f"A {level!r} job cannot be paid on chain: the JobManager settles receipt, quorum and zk "
-                         "jobs (it checks the worker's signed receipt). Submit with verification='receipt' or higher.")

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ciro import Config, KeyStore, WorkerError, commitment, sign_receipt
+from ciro import Config, KeyStore, VerificationLevel, WorkerError, commitment, sign_receipt
 
 __all__ = ["RECEIPT_LEVELS", "JobMeta", "OnnxWorker"]
 
 #: Levels whose results carry a worker-signed receipt.
-RECEIPT_LEVELS = frozenset({"receipt", "quorum", "zk"})
+RECEIPT_LEVELS = frozenset(level for level in VerificationLevel if level.signs_receipt)
 
 Tensors = dict[str, np.ndarray]
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..chain.client import ChainClient
-from ..chain.network import Network, deploy_network, ensure_account
-from ..identity import KeyStore
+from ciro import KeyStore
+from ciro.chain import ChainClient, Network, deploy_network, ensure_account
+from ciro.home import HomePaths
+
 from .accounts import PredeployedAccount
 
 __all__ = ["CIRO", "bootstrap"]
@@ -28,7 +29,7 @@ async def bootstrap(url: str, governance: PredeployedAccount, home: Path, *,
                     fund: tuple[str, ...] = ("client",)) -> Network:
     """Deploy (or find) the Ciro contracts on the devnet at ``url`` and record them in ``home``; give each named
     key of ``home`` an account holding CIRO (once)."""
-    keys = KeyStore(home / "keys")
+    keys = KeyStore(HomePaths(home).keys)
     gov_id = keys.import_key("devnet-governance", governance.private_key, replace=True)
     gov = await ChainClient.connect(url, address=governance.address, identity=gov_id)
     net = await deploy_network(gov, rpc_url=url, supply=SUPPLY, min_stake=MIN_STAKE,

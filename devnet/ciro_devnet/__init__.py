@@ -1,8 +1,9 @@
 """A local Starknet devnet: a JSON-RPC node in Python that runs compiled Cairo contracts on cairo-lang's VM.
 
-`python -m ciro.devnet --port 5050` starts one. Importing this package is cheap: cairo-lang (seconds to import)
-loads with the first chain. The import fix cairo-lang 0.14.0.1 needs on Python 3.11 is installed here, before
-anything can import `starkware`.
+`python -m ciro_devnet --port 5050` starts one. A package of its own beside the SDK (`ciro`), whose shared Starknet
+client (`ciro.chain`) it uses: it needs the `chain` extra (`pip install 'ciro-network[chain]'`: cairo-lang,
+starknet-py). Importing this package is cheap: cairo-lang (seconds to import) loads with the first chain. The import
+fix cairo-lang 0.14.0.1 needs on Python 3.11 is installed here, before anything can import `starkware`.
 """
 
 from __future__ import annotations

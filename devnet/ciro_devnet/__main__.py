@@ -1,4 +1,4 @@
-"""`python -m ciro.devnet --port P [--state DIR] [--accounts N] [--seed S] [--chain-id ID]`."""
+"""`python -m ciro_devnet --port P [--state DIR] [--accounts N] [--seed S] [--chain-id ID]`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .chain import DEFAULT_CHAIN_ID, RPC_SPEC_VERSION, STARKNET_VERSION, UDC_ADD
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ciro.devnet", description="Ciro's local Starknet devnet.")
+    parser = argparse.ArgumentParser(prog="python -m ciro_devnet", description="Ciro's local Starknet devnet.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=5050, help="port (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--state", metavar="DIR", help="save the chain here after each block; reload it at start")
@@ -62,7 +62,7 @@ async def serve(args: argparse.Namespace) -> None:
     started = time.monotonic()
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     devnet = Devnet(accounts=args.accounts, seed=seed, chain_id=args.chain_id, state_dir=args.state)
-    runner, url, _ = await start_server(devnet, args.host, args.port)
+    runner, url, server = await start_server(devnet, args.host, args.port, ready=not args.home)
     print(banner(devnet, url, devnet.restored), flush=True)
     if args.home:
         from pathlib import Path
@@ -73,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"Ciro contracts: CiroToken {hex(net.token)}, CDCPool {hex(net.pool)}, JobManager "
               f"{hex(net.job_manager)}; governance {hex(net.governance)} (key 'devnet-governance'); recorded in "
               f"{Path(args.home) / 'chain.json'}", flush=True)
+    server.ready = True
     print(f"Ready in {time.monotonic() - started:.1f} s", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

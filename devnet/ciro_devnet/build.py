@@ -1,6 +1,6 @@
 """Compile one contract of a Cairo 2.1 crate to Sierra + CASM (the test crates use it).
 
-`python -m ciro.devnet.build --crate tests/cairo/counter --contract ciro_test_counter::Counter` writes
+`python -m ciro_devnet.build --crate tests/cairo/counter --contract ciro_test_counter::Counter` writes
 `<crate>/compiled/<Name>.sierra.json` and `<Name>.casm.json`. Cairo 2.1.0's `starknet-compile` (fetched by
 `make contracts` into contracts/.toolchain) makes the Sierra, cairo-lang's bundled `starknet-sierra-compile
 --add-pythonic-hints` the CASM (the Python VM runs the pythonic hints). The Ciro contracts themselves, the account
@@ -23,7 +23,7 @@ CAIRO_COMPILER = REPO / "contracts" / ".toolchain" / "cairo-2.1.0" / "bin" / "st
 
 def compiled_dir() -> Path:
     """The committed Ciro contracts (CiroAccount and UniversalDeployer among them)."""
-    from ..chain.artifacts import compiled_dir as ciro_compiled_dir
+    from ciro.chain.artifacts import compiled_dir as ciro_compiled_dir
 
     return ciro_compiled_dir()
 

@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from . import fees
-from .chain import RPC_SPEC_VERSION, SEQUENCER_ADDRESS, STARKNET_VERSION, UDC_ADDRESS, Block, Devnet, TxRecord
+from .blocks import Block, TxRecord
+from .chain import RPC_SPEC_VERSION, SEQUENCER_ADDRESS, STARKNET_VERSION, UDC_ADDRESS, Devnet
 from .errors import (
     CLASS_HASH_NOT_FOUND,
     INTERNAL_ERROR,
@@ -30,7 +31,7 @@ from .errors import (
 )
 from .felts import parse_felt, parse_felts
 
-log = logging.getLogger("ciro.devnet")
+log = logging.getLogger("ciro_devnet")
 
 Handler = Callable[..., Any]
 
@@ -74,10 +75,12 @@ def _header(devnet: Devnet, block: Block | None) -> dict[str, Any]:
 
 
 class Methods:
-    """The RPC methods, each a function of named params; called on the worker thread."""
+    """The RPC methods, each a function of named params; called on the worker thread. `ready` is what
+    `devnet_getConfig` says of the node: false while its launcher still prepares the chain (`--home`)."""
 
-    def __init__(self, devnet: Devnet) -> None:
+    def __init__(self, devnet: Devnet, *, ready: bool = True) -> None:
         self.devnet = devnet
+        self.ready = ready
         d = devnet
         self.table: dict[str, tuple[Handler, tuple[str, ...]]] = {
             "starknet_specVersion": (lambda: RPC_SPEC_VERSION, ()),
@@ -254,6 +257,7 @@ class Methods:
             "udc_address": hex(UDC_ADDRESS),
             "fees_charged": False,
             "state_dir": str(d.files.root) if d.files is not None else None,
+            "ready": self.ready,
         }
 
     def run(self, method: str, params: Any) -> Any:
@@ -283,10 +287,18 @@ class Methods:
 
 
 class RpcServer:
-    def __init__(self, devnet: Devnet) -> None:
+    def __init__(self, devnet: Devnet, *, ready: bool = True) -> None:
         self.devnet = devnet
-        self.methods = Methods(devnet)
+        self.methods = Methods(devnet, ready=ready)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ciro-devnet")
+
+    @property
+    def ready(self) -> bool:
+        return self.methods.ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.methods.ready = value
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)

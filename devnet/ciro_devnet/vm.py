@@ -1,6 +1,6 @@
 """Execution of Cairo 1 entry points on StarkWare's Python Cairo VM (cairo-lang's Starknet business logic).
 
-This module imports cairo-lang at import time (~2.5 s); the rest of `ciro.devnet` imports it lazily. The package's
+This module imports cairo-lang at import time (~2.5 s); the rest of `ciro_devnet` imports it lazily. The package's
 `__init__` installs the import fix (`_cairo_fix`) that cairo-lang needs on Python 3.11 before this module loads.
 """
 

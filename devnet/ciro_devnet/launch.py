@@ -1,4 +1,9 @@
-"""Running a devnet: in this process (a background thread) or as a `python -m ciro.devnet` subprocess."""
+"""Running a devnet: in this process (a background thread) or as a `python -m ciro_devnet` subprocess.
+
+One launcher for the subprocess (:class:`DevnetProcess`: the tests' devnets and the one `ciro up` starts) and one
+readiness check (:func:`devnet_ready`: `devnet_getConfig` answers with `ready: true`, which a devnet started with
+`--home` says only once the Ciro contracts are deployed and recorded).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,21 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ..errors import CiroError
-from ..local import devnet_record, owned, read_json, write_json
+from ciro import CiroError
+from ciro.home import HomePaths
+from ciro.procs import devnet_record, free_port, owned, read_json, spawn, stop, wait_ready, write_json
+
 from .accounts import PredeployedAccount
 from .chain import Devnet
 from .rpc import RpcServer
@@ -31,11 +35,12 @@ T = TypeVar("T")
 
 
 async def start_server(
-    devnet: Devnet, host: str = "127.0.0.1", port: int = 5050
+    devnet: Devnet, host: str = "127.0.0.1", port: int = 5050, *, ready: bool = True
 ) -> tuple[web.AppRunner, str, RpcServer]:
     """Serve a devnet on the running loop; returns the runner (`await runner.cleanup()` stops it), the URL and the
-    server (whose one worker thread runs every chain call)."""
-    server = RpcServer(devnet)
+    server (whose one worker thread runs every chain call). With `ready=False`, `devnet_getConfig` says `ready: false`
+    until `server.ready` is set (work to do on the chain before anyone uses it)."""
+    server = RpcServer(devnet, ready=ready)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -101,12 +106,6 @@ def start_devnet_thread(*, host: str = "127.0.0.1", port: int = 0, **devnet_opti
     return DevnetThread(Devnet(**devnet_options), host, port)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def rpc_request(url: str, method: str, params: Any = None, timeout: float = 30) -> Any:
     """One JSON-RPC call with the standard library (for launchers and scripts; tests use starknet-py)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
@@ -118,8 +117,17 @@ def rpc_request(url: str, method: str, params: Any = None, timeout: float = 30) 
     return answer["result"]
 
 
+def devnet_ready(url: str) -> bool:
+    """Whether the Ciro devnet at `url` answers JSON-RPC and says it is ready (see the module's docstring)."""
+    config = devnet_config(url, timeout=1.0)
+    return config is not None and config.get("ready") is True
+
+
 class DevnetProcess:
-    """A `python -m ciro.devnet` subprocess; its output goes to `log_path`."""
+    """A `python -m ciro_devnet` subprocess, its output appended to `log_path`. Started by the constructor, which
+    waits until it is ready unless `wait=False` (then call :meth:`wait_ready`); `.url`, `.accounts`, `.stop()`.
+    `detach` runs it in a session of its own (it outlives this process: `ciro up`'s); `home` deploys the Ciro
+    contracts and records them in `home/chain.json` before it is ready."""
 
     def __init__(
         self,
@@ -129,55 +137,43 @@ class DevnetProcess:
         accounts: int | None = None,
         seed: int | None = None,
         chain_id: str | None = None,
+        home: str | Path | None = None,
         log_path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        detach: bool = False,
+        wait: bool = True,
         startup_timeout: float = 90,
         python: str = sys.executable,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/rpc"
-        command = [python, "-m", "ciro.devnet", "--port", str(self.port)]
-        if state_dir is not None:
-            command += ["--state", str(state_dir)]
-        if accounts is not None:
-            command += ["--accounts", str(accounts)]
-        if seed is not None:
-            command += ["--seed", str(seed)]
-        if chain_id is not None:
-            command += ["--chain-id", chain_id]
+        command = [python, "-m", "ciro_devnet", "--port", str(self.port)]
+        for flag, value in (("--state", state_dir), ("--accounts", accounts), ("--seed", seed),
+                            ("--chain-id", chain_id), ("--home", home)):
+            if value is not None:
+                command += [flag, str(value)]
+        self.command = command
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"ciro-devnet-{self.port}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (open for the life of the process)
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        self._wait_ready(startup_timeout)
+        self.accounts: list[PredeployedAccount] = []
+        self.process = spawn(command, log=self.log_path, env=env, detach=detach)
+        if wait:
+            try:
+                self.wait_ready(startup_timeout)
+            except BaseException:
+                self.stop()
+                raise
+
+    def wait_ready(self, timeout: float, *, retry: str = "start it again") -> None:
+        """Until the devnet is ready (:func:`devnet_ready`); a CiroError with its log's tail if it exits first."""
+        wait_ready(self.process, lambda: devnet_ready(self.url), what="The devnet", log=self.log_path,
+                   timeout_s=timeout, retry=retry)
         self.accounts = [
             PredeployedAccount.from_json(a) for a in rpc_request(self.url, "devnet_getPredeployedAccounts")
         ]
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the devnet exited ({self.process.returncode}):\n{self.log_path.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/is_alive", timeout=1),
-            ):
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"the devnet did not start in {timeout} s:\n{self.log_path.read_text()}")
-
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM (the chain is saved after every block already), then SIGKILL after `timeout`."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return int(self.process.returncode)
+        return stop(self.process, timeout)
 
     def __enter__(self) -> DevnetProcess:
         return self
@@ -187,7 +183,7 @@ class DevnetProcess:
 
 
 def start_devnet_process(**options: Any) -> DevnetProcess:
-    """Start `python -m ciro.devnet` on a free port and wait until it answers; `.url`, `.accounts`, `.stop()`."""
+    """Start `python -m ciro_devnet` on a free port and wait until it is ready; `.url`, `.accounts`, `.stop()`."""
     return DevnetProcess(**options)
 
 
@@ -216,7 +212,7 @@ def home_devnet(home: Path, port: int) -> dict[str, Any] | None:
         return None
     record = read_json(devnet_record(home))
     live = record.get("port") == port and owned(record.get("pid"), record.get("cmd"))
-    mine = [home / "devnet", *([record["state_dir"]] if live and record.get("state_dir") else [])]
+    mine = [HomePaths(home).devnet, *([record["state_dir"]] if live and record.get("state_dir") else [])]
     if not any(_same_dir(config["state_dir"], d) for d in mine):
         return None
     return {**config, "pid": record["pid"] if live else None, "cmd": record["cmd"] if live else None}
