@@ -3,8 +3,10 @@
 //   pool:        CDCPool, worker registration, staking, reputation, validators, slashing.
 //   job_manager: JobManager, job escrow and on-chain verification of receipts / quorums.
 //   signature:   Stark ECDSA verification with a cached public key point (used by JobManager).
+//   merkle:      Poseidon Merkle paths over receipt leaves (one signature a batch).
 mod interfaces;
 mod signature;
+mod merkle;
 mod token;
 mod pool;
 mod job_manager;
