@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 from .errors import InputError
 
-__all__ = ["merkle_levels", "merkle_path", "merkle_root", "root_from_path"]
+__all__ = ["BATCH_DOMAIN", "LEAF_DOMAIN", "batch_message", "merkle_levels", "merkle_path", "merkle_root",
+           "receipt_leaf", "root_from_path"]
+
+LEAF_DOMAIN = int.from_bytes(b"CIRO_LEAF_V1", "big")
+BATCH_DOMAIN = int.from_bytes(b"CIRO_BATCH_V1", "big")
 
 
 def _hash2(left: int, right: int) -> int:
@@ -61,3 +65,30 @@ def root_from_path(leaf: int, index: int, path: Sequence[int]) -> int:
         node = _hash2(int(sibling), node) if index & 1 else _hash2(node, int(sibling))
         index //= 2
     return node
+
+
+def _u256_halves(value: int) -> tuple[int, int]:
+    return value >> 128, value & ((1 << 128) - 1)
+
+
+def receipt_leaf(*, job_id: int, model_hash: int, input_commitment: int, output_commitment: int, worker_key: int,
+                 level: int, timestamp_ms: int, price: int, client: int) -> int:
+    """A job's leaf: Poseidon over 13 felts, as ``receipt_leaf`` in contracts/src/merkle.cairo.
+
+    Digests are 256-bit integers (split into high and low 128 bits), ``level`` a Cairo short string, ``price`` the
+    amount the worker is owed in token base units (a u128; 0 when unpaid), ``client`` the paying account (0 unpaid).
+    """
+    from starknet_pathfinder_crypto import poseidon_hash_many
+
+    if not 0 <= price < 2**128:
+        raise InputError(f"A receipt price must fit 128 bits, got {price}.")
+    felts = [LEAF_DOMAIN, job_id, *_u256_halves(model_hash), *_u256_halves(input_commitment),
+             *_u256_halves(output_commitment), worker_key, level, timestamp_ms, price, client]
+    return int(poseidon_hash_many(felts))
+
+
+def batch_message(*, root: int, worker_key: int, count: int, total: int) -> int:
+    """The felt a worker signs for a batch: its root, key, number of real leaves and the sum of their prices."""
+    from starknet_pathfinder_crypto import poseidon_hash_many
+
+    return int(poseidon_hash_many([BATCH_DOMAIN, root, worker_key, count, total]))
