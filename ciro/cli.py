@@ -344,7 +344,7 @@ def estimate_cmd(model: Path, batch: int) -> None:
     e = estimate(model, batch=batch)
     gib = 2**30
     prove = [("prove (per job)", f"~{e['prove_s']:.1f} s on {e['cores']} cores")] if batch == 1 else [
-        ("prove (per batch)", f"~{e['prove_s']:.1f} s on {e['cores']} cores, for {batch} jobs"),
+        ("prove (batch)", f"~{e['prove_s']:.1f} s on {e['cores']} cores, one proof for {batch} jobs"),
         ("per inference", f"~{e['per_inference_s']:.2f} s")]
     rows = [
         ("circuit", f"2^{e['logrows']} rows (logrows {e['logrows']}; {e['num_rows']:,} used)"

@@ -8,7 +8,7 @@ input, so always inside the range the circuit was calibrated for, where zeros mi
 instance then holds every row's quantised inputs, then every row's outputs; each job's artifact carries the shared
 proof and its own ``batch`` entry (size, row, real rows), and a verifier reads its job's inputs and outputs at that
 row only (:func:`row_instance`). Inputs or outputs made public as a Poseidon hash are one hash per tensor, over all
-rows, so such set-ups are not batched (:func:`batchable`).
+rows, so such set-ups are not batched (their jobs are proven one at a time).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["PADDING", "batch_dim", "batch_dir", "batch_problem", "batchable", "job_artifact", "prove_batch",
+__all__ = ["PADDING", "batch_dim", "batch_dir", "batch_problem", "job_artifact", "prove_batch",
            "row_instance", "stack_rows"]
 
 PADDING = "last real row repeated"
@@ -51,11 +51,6 @@ def batch_dim(model_bytes: bytes) -> str | None:
     if len(names) != 1 or len(dims) != len(proto.graph.input) + len(proto.graph.output):
         return None
     return names.pop() if all(pos == 0 for _, pos in dims) else None
-
-
-def batchable(model_bytes: bytes, input_visibility: str, output_visibility: str) -> bool:
-    """Whether this model's zk jobs may share proofs: a batch dim, and inputs and outputs public value by value."""
-    return (input_visibility, output_visibility) == ("public", "public") and batch_dim(model_bytes) is not None
 
 
 def batch_dir(zk_dir: Path, batch: int) -> Path:

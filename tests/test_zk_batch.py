@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from ciro_ray.batching import smallest_bucket, zk_bucket, zk_buckets
 from conftest import Cluster
 from onnx import TensorProto, helper, numpy_helper
 
 from ciro import CiroClient, ConfigError, InputError, verify
+from ciro.estimate import estimate
 from ciro.zk_batch import batch_dim, batch_dir, stack_rows
+from ciro_ray.batching import smallest_bucket, zk_bucket, zk_buckets
 
 BUCKETS = (1, 4, 16, 64)
 
@@ -88,7 +89,8 @@ def batch4(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _failed(art: dict[str, Any], b: dict[str, Any], job: int, **kw: Any) -> dict[str, str]:
     from ciro.zk_verify import zk_check
 
-    checks = zk_check(art, outputs=[b["ys"][job]], inputs=kw.get("inputs", [b["xs"][job]]), srs_path=b["setup"].srs.path)
+    checks = zk_check(art, outputs=[b["ys"][job]], inputs=kw.get("inputs", [b["xs"][job]]),
+                      srs_path=b["setup"].srs.path)
     return {name: detail for name, ok, detail in checks if not ok}
 
 
@@ -117,8 +119,8 @@ def test_a_batch_proof_binds_each_job_to_its_row(batch4: dict[str, Any]) -> None
     bad = _failed(swapped, b, 1)
     assert "zk proof" not in bad and {"zk inputs", "zk outputs"} <= set(bad)
     # without the inputs, the outputs alone still bind the row
-    assert set(_failed(lie := json.loads(json.dumps(arts[0])) | {"batch": {**arts[0]["batch"], "row": 2}}, b, 0,
-                       inputs=None)) == {"zk outputs"}, lie
+    lie = json.loads(json.dumps(arts[0])) | {"batch": {**arts[0]["batch"], "row": 2}}
+    assert set(_failed(lie, b, 0, inputs=None)) == {"zk outputs"}
 
 
 def test_batched_zk_jobs_share_one_proof_and_verify_offline(client: CiroClient, cluster: Cluster,
@@ -147,6 +149,15 @@ def test_batched_zk_jobs_share_one_proof_and_verify_offline(client: CiroClient, 
     d["zk"] = results[1].to_dict()["zk"]
     failed = {c.name for c in verify(d, inputs={"x": x[:1]}, model=path, config=cluster.config).failures}
     assert "zk artifact" in failed and {"zk inputs", "zk outputs"} <= failed
+    # `ciro estimate --batch 4` builds the circuit the scheduler's (model, 4) set-up built
+    meta = json.loads((cluster.home / "models" / info.hash / "zk-b4" / "setup.json").read_text())
+    assert meta["batch"] == 4 and meta["logrows"] == results[0].zk["settings"]["run_args"]["logrows"]
+    out = cluster.ciro("estimate", str(path), "--batch", "4").stdout
+    assert f"logrows {meta['logrows']}" in out and "one proof for 4 jobs" in out and "per inference" in out
+    e = estimate(path, batch=4, config=cluster.config)
+    assert e["per_inference_s"] == pytest.approx(e["prove_s"] / 4) and e["num_rows"] == meta["num_rows"]
+    fixed = cluster.ciro("estimate", str(_logreg(models_dir / "zkb-fixed.onnx", rows=1)), "--batch", "4", check=False)
+    assert fixed.returncode == 4 and "no single symbolic batch dimension" in fixed.stderr
     # a lone job is a bucket of one: proven with the model's own set-up, as before batching
     lone = client.infer(info.hash, {"x": x[:1]}, verification="zk", timeout=900)
     assert "batch" not in lone.zk and verify(lone, inputs={"x": x[:1]}, model=path, config=cluster.config).valid

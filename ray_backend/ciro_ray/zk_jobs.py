@@ -22,8 +22,8 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ciro import Config, InvalidComputeError, InvalidModelError, JobStatus, ModelStore, WorkerError, encode_json
-from ciro.zk_batch import batch_dir, batchable
+from ciro import Config, InvalidComputeError, JobStatus, ModelStore, WorkerError, encode_json
+from ciro.zk_batch import batch_dim, batch_dir
 
 from .batching import Pending, smallest_bucket, zk_bucket, zk_buckets
 from .outcomes import Finisher, Outcome
@@ -89,7 +89,7 @@ class ZkJobs:
         outputs are the worker's, else fail it and record the proof as evidence of the worker's invalid compute.
         Returns when the job is finished."""
         job = _Answered(p, out, blob, commit, receipt, worker_id, started)
-        if self.buckets[-1] == 1 or not self._can_batch(p.model_hash):
+        if self.buckets[-1] == 1 or not self._can_batch(p):
             async with self._slots:
                 await self._prove([job], 1)
             return
@@ -100,16 +100,20 @@ class ZkJobs:
         self._arrived.setdefault(p.model_hash, asyncio.Event()).set()
         await job.done
 
-    def _can_batch(self, model: str) -> bool:
-        if model not in self._batchable:
-            status = self.models.zk_status(model) or {}
+    def _can_batch(self, p: Pending) -> bool:
+        """Whether ``p`` may share a proof: one row, of a model with a batch dim whose set-up is public/public."""
+        if any(np.ndim(a) == 0 or np.shape(a)[0] != 1 for a in p.inputs.values()):
+            return False  # proven alone, as before batching
+        status = self.models.zk_status(p.model_hash) or {}
+        if (status.get("input_visibility"), status.get("output_visibility")) != ("public", "public"):
+            return False
+        if p.model_hash not in self._batchable:
             try:
-                self._batchable[model] = batchable(self.models.read_bytes(model), status.get("input_visibility", ""),
-                                                   status.get("output_visibility", ""))
+                self._batchable[p.model_hash] = batch_dim(self.models.read_bytes(p.model_hash)) is not None
             except Exception as exc:  # an unreadable model: proven alone, which reports what is wrong
-                log.warning("zk batching of %s: %s", model[:12], exc)
-                self._batchable[model] = False
-        return self._batchable[model]
+                log.warning("zk batching of %s: %s", p.model_hash[:12], exc)
+                self._batchable[p.model_hash] = False
+        return self._batchable[p.model_hash]
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -142,12 +146,14 @@ class ZkJobs:
         """The (model, B) set-up's folder, made on first use (one at a time per model and B)."""
         one = self.models.zk_dir(model)
         folder = batch_dir(one, bucket)
+        status = self.models.zk_status(model) or {}
         async with self._setups.setdefault((model, bucket), asyncio.Lock()):
-            if not (folder / "setup.json").is_file():
+            meta = json.loads((folder / "setup.json").read_text()) if (folder / "setup.json").is_file() else {}
+            if [meta.get(k) for k in ("input_visibility", "output_visibility")] != [
+                    status.get(k) for k in ("input_visibility", "output_visibility")]:
                 from ciro.estimate import calibration_sample
 
                 data = self.models.read_bytes(model)
-                status = self.models.zk_status(model) or {}
                 t0 = time.perf_counter()
                 await asyncio.to_thread(run_setup, data, folder, calibration_sample(data), self.cfg.srs_dir,
                                         str(self.cfg.home), status.get("input_visibility", "public"),
@@ -171,16 +177,23 @@ class ZkJobs:
                         payload[0]["inputs"], p0.model_hash, p0.input_commitment, jobs[0].commit,
                         payload[0]["outputs"], self.cfg.proof_timeout_s)]
                 else:
-                    folder = await self._setup(p0.model_hash, bucket)
+                    try:
+                        folder = await self._setup(p0.model_hash, bucket)
+                    except Exception as exc:  # e.g. the B-row circuit is too large: prove the jobs one by one
+                        log.warning("zk set-up of %s for batches of %d failed (%s): proving its jobs one at a time",
+                                    p0.model_hash[:12], bucket, str(getattr(exc, "cause", None) or exc)[:300])
+                        self._batchable[p0.model_hash] = False
+                        for j in jobs:
+                            await self._prove([j], 1)
+                        return
                     proved = await self.prover().prove_batch.remote(
                         folder, self.cfg.srs_dir, str(self.cfg.home), p0.model_hash, payload,
                         self.cfg.proof_timeout_s)
             except Exception as exc:  # a failed proof fails the job; it never passes as proven
                 cause = getattr(exc, "cause", None) or exc
-                what = "The zk set-up for a batch" if isinstance(cause, InvalidModelError) else "Proving"
                 self.finisher.fail([j.p for j in jobs], WorkerError(
-                    f"{what} failed: {str(cause).splitlines()[0][:300]}. Resubmit; if it fails again, check the "
-                    "model's zk set-up (GET /v1/models/REF), or set zk_batch_buckets=1 to prove jobs one at a time."))
+                    f"Proving failed: {str(cause).splitlines()[0][:300]}. Resubmit; if it fails again, check the "
+                    "model's zk set-up (GET /v1/models/REF)."))
                 return
             for j, res in zip(jobs, proved, strict=True):
                 self._finish(j, res)
