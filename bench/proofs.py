@@ -97,7 +97,8 @@ def raw_pipeline(model: Path, work: Path, batches: tuple[int, ...] = ()) -> dict
     import onnxruntime as ort
 
     from ciro.estimate import calibration_sample
-    from ciro.zk import _input_json, _symbolic_dims, calibration_data
+    from ciro.zk import _input_json, _symbolic_dims
+    from ciro.zk_batch import calibration_data
 
     data = model.read_bytes()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -142,7 +143,8 @@ def raw_pipeline(model: Path, work: Path, batches: tuple[int, ...] = ()) -> dict
 def _raw_batch(model: Path, work: Path, batch: int, srs: dict[int, str]) -> dict[str, Any]:
     """The model's circuit over ``batch`` rows, as ``zk_setup(batch=B)`` builds it: set-up, then one proof of B rows."""
     from ciro.estimate import calibration_sample
-    from ciro.zk import _ezkl, _input_json, _symbolic_dims, calibration_data
+    from ciro.zk import _ezkl, _input_json, _symbolic_dims
+    from ciro.zk_batch import calibration_data
 
     ezkl = _ezkl()  # untyped: the bundled stubs and 23.0.5's Python signatures differ
 

@@ -14,7 +14,9 @@ calibration takes here instead of predicting it. Every other part is fitted to m
 set-up, key generation and proving time track ``2**logrows`` whatever the layers (a 1.6k-row sigmoid MLP and a
 224k-row MLP at logrows 18 used the same CPU time). Fitted times are scaled by the ratio of CPU cores (EZKL
 proving scales close to linearly with cores). The output names the runs' machine and date and the
-leave-one-out error measured on the bench models.
+leave-one-out error measured on the bench models. With ``batch`` B (``ciro estimate --batch B``) the circuit is the
+one over B rows that proves B jobs at once (``ciro.zk_batch``), and ``per_inference_s`` is its proof time / B.
+The fit has no term for machine load: on a busy machine, times come out longer (the output says when it is busy).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def fit(runs: Sequence[dict[str, Any]], metric: str, logrows: int, cores: int) -
     """Predict ``metric`` at ``logrows`` on ``cores`` cores from the measured runs that have it: ``a + b * 2**logrows``
     fitted to minimise the relative (not absolute) error, so the small circuits count as much as the large;
     through the origin when the runs do not support a positive ``a`` and ``b``."""
-    runs = [r for r in runs if r.get(metric) is not None]
+    # a time or size that is not positive is a measurement the load spoiled (e.g. rest_s = Ciro set-up - raw
+    # calibration - raw SRS < 0 when the raw parts met heavier load than the set-up): it says nothing, so it is left out
+    runs = [r for r in runs if r.get(metric) is not None and r[metric] > 0]
     if not runs:
         raise InputError(f"No measured run has {metric!r}. Refresh ciro/zk_scaling.json with "
                          "python bench/proofs.py --write-scaling.")
@@ -103,7 +107,8 @@ def calibration_sample(model: bytes) -> list[np.ndarray]:
 def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public", batch: int = 1) -> dict[str, Any]:
     """EZKL settings + calibration exactly as ``ciro.zk.zk_setup`` runs them (``batch``: for a circuit over that
     many rows, ``ciro.zk_batch``): the circuit's size and the wall seconds calibration took here (``calibrate_s``)."""
-    from .zk import VISIBILITIES, _ezkl, _input_json, _quiet, _symbolic_dims, calibration_data
+    from .zk import VISIBILITIES, _ezkl, _input_json, _quiet, _symbolic_dims
+    from .zk_batch import calibration_data
 
     for v in (inputs, outputs):
         if v not in VISIBILITIES:

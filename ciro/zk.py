@@ -198,21 +198,6 @@ def calibration_batch(inputs: list[np.ndarray], samples: int = CALIBRATION_SAMPL
     return out
 
 
-def calibration_data(calibration: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
-    """What a circuit over ``batch`` rows is calibrated on (flat, per input): the rows of :func:`calibration_batch`
-    around the one-row sample, grouped ``batch`` at a time (the last group filled with the sample's row). The same
-    rows whatever the batch size, so the same value range and lookup tables: a larger B adds circuit rows only."""
-    flat = calibration_batch(calibration)
-    if batch == 1:
-        return flat
-    out = []
-    for a, f in zip(calibration, flat, strict=True):
-        rows = np.asarray(f).reshape(-1, max(1, int(np.asarray(a).size)))
-        fill = (-len(rows)) % batch
-        out.append(np.concatenate([rows, np.repeat(rows[:1], fill, axis=0)]).reshape(-1))
-    return out
-
-
 def _symbolic_dims(model_bytes: bytes, batch: int = 1) -> list[tuple[str, int]]:
     """EZKL's ``variables``: every symbolic dim at 1, except the batch dim at ``batch`` (a circuit over that many
     rows; only for a model ``ciro.zk_batch.batch_dim`` accepts)."""
@@ -316,6 +301,8 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         # other settings: build a new set-up, then replace the old one (proofs already made stay verifiable:
         # each artifact carries its own vk and settings)
     zk_precheck(model_bytes, input_visibility=input_visibility, output_visibility=output_visibility, batch=batch)
+    from .zk_batch import calibration_data
+
     data_rows = calibration_data(calibration, batch)
     if batch != 1:
         calibration = [np.concatenate([np.asarray(a)] * batch) for a in calibration]

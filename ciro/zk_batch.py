@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["PADDING", "batch_dim", "batch_dir", "batch_problem", "job_artifact", "prove_batch",
+__all__ = ["PADDING", "batch_dim", "batch_dir", "batch_problem", "calibration_data", "job_artifact", "prove_batch",
            "row_instance", "stack_rows"]
 
 PADDING = "last real row repeated"
@@ -51,6 +51,23 @@ def batch_dim(model_bytes: bytes) -> str | None:
     if len(names) != 1 or len(dims) != len(proto.graph.input) + len(proto.graph.output):
         return None
     return names.pop() if all(pos == 0 for _, pos in dims) else None
+
+
+def calibration_data(calibration: list[np.ndarray], batch: int = 1) -> list[np.ndarray]:
+    """What a circuit over ``batch`` rows is calibrated on (flat, per input): the rows of ``ciro.zk.calibration_batch``
+    around the one-row sample, grouped ``batch`` at a time (the last group filled with the sample's row). The same
+    rows whatever the batch size, so the same value range and lookup tables: a larger B adds circuit rows only."""
+    from .zk import calibration_batch
+
+    flat = calibration_batch(calibration)
+    if batch == 1:
+        return flat
+    out = []
+    for a, f in zip(calibration, flat, strict=True):
+        rows = np.asarray(f).reshape(-1, max(1, int(np.asarray(a).size)))
+        fill = (-len(rows)) % batch
+        out.append(np.concatenate([rows, np.repeat(rows[:1], fill, axis=0)]).reshape(-1))
+    return out
 
 
 def batch_dir(zk_dir: Path, batch: int) -> Path:
