@@ -1,17 +1,24 @@
 """Proofs: the raw EZKL pipeline against the same work through Ciro, and `ciro estimate` against both.
 
-    python bench/proofs.py                  # ~8 minutes on 2 idle cores
+    python bench/proofs.py                  # under 10 minutes on 2 cores
     python bench/proofs.py --write-scaling  # also refit ciro/zk_scaling.json on this run
     python bench/proofs.py --wide           # adds MLP 784-512-10 (logrows 18, heavy calibration): ~+5 minutes
+    python bench/proofs.py --concurrency    # adds proofs/hour with 1 vs 2 proofs at a time: ~+1 minute
 
 1. Raw EZKL, each model in a fresh process (peak RSS is per process), calibrated on the gateway's calibration
    sample so that it builds Ciro's circuit: calibrate, compile, development SRS, keys, witness + prove, verify.
 2. Through Ciro (embedded default, 2 workers): `deploy(zk=True)` timed end to end (the set-up a user waits for;
    a fresh CIRO_HOME, so the development SRS is generated the first time each circuit size is seen), then zk jobs
    one at a time: per-job prove overhead = (job latency - raw witness+prove) / raw witness+prove (target <= 5%).
-3. Proofs/hour with 1 vs 2 proofs at a time (max_concurrent_proofs), on the logistic regression.
+3. With --concurrency: proofs/hour with 1 vs 2 proofs at a time (max_concurrent_proofs), on the logistic regression.
 4. `ciro estimate` beside the measured Ciro set-up and zk job of each model, each model predicted from the
-   other models' runs (leave-one-out), ending with the line `ciro estimate: worst error set-up ... prove ...`.
+   other models' runs (leave-one-out): the line `ciro estimate: worst error set-up ... prove ...`.
+5. One proof for many inferences (ciro.zk_batch): the logistic regression and the MLP 64-32-10 set up and proven
+   as circuits over B = 16 rows, the logistic regression also over 64 (--batch64: the MLP too), by raw EZKL in the
+   same child process, calibrated as Ciro's (model, B) set-up is; the per-inference time ((witness + prove) / B)
+   beside one job's proof, `ciro estimate --batch B`, and the tech-stack page's +20-150 ms claim. The output ends
+   with the line
+   `batched zk B=16: per-inference ... s vs single ... s (ratio ...)` (the worse of the two models).
 Every proof here uses a development SRS (public SRS files cannot be fetched on this machine).
 """
 
@@ -36,6 +43,10 @@ from common import free_port, write_report
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.30
 WIDE = "mlp-784-512-10"
+#: The models and batch sizes of part 5, and the per-inference target (issue 15: <= 1/5 of a single proof at B=16).
+BATCHED = {"logreg-10": (16, 64), "mlp-64-32-10": (16,)}  # --batch64: B = 64 for the MLP too (logrows 17)
+BATCH_TARGET = 0.2
+CLAIM_MS = (20, 150)  # the tech-stack page: "+20-50 ms" (scikit-learn) to "+50-150 ms" (ONNX) of proof time
 
 
 def _save(nodes: list[Any], inits: list[Any], folder: Path, name: str, dims: tuple[int, int]) -> Path:
@@ -79,13 +90,15 @@ def build_models(folder: Path, wide: bool = False) -> dict[str, Path]:
     return models
 
 
-def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
-    """One model through EZKL directly (run in a child process by main)."""
+def raw_pipeline(model: Path, work: Path, batches: tuple[int, ...] = ()) -> dict[str, Any]:
+    """One model through EZKL directly (run in a child process by main); then, for each of ``batches``, its circuit
+    over that many rows (``ciro.zk_batch``)."""
     import ezkl
     import onnxruntime as ort
 
     from ciro.estimate import calibration_sample
-    from ciro.zk import _input_json, _symbolic_dims, calibration_batch
+    from ciro.zk import _input_json, _symbolic_dims
+    from ciro.zk_batch import calibration_data
 
     data = model.read_bytes()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -93,7 +106,7 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     (work / "input.json").write_text(json.dumps(_input_json([x])))  # the job's input
     cal = work / "calibration.json"  # the gateway's calibration data, so both build the same circuit
-    cal.write_text(json.dumps(_input_json(calibration_batch(calibration_sample(data)))))
+    cal.write_text(json.dumps(_input_json(calibration_data(calibration_sample(data)))))
     ra: Any = ezkl.PyRunArgs()
     ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
     ra.variables = _symbolic_dims(data)
@@ -120,10 +133,51 @@ def raw_pipeline(model: Path, work: Path) -> dict[str, Any]:
     timed("witness", ezkl.gen_witness, str(work / "input.json"), c, w)
     timed("prove", ezkl.prove, w, c, str(work / "pk.key"), str(work / "proof.json"), srs)
     timed("verify", ezkl.verify, str(work / "proof.json"), s, str(work / "vk.key"), srs)
-    return {"logrows": k, "num_rows": int(settings.get("num_rows", 0)),
+    batched = {str(b): _raw_batch(model, work, b, {k: srs}) for b in batches}
+    return {"batched": batched, "logrows": k, "num_rows": int(settings.get("num_rows", 0)),
             "total_assignments": int(settings.get("total_assignments", 0)), "seconds": t, "cpu_seconds": cpu,
             "pk_bytes": (work / "pk.key").stat().st_size, "vk_bytes": (work / "vk.key").stat().st_size,
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cores": os.cpu_count()}
+
+
+def _raw_batch(model: Path, work: Path, batch: int, srs: dict[int, str]) -> dict[str, Any]:
+    """The model's circuit over ``batch`` rows, as ``zk_setup(batch=B)`` builds it: set-up, then one proof of B rows."""
+    from ciro.estimate import calibration_sample
+    from ciro.zk import _ezkl, _input_json, _symbolic_dims
+    from ciro.zk_batch import calibration_data
+
+    ezkl = _ezkl()  # untyped: the bundled stubs and 23.0.5's Python signatures differ
+
+    data = model.read_bytes()
+    sample = calibration_sample(data)
+    d = work / f"b{batch}"
+    d.mkdir()
+    (d / "cal.json").write_text(json.dumps(_input_json(calibration_data(sample, batch))))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((batch, *sample[0].shape[1:])).astype(np.float32)
+    (d / "input.json").write_text(json.dumps(_input_json([x])))
+    ra: Any = ezkl.PyRunArgs()
+    ra.input_visibility, ra.output_visibility, ra.param_visibility = "public", "public", "fixed"
+    ra.variables = _symbolic_dims(data, batch)
+    s, c, t = str(d / "settings.json"), str(d / "model.compiled"), {}
+    t0 = time.perf_counter()
+    ezkl.gen_settings(str(model), s, py_run_args=ra)
+    ezkl.calibrate_settings(str(d / "cal.json"), str(model), s, "resources")
+    ezkl.compile_circuit(str(model), c, s)
+    settings = json.loads(Path(s).read_text())
+    k = int(settings["run_args"]["logrows"])
+    if k not in srs:
+        srs[k] = str(work / f"kzg{k}.srs")
+        ezkl.gen_srs(srs[k], k)
+    ezkl.setup(c, str(d / "vk.key"), str(d / "pk.key"), srs[k])
+    t["setup"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ezkl.gen_witness(str(d / "input.json"), c, str(d / "witness.json"))
+    ezkl.prove(str(d / "witness.json"), c, str(d / "pk.key"), str(d / "proof.json"), srs[k])
+    t["prove"] = time.perf_counter() - t0
+    shutil.rmtree(d)
+    return {"batch": batch, "logrows": k, "num_rows": int(settings.get("num_rows", 0)), "seconds": t,
+            "per_inference_s": t["prove"] / batch}
 
 
 class Load:
@@ -139,13 +193,14 @@ class Load:
         return {"min": min(self.seen), "median": float(np.median(self.seen)), "max": max(self.seen)}
 
 
-def run_raw(models: dict[str, Path], load: Load) -> dict[str, Any]:
+def run_raw(models: dict[str, Path], load: Load, tmp: Path) -> dict[str, Any]:
     out = {}
     for name, path in models.items():
         load.sample()
-        with tempfile.TemporaryDirectory(prefix="ezkl-raw-") as work:
-            proc = subprocess.run([sys.executable, __file__, "--raw-one", str(path), work], capture_output=True,
-                                  text=True, timeout=3600)
+        batches = ",".join(map(str, BATCHED.get(name, ())))
+        with tempfile.TemporaryDirectory(prefix="ezkl-raw-", dir=tmp) as work:
+            proc = subprocess.run([sys.executable, __file__, "--raw-one", str(path), work, batches],
+                                  capture_output=True, text=True, timeout=3600)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-2000:])
             out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -153,6 +208,9 @@ def run_raw(models: dict[str, Path], load: Load) -> dict[str, Any]:
         print(f"raw  {name:20s} k={r['logrows']} calibrate {s['calibrate']:.1f}s srs {s['srs']:.1f}s keys "
               f"{s['setup']:.1f}s prove {s['witness'] + s['prove']:.1f}s peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
               flush=True)
+        for b in r["batched"].values():
+            print(f"raw  {name:20s} B={b['batch']:<3d} k={b['logrows']} set-up {b['seconds']['setup']:.1f}s prove "
+                  f"{b['seconds']['prove']:.1f}s: {b['per_inference_s']:.3f} s per inference", flush=True)
     load.sample()
     return out
 
@@ -163,16 +221,18 @@ def _proven(result: Any) -> None:
                          f"{result.cached}, error {result.error}")
 
 
-def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int, load: Load, tmp: Path) -> dict[str, Any]:
+def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int, load: Load, tmp: Path,
+                 passes: tuple[int, ...]) -> dict[str, Any]:
+    """Parts 2 and 3, with zk_batch_buckets "1": each zk job its own proof (batched proofs are part 5)."""
     from ciro import CiroClient, Config
     from ciro.estimate import srs_cached
     from ciro.local import ensure_running, stop
 
     out: dict[str, Any] = {"proofs_per_hour": {}}
     srs_made: Path | None = None
-    for proofs_at_once in (1, 2):
+    for proofs_at_once in passes:
         cfg = Config.load(home=tmp / f"home-{proofs_at_once}", port=free_port(),
-                          max_concurrent_proofs=proofs_at_once)
+                          max_concurrent_proofs=proofs_at_once, zk_batch_buckets="1")
         if srs_made is not None:  # this pass measures proofs, not set-up: reuse the development SRS made above
             shutil.copytree(srs_made, cfg.home / "srs")
         srs_made = cfg.home / "srs"
@@ -206,7 +266,7 @@ def through_ciro(models: dict[str, Path], raw: dict[str, Any], jobs: int, load: 
                         print(f"ciro {name:20s} set-up {setup_s:.1f}s ({'SRS cached' if cached else 'SRS generated'})"
                               f"; zk job {med:.2f}s vs raw prove {raw_prove:.2f}s: overhead "
                               f"{100 * (med / raw_prove - 1):+.1f}%", flush=True)
-                        if name != "logreg-10":
+                        if name != "logreg-10" or len(passes) == 1:
                             continue  # proofs/hour: the 1 vs 2 at a time comparison, on the cheapest proof
                     t0 = time.perf_counter()
                     ids = [client.submit(info.hash, x, verification="zk", fresh=True) for x in xs]
@@ -265,6 +325,34 @@ def estimate_accuracy(models: dict[str, Path], raw: dict[str, Any], ciro: dict[s
     return out
 
 
+def batched_summary(models: dict[str, Path], raw: dict[str, Any], fit_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Part 5: per-inference proving time of each batched circuit beside one job's proof, `ciro estimate --batch B`
+    and the tech-stack page's claim; the B = 16 figures of each model (for the last line)."""
+    from ciro.estimate import available_memory, circuit, predict
+
+    out: dict[str, Any] = {}
+    lo, hi = CLAIM_MS
+    for name in BATCHED:
+        r = raw[name]
+        single = r["seconds"]["witness"] + r["seconds"]["prove"]
+        for b in r["batched"].values():
+            c = circuit(models[name].read_bytes(), batch=b["batch"])
+            est = predict(c, fit_runs, cores=os.cpu_count() or 1, memory_bytes=available_memory(), srs_is_cached=True)
+            per, ratio = b["per_inference_s"], b["per_inference_s"] / single
+            verdict = "met" if ratio <= BATCH_TARGET else "NOT met"
+            met = "" if b["batch"] != 16 else f" (target <= {BATCH_TARGET:.2f}: {verdict})"
+            err = est["prove_s"] / b["seconds"]["prove"] - 1
+            print(f"batch {name:20s} B={b['batch']:<3d} per-inference {per:.3f} s vs single {single:.3f} s: ratio "
+                  f"{ratio:.3f}{met}; tech-stack page +{lo}-{hi} ms: {1000 * per:.0f} ms is {1000 * per / hi:.1f}-"
+                  f"{1000 * per / lo:.0f}x that; ciro estimate --batch {b['batch']}: prove {est['prove_s']:.1f} s "
+                  f"vs measured {b['seconds']['prove']:.1f} s ({100 * err:+.0f}%)",
+                  flush=True)
+            b.update(single_s=single, ratio=ratio, estimate_prove_s=est["prove_s"])
+            if b["batch"] == 16:
+                out[name] = b
+    return out
+
+
 def worst(acc: dict[str, Any], keys: tuple[str, ...]) -> float:
     errs = [m["relative_error"][k] for m in acc.values() for k in keys]
     return max(errs, key=abs)
@@ -292,34 +380,43 @@ def write_scaling(runs: list[dict[str, Any]], acc: dict[str, Any], load: dict[st
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--raw-one":
-        print(json.dumps(raw_pipeline(Path(sys.argv[2]), Path(sys.argv[3]))))
+    if len(sys.argv) == 5 and sys.argv[1] == "--raw-one":
+        batches = tuple(int(b) for b in sys.argv[4].split(",") if b)
+        print(json.dumps(raw_pipeline(Path(sys.argv[2]), Path(sys.argv[3]), batches)))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--write-scaling", action="store_true")
     ap.add_argument("--wide", action="store_true", help=f"also run {WIDE}")
+    ap.add_argument("--concurrency", action="store_true", help="also measure proofs/hour, 1 vs 2 proofs at a time")
+    ap.add_argument("--batch64", action="store_true", help="also prove the MLP 64-32-10 over 64 rows (~+2 minutes)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "proofs.json")
     args = ap.parse_args()
     from ciro.estimate import scaling_runs
 
+    if args.batch64:
+        BATCHED["mlp-64-32-10"] = (16, 64)
     started, load = time.perf_counter(), Load()
     with tempfile.TemporaryDirectory(prefix="ciro-proofs-") as tmp:  # models, CIRO_HOMEs: keys of ~1 GB
         models = build_models(Path(tmp) / "models", wide=args.wide)
-        raw = run_raw(models, load)
-        ciro = through_ciro(models, raw, args.jobs, load, Path(tmp))
+        raw = run_raw(models, load, Path(tmp))
+        ciro = through_ciro(models, raw, args.jobs, load, Path(tmp), (1, 2) if args.concurrency else (1,))
         runs = scaling_runs_of(raw, ciro)
         acc = estimate_accuracy(models, raw, ciro, runs if args.write_scaling else scaling_runs())
+        batched = batched_summary(models, raw, runs if args.write_scaling else scaling_runs())
     if args.write_scaling:
         write_scaling(runs, acc, load.summary())
     wall = time.perf_counter() - started
     lo = load.summary()
     write_report(args.json, {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "load": lo, "raw": raw,
-                             "ciro": ciro, "estimate": acc, "wall_s": wall})
+                             "ciro": ciro, "estimate": acc, "batched": batched, "wall_s": wall})
     print(f"machine {machine()}; 1-min load average {lo['min']:.1f}-{lo['max']:.1f} during the run (this benchmark "
           f"alone: about 2); {wall / 60:.1f} minutes")
     print(f"ciro estimate: worst error set-up {100 * worst(acc, ('setup_s',)):+.0f}% prove "
           f"{100 * worst(acc, ('job_s', 'prove_s')):+.0f}% (target {100 * TARGET:.0f}%)")
+    b = max(batched.values(), key=lambda m: m["ratio"])
+    print(f"batched zk B=16: per-inference {b['per_inference_s']:.3f} s vs single {b['single_s']:.3f} s "
+          f"(ratio {b['ratio']:.3f})")
 
 
 if __name__ == "__main__":

@@ -334,17 +334,23 @@ def verify_cmd(ctx: click.Context, result: Path, model: Path | None, input_path:
 
 @cli.command("estimate")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch", "batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="the circuit over B rows that proves B jobs in one proof (zk_batch_buckets)")
 @handle_errors
-def estimate_cmd(model: Path) -> None:
+def estimate_cmd(model: Path, batch: int) -> None:
     """Predict the cost of a zk set-up and proof of MODEL on this machine, before paying for either."""
     from .estimate import estimate
 
-    e = estimate(model)
+    e = estimate(model, batch=batch)
     gib = 2**30
+    prove = [("prove (per job)", f"~{e['prove_s']:.1f} s on {e['cores']} cores")] if batch == 1 else [
+        ("prove (batch)", f"~{e['prove_s']:.1f} s on {e['cores']} cores, one proof for {batch} jobs"),
+        ("per inference", f"~{e['per_inference_s']:.2f} s")]
     rows = [
-        ("circuit", f"2^{e['logrows']} rows (logrows {e['logrows']}; {e['num_rows']:,} used)"),
+        ("circuit", f"2^{e['logrows']} rows (logrows {e['logrows']}; {e['num_rows']:,} used)"
+         + (f", {batch} rows of inputs" if batch > 1 else "")),
         ("set-up (once)", f"~{e['setup_s']:.1f} s"),
-        ("prove (per job)", f"~{e['prove_s']:.1f} s on {e['cores']} cores"),
+        *prove,
         ("peak memory", f"~{e['peak_rss_bytes'] / gib:.2f} GiB"),
         ("proving key", f"~{e['pk_bytes'] / 2**20:,.0f} MiB"),
         ("verifying key", f"~{e['vk_bytes'] / 2**10:,.0f} KiB"),

@@ -69,6 +69,11 @@ class Config:
     max_concurrent_proofs: int = 1
     #: A proof still running after this long is stopped and its job fails.
     proof_timeout_s: float = 1800.0
+    #: zk jobs of one model are proven together, as one circuit over B rows, B one of these batch sizes (a set-up
+    #: per model and B, made on first use)...
+    zk_batch_buckets: str = "1,4,16,64"
+    #: ...waiting at most this long after the first of them for the largest bucket to fill (0: never wait).
+    zk_batch_wait_ms: float = 200.0
     #: Gateway: "auto" accepts unsigned POSTs only from this machine (loopback) and checks every signed
     #: one; "required" refuses every unsigned POST. Signatures: see ciro.auth.
     auth: str = "auto"
@@ -184,6 +189,7 @@ class Config:
              "heartbeat_interval_s, heartbeat_timeout_s and downtime_slash_s must be > 0"),
             (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
             (self.batch_timeout_ms >= 0, "batch_timeout_ms must be >= 0"),
+            (self.zk_batch_wait_ms >= 0, "zk_batch_wait_ms must be >= 0"),
             (self.max_attempts >= 1, "max_attempts must be >= 1"),
             (0 < self.port < 65536, "port must be between 1 and 65535"),
             (self.jobstore_sync.upper() in {"OFF", "NORMAL", "FULL", "EXTRA"},

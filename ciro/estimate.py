@@ -14,7 +14,9 @@ calibration takes here instead of predicting it. Every other part is fitted to m
 set-up, key generation and proving time track ``2**logrows`` whatever the layers (a 1.6k-row sigmoid MLP and a
 224k-row MLP at logrows 18 used the same CPU time). Fitted times are scaled by the ratio of CPU cores (EZKL
 proving scales close to linearly with cores). The output names the runs' machine and date and the
-leave-one-out error measured on the bench models.
+leave-one-out error measured on the bench models. With ``batch`` B (``ciro estimate --batch B``) the circuit is the
+one over B rows that proves B jobs at once (``ciro.zk_batch``), and ``per_inference_s`` is its proof time / B.
+The fit has no term for machine load: on a busy machine, times come out longer (the output says when it is busy).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def fit(runs: Sequence[dict[str, Any]], metric: str, logrows: int, cores: int) -
     """Predict ``metric`` at ``logrows`` on ``cores`` cores from the measured runs that have it: ``a + b * 2**logrows``
     fitted to minimise the relative (not absolute) error, so the small circuits count as much as the large;
     through the origin when the runs do not support a positive ``a`` and ``b``."""
-    runs = [r for r in runs if r.get(metric) is not None]
+    # a time or size that is not positive is a measurement the load spoiled (e.g. rest_s = Ciro set-up - raw
+    # calibration - raw SRS < 0 when the raw parts met heavier load than the set-up): it says nothing, so it is left out
+    runs = [r for r in runs if r.get(metric) is not None and r[metric] > 0]
     if not runs:
         raise InputError(f"No measured run has {metric!r}. Refresh ciro/zk_scaling.json with "
                          "python bench/proofs.py --write-scaling.")
@@ -100,10 +104,11 @@ def calibration_sample(model: bytes) -> list[np.ndarray]:
     return out
 
 
-def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public") -> dict[str, Any]:
-    """EZKL settings + calibration exactly as ``ciro.zk.zk_setup`` runs them: the circuit's size and the
-    wall seconds calibration took here (``calibrate_s``)."""
-    from .zk import VISIBILITIES, _ezkl, _input_json, _quiet, _symbolic_dims, calibration_batch
+def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public", batch: int = 1) -> dict[str, Any]:
+    """EZKL settings + calibration exactly as ``ciro.zk.zk_setup`` runs them (``batch``: for a circuit over that
+    many rows, ``ciro.zk_batch``): the circuit's size and the wall seconds calibration took here (``calibrate_s``)."""
+    from .zk import VISIBILITIES, _ezkl, _input_json, _quiet, _symbolic_dims
+    from .zk_batch import calibration_data
 
     for v in (inputs, outputs):
         if v not in VISIBILITIES:
@@ -112,11 +117,11 @@ def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public") ->
     with tempfile.TemporaryDirectory(prefix="ciro-estimate-") as tmp:
         t = Path(tmp)
         (t / "model.onnx").write_bytes(model)
-        (t / "input.json").write_text(json.dumps(_input_json(calibration_batch(calibration_sample(model)))))
+        (t / "input.json").write_text(json.dumps(_input_json(calibration_data(calibration_sample(model), batch))))
         ra = ezkl.PyRunArgs()
         ra.input_visibility, ra.output_visibility = VISIBILITIES[inputs], VISIBILITIES[outputs]
         ra.param_visibility = "fixed"
-        ra.variables = _symbolic_dims(model)
+        ra.variables = _symbolic_dims(model, batch)
         try:
             with _quiet():
                 ezkl.gen_settings(str(t / "model.onnx"), str(t / "settings.json"), py_run_args=ra)
@@ -132,7 +137,7 @@ def circuit(model: bytes, *, inputs: str = "public", outputs: str = "public") ->
     return {"logrows": int(settings["run_args"]["logrows"]), "num_rows": int(settings.get("num_rows", 0)),
             "total_assignments": int(settings.get("total_assignments", 0)),
             "lookups": len(settings.get("required_lookups") or []), "calibrate_s": calibrate_s,
-            "input_visibility": inputs, "output_visibility": outputs}
+            "input_visibility": inputs, "output_visibility": outputs, "batch": batch}
 
 
 def srs_cached(logrows: int, config: Config) -> bool:
@@ -153,6 +158,9 @@ def predict(c: dict[str, Any], runs: Sequence[dict[str, Any]], *, cores: int, me
     out["setup_cached_s"] = c["calibrate_s"] + out["rest_s"]
     out["setup_first_s"] = out["setup_cached_s"] + out["srs_s"]
     out["setup_s"] = out["setup_cached_s"] if srs_is_cached else out["setup_first_s"]
+    batch = int(c.get("batch", 1))  # one proof proves this many jobs (ciro.zk_batch)
+    out["per_inference_s"] = out["prove_s"] / batch
+    out["job_per_inference_s"] = out["job_s"] / batch
     measured = sorted({int(r["logrows"]) for r in runs})
     out["extrapolated"] = not measured or not measured[0] <= k <= measured[-1]
     out["fits"] = out["peak_rss_bytes"] <= memory_bytes
@@ -179,14 +187,24 @@ def _basis(runs: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, Any]] | None = None,
              cores: int | None = None, memory_bytes: int | None = None, config: Config | None = None,
-             srs_is_cached: bool | None = None, inputs: str = "public", outputs: str = "public") -> dict[str, Any]:
+             srs_is_cached: bool | None = None, inputs: str = "public", outputs: str = "public",
+             batch: int = 1) -> dict[str, Any]:
     """Circuit size from EZKL, and the predicted zk set-up (``setup_s``: the whole ``deploy(zk=True)``, with the
     SRS generated or not as it will be on ``config``'s machine; ``setup_first_s``/``setup_cached_s`` both
-    ways), proof (``prove_s``) and zk job (``job_s``) times, memory and key sizes on this machine."""
+    ways), proof (``prove_s``) and zk job (``job_s``) times, memory and key sizes on this machine. ``batch`` B:
+    the circuit over B rows that proves B jobs at once (``per_inference_s`` = ``prove_s`` / B)."""
+    from .zk import zk_precheck
+    from .zk_batch import batch_dim
+
     data = bytes(model) if isinstance(model, bytes | bytearray) else read_model_file(model, max_bytes=1 << 62)
+    zk_precheck(data, count_rows=False)  # operators EZKL cannot prove: refused with the reason, before EZKL runs
+    if batch < 1 or (batch > 1 and batch_dim(data) is None):
+        raise InputError(f"--batch {batch}: " + ("a batch size is at least 1." if batch < 1 else "this model has no "
+                         "single symbolic batch dimension leading its inputs and outputs, so its jobs are proven one "
+                         "at a time; estimate without --batch."))
     meta = scaling()
     runs = list(runs if runs is not None else meta["runs"])
-    c = circuit(data, inputs=inputs, outputs=outputs)
+    c = circuit(data, inputs=inputs, outputs=outputs, batch=batch)
     if srs_is_cached is None:
         srs_is_cached = srs_cached(c["logrows"], config or Config.load())
     out = predict(c, runs, cores=cores or os.cpu_count() or 1, memory_bytes=memory_bytes or available_memory(),

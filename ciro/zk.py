@@ -30,8 +30,8 @@ import numpy as np
 from .errors import ConfigError, InputError, InvalidModelError
 from .home import HomePaths
 
-__all__ = ["DEV_SRS_WARNING", "MAX_ZK_ROWS", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_precheck", "zk_prove",
-           "zk_setup"]
+__all__ = ["DEV_SRS_WARNING", "MAX_ZK_ROWS", "SrsInfo", "ZkSetup", "find_srs", "srs_pinned", "zk_precheck",
+           "zk_prove", "zk_setup"]
 
 DEV_SRS_WARNING = ("proven with a DEVELOPMENT SRS generated on this machine: the proof is not sound against "
                    "whoever generated that SRS; use public-ceremony SRS files (CIRO_SRS_DIR) for real assurance")
@@ -140,6 +140,7 @@ class ZkSetup:
     input_visibility: str
     output_visibility: str
     calibration_max_abs_error: float
+    batch: int = 1  # rows of the circuit (the model's batch dim fixed at this size; ciro.zk_batch)
 
     @property
     def settings_path(self) -> Path:
@@ -162,14 +163,15 @@ class ZkSetup:
                 "settings_hash": self.settings_hash, "vk_hash": self.vk_hash, "srs": self.srs.to_dict(),
                 "input_visibility": self.input_visibility, "output_visibility": self.output_visibility,
                 "calibration_max_abs_error": self.calibration_max_abs_error,
-                "pk_bytes": self.pk_path.stat().st_size, "vk_bytes": self.vk_path.stat().st_size}
+                "pk_bytes": self.pk_path.stat().st_size, "vk_bytes": self.vk_path.stat().st_size, "batch": self.batch}
 
     @classmethod
     def load(cls, d: Path, srs_path: Path) -> ZkSetup:
         meta = json.loads((d / "setup.json").read_text())
         srs = SrsInfo(meta["srs"]["kind"], int(meta["srs"]["logrows"]), srs_path, meta["srs"]["sha256"])
         return cls(d, int(meta["logrows"]), int(meta["num_rows"]), meta["settings_hash"], meta["vk_hash"], srs,
-                   meta["input_visibility"], meta["output_visibility"], float(meta["calibration_max_abs_error"]))
+                   meta["input_visibility"], meta["output_visibility"], float(meta["calibration_max_abs_error"]),
+                   int(meta.get("batch", 1)))
 
 
 def _input_json(inputs: list[np.ndarray]) -> dict[str, Any]:
@@ -196,18 +198,18 @@ def calibration_batch(inputs: list[np.ndarray], samples: int = CALIBRATION_SAMPL
     return out
 
 
-def _symbolic_dims(model_bytes: bytes) -> list[tuple[str, int]]:
+def _symbolic_dims(model_bytes: bytes, batch: int = 1) -> list[tuple[str, int]]:
+    """EZKL's ``variables``: every symbolic dim at 1, except the batch dim at ``batch`` (a circuit over that many
+    rows; only for a model ``ciro.zk_batch.batch_dim`` accepts)."""
     import onnx
 
-    proto = onnx.load_from_string(model_bytes)
-    names: list[str] = []
-    for vi in list(proto.graph.input) + list(proto.graph.output):
-        for d in vi.type.tensor_type.shape.dim:
-            # a dim with neither a value nor a name is called "batch_size" by EZKL's ONNX loader
-            name = d.dim_param or ("batch_size" if not d.HasField("dim_value") else "")
-            if name and name not in names:
-                names.append(name)
-    return [(n, 1) for n in names]  # one proof proves one row-batch of size 1 per symbolic dim
+    from .zk_batch import _dim_names, batch_dim
+
+    names = list(dict.fromkeys(n for n, _ in _dim_names(onnx.load_from_string(model_bytes))))
+    lead = batch_dim(model_bytes) if batch != 1 else None
+    if batch != 1 and lead is None:
+        raise InputError("This model has no single symbolic batch dimension: it can be proven one row at a time only.")
+    return [(n, batch if n == lead else 1) for n in names]
 
 
 #: The largest circuit (rows, as EZKL counts them before calibration) Ciro sets up. Set-up and proving time and
@@ -225,12 +227,12 @@ def _nodes(graph: Any) -> Iterator[Any]:
 
 
 def zk_precheck(model_bytes: bytes, *, input_visibility: str = "public", output_visibility: str = "public",
-                count_rows: bool = True) -> int | None:
+                count_rows: bool = True, batch: int = 1) -> int | None:
     """Refuse, before any set-up, a model EZKL cannot prove, saying why and what to do: operators outside the
     standard ONNX domain (scikit-learn's, XGBoost's and LightGBM's ``ai.onnx.ml`` operators, onnxruntime's
     fused ``com.microsoft`` ones), a graph EZKL cannot read, a circuit above :data:`MAX_ZK_ROWS` rows. Returns
     EZKL's row count of the circuit (``count_rows``: needs EZKL; without it only the operators are checked and
-    None is returned)."""
+    None is returned). ``batch``: the circuit over that many rows (:mod:`ciro.zk_batch`)."""
     import onnx
 
     try:
@@ -263,7 +265,7 @@ def zk_precheck(model_bytes: bytes, *, input_visibility: str = "public", output_
         ra = ezkl.PyRunArgs()
         ra.input_visibility, ra.output_visibility = VISIBILITIES[input_visibility], VISIBILITIES[output_visibility]
         ra.param_visibility = "fixed"
-        ra.variables = _symbolic_dims(model_bytes)
+        ra.variables = _symbolic_dims(model_bytes, batch)
         try:
             with _quiet():
                 ezkl.gen_settings(str(model), str(settings), py_run_args=ra)
@@ -283,19 +285,27 @@ def zk_precheck(model_bytes: bytes, *, input_visibility: str = "public", output_
 
 
 def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray], srs_dir: Path | None,
-             home: Path, input_visibility: str = "public", output_visibility: str = "public") -> ZkSetup:
-    """Settings, calibration, circuit, SRS and keys for a model, cached in ``out_dir``."""
+             home: Path, input_visibility: str = "public", output_visibility: str = "public",
+             batch: int = 1) -> ZkSetup:
+    """Settings, calibration, circuit, SRS and keys for a model, cached in ``out_dir``. ``batch`` > 1: a circuit
+    over that many rows (``calibration``, one row, is repeated to fill them; :mod:`ciro.zk_batch`)."""
     for v in (input_visibility, output_visibility):
         if v not in VISIBILITIES:
             raise InputError(f"Visibility {v!r} is not supported; use one of {', '.join(VISIBILITIES)}.")
     if (out_dir / "setup.json").is_file():
         meta = json.loads((out_dir / "setup.json").read_text())
-        if (meta["input_visibility"], meta["output_visibility"]) == (input_visibility, output_visibility):
+        if (meta["input_visibility"], meta["output_visibility"], meta.get("batch", 1)) == (
+                input_visibility, output_visibility, batch):
             srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=srs_dir, home=home)
             return ZkSetup.load(out_dir, srs.path)
         # other settings: build a new set-up, then replace the old one (proofs already made stay verifiable:
         # each artifact carries its own vk and settings)
-    zk_precheck(model_bytes, input_visibility=input_visibility, output_visibility=output_visibility)
+    zk_precheck(model_bytes, input_visibility=input_visibility, output_visibility=output_visibility, batch=batch)
+    from .zk_batch import calibration_data
+
+    data_rows = calibration_data(calibration, batch)
+    if batch != 1:
+        calibration = [np.concatenate([np.asarray(a)] * batch) for a in calibration]
     ezkl = _ezkl()
     work = Path(tempfile.mkdtemp(prefix=".zk-", dir=out_dir.parent))
     try:
@@ -303,9 +313,9 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         ra = ezkl.PyRunArgs()
         ra.input_visibility, ra.output_visibility = VISIBILITIES[input_visibility], VISIBILITIES[output_visibility]
         ra.param_visibility = "fixed"
-        ra.variables = _symbolic_dims(model_bytes)
+        ra.variables = _symbolic_dims(model_bytes, batch)
         data = work / "calibration.json"
-        data.write_text(json.dumps(_input_json(calibration_batch(calibration))))
+        data.write_text(json.dumps(_input_json(data_rows)))
         settings = work / "settings.json"
         try:
             with _quiet():
@@ -328,7 +338,7 @@ def zk_setup(model_bytes: bytes, out_dir: Path, *, calibration: list[np.ndarray]
         meta = {"logrows": logrows, "num_rows": int(s.get("num_rows", 0)), "settings_hash": sha256_file(settings),
                 "vk_hash": sha256_file(work / "vk.key"), "srs": srs.to_dict(), "input_visibility": input_visibility,
                 "output_visibility": output_visibility, "calibration_max_abs_error": error,
-                "ezkl_version": getattr(ezkl, "__version__", "?")}
+                "ezkl_version": getattr(ezkl, "__version__", "?"), "batch": batch}
         (work / "setup.json").write_text(json.dumps(meta, indent=1))
         for tmp in ("model.onnx", "calibration.json", "sample.json", "witness.json"):
             (work / tmp).unlink(missing_ok=True)

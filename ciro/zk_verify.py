@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .zk import _ezkl, _quiet, _split, sha256_file
+from .zk_batch import batch_problem, row_instance
 
 __all__ = ["build_vk", "output_gap", "output_tolerance", "settings_problem", "zk_check"]
 
@@ -126,6 +127,16 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
         except RuntimeError as exc:  # EZKL raises rather than returning False on a bad proof
             ok, detail = False, f"the proof does not verify ({str(exc).splitlines()[0][:160]})"
         checks.append(("zk proof", ok, detail))
+    if "batch" in artifact:
+        b = artifact["batch"]
+        problem = batch_problem(artifact) or ("a batch proof's inputs and outputs must be public value by value"
+                                              if _hashed(settings, "input_visibility")
+                                              or _hashed(settings, "output_visibility") else None)
+        checks.append(("zk batch row", problem is None, f"this job is row {b['row']} of a proof over "
+                       f"{b['size']} rows ({b['rows']} jobs); its inputs and outputs are read at that row"
+                       if problem is None else f"the artifact's batch entry is wrong: {problem}"))
+        if problem is not None:
+            return checks
     flat, n_in = _instance(artifact, inputs)
     in_scales, out_scales = settings.get("model_input_scales", []), settings.get("model_output_scales", [])
     in_hashed = _hashed(settings, "input_visibility")
@@ -138,9 +149,10 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
                        "hashes"))
     tol = output_tolerance(artifact)
     worst = output_gap(artifact, outputs=outputs, inputs=inputs)
-    checks.append(("zk outputs", worst <= tol, f"proven outputs within {worst:.2g} of the result's (tolerance "
-                   f"{tol:.2g})" if worst <= tol else f"proven outputs differ from the result's by {worst:.3g} "
-                   f"(tolerance {tol:.2g})"))
+    at = f" (row {artifact['batch']['row']} of the batch proof)" if "batch" in artifact else ""
+    checks.append(("zk outputs", worst <= tol, f"proven outputs{at} within {worst:.2g} of the result's (tolerance "
+                   f"{tol:.2g})" if worst <= tol else f"proven outputs{at} differ from the result's by {worst:.3g} "
+                   f"(tolerance {tol:.2g}): the proof does not prove this result"))
     if inputs is not None and in_hashed:
         ezkl = _ezkl()
         same = len(inputs) == len(in_scales) and all(
@@ -155,15 +167,21 @@ def zk_check(artifact: Mapping[str, Any], *, outputs: list[np.ndarray], inputs: 
                         if p.size == np.size(a) else math.inf for p, a in zip(proven_in, inputs, strict=False)),
                        default=math.inf)
         checks.append(("zk inputs", worst_in <= step,
-                       "the proof's public inputs are the given inputs, quantised" if worst_in <= step
-                       else f"the proof's public inputs differ from the given ones by {worst_in:.3g}"))
+                       f"the proof's public inputs{at} are the given inputs, quantised" if worst_in <= step
+                       else f"the proof's public inputs{at} differ from the given ones by {worst_in:.3g}"))
     return checks
 
 
 def _instance(artifact: Mapping[str, Any], inputs: list[np.ndarray] | None) -> tuple[list[str], int]:
-    """The proof's public instance (flat) and how many of its leading elements belong to the inputs."""
+    """The proof's public instance (flat) and how many of its leading elements belong to the inputs; for a batch
+    proof, only the artifact's row of it (``ciro.zk_batch``)."""
     settings = artifact["settings"]
     flat = list((artifact["proof"].get("instances") or [[]])[0])
+    if "batch" in artifact:
+        if batch_problem(artifact) is not None or _hashed(settings, "input_visibility") or _hashed(
+                settings, "output_visibility"):
+            return [], 0  # decodes to nothing: zk_check reports why
+        return row_instance(settings, flat, int(artifact["batch"]["row"]), len(settings.get("model_input_scales", [])))
     if _hashed(settings, "input_visibility"):
         return flat, len(settings.get("model_input_scales", []))
     if inputs is not None:

@@ -81,8 +81,8 @@ def test_public_names() -> None:
     assert set(ciro.__all__) == {n for n in dir(ciro) if not n.startswith("_")} - {
         "client", "config", "errors", "jobs", "modelstore", "tensors", "local", "demo", "cli", "identity",
         "receipts", "quorum", "auth", "chain", "deployments", "sources", "processing", "tls", "sealing",
-        "options", "zk", "zk_verify", "estimate", "tokenizing", "textmodels", "networks", "plugins", "home", "levels",
-        "procs", "convert",
+        "options", "zk", "zk_verify", "zk_batch", "estimate", "tokenizing", "textmodels", "networks", "plugins", "home",
+        "levels", "procs", "convert",
     } | {"__version__"}  # submodules (zk ones load lazily)
     for name in ciro.__all__:
         assert hasattr(ciro, name), name

@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ciro import InputError, QuorumPolicy, VerificationLevel
+from ciro import ConfigError, InputError, QuorumPolicy, VerificationLevel
 
 from .fit import FIT_OPTIONS, Fit
 from .pool import WorkerHandle
 
 __all__ = ["DEFAULT_SERVING", "LOOKAHEAD", "PIPELINE", "Choice", "Pending", "Serving", "choose_batch",
-           "gpu_preference", "job_fit"]
+           "gpu_preference", "job_fit", "smallest_bucket", "zk_bucket",
+           "zk_buckets"]
 
 #: Batches a worker takes in flight at once.
 PIPELINE = 2
@@ -175,3 +176,33 @@ def _other_fit(queue: Sequence[Pending], deployed: Serving, blocked: Fit, worker
                 if x.verification != VerificationLevel.QUORUM and job_fit(deployed, x) == fit]
         return Choice(tuple(jobs[:_batch_limit(serving, max_batch_size)]), (worker,))
     return None
+
+
+def zk_buckets(text: str) -> tuple[int, ...]:
+    """The batch sizes (``zk_batch_buckets``, e.g. "1,4,16,64") zk proofs are made at, ascending."""
+    try:
+        sizes = sorted({int(s) for s in text.replace(" ", "").split(",") if s})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1 or sizes[-1] > 1024:
+        raise ConfigError(f"zk_batch_buckets={text!r} is not a comma-separated list of batch sizes between 1 and "
+                          "1024 (e.g. 1,4,16,64). Fix the CIRO_ZK_BATCH_BUCKETS variable or config file.")
+    return tuple(sizes)
+
+
+def zk_bucket(queued: int, waited_s: float, wait_s: float, buckets: Sequence[int]) -> tuple[int, int] | float:
+    """The zk batch to prove now from a model's ``queued`` jobs (answered by their workers, waiting for a proof, the
+    oldest for ``waited_s``): ``(jobs, B)``, the first ``jobs`` of them proven as one circuit of the smallest bucket
+    ``B`` that holds them; or the seconds to wait for more (at most ``wait_s`` from the oldest's arrival, unless the
+    largest bucket fills first)."""
+    top = buckets[-1]
+    if queued >= top:
+        return top, top
+    if waited_s < wait_s:
+        return wait_s - waited_s
+    return queued, smallest_bucket(queued, buckets)
+
+
+def smallest_bucket(jobs: int, buckets: Sequence[int]) -> int:
+    """The smallest of ``buckets`` (ascending) that holds ``jobs`` (at most the largest)."""
+    return next(b for b in buckets if b >= jobs)

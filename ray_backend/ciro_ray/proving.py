@@ -105,6 +105,18 @@ class Prover:
         ``tolerance``, the worker's result is not what the model computes, and the proof is the evidence.
 
         Runs on the node holding the model store (the gateway pins it there): keys are read from disk."""
+        job = {"inputs": inputs, "input_commitment": input_commitment, "output_commitment": output_commitment,
+               "outputs": outputs}
+        return self._run(zk_dir, srs_dir, home, model_hash, [job], timeout_s, batch=False)[0]
+
+    def prove_batch(self, zk_dir: str, srs_dir: str | None, home: str, model_hash: str, jobs: list[dict[str, Any]],
+                    timeout_s: float = 3600.0) -> list[dict[str, Any]]:
+        """One proof for ``jobs`` (each ``{"inputs", "input_commitment", "output_commitment", "outputs"}``, one
+        row) with the (model, B) set-up in ``zk_dir`` (``ciro.zk_batch``); each job's result as :meth:`prove`'s."""
+        return self._run(zk_dir, srs_dir, home, model_hash, jobs, timeout_s, batch=True)
+
+    def _run(self, zk_dir: str, srs_dir: str | None, home: str, model_hash: str, jobs: list[dict[str, Any]],
+             timeout_s: float, batch: bool) -> list[dict[str, Any]]:
         child = None
         with self._lock:
             while self._idle and child is None:
@@ -113,12 +125,13 @@ class Prover:
         child = child or _Child()
         with tempfile.TemporaryDirectory(prefix="ciro-prove-job-") as tmp:
             t = Path(tmp)
-            np.savez(t / "inputs.npz", *inputs)
-            if outputs is not None:
-                np.savez(t / "outputs.npz", *outputs)
+            for i, j in enumerate(jobs):
+                np.savez(t / f"inputs-{i}.npz", *j["inputs"])
+                if j.get("outputs") is not None:
+                    np.savez(t / f"outputs-{i}.npz", *j["outputs"])
             (t / "job.json").write_text(json.dumps({
-                "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash,
-                "input_commitment": input_commitment, "output_commitment": output_commitment}))
+                "zk_dir": zk_dir, "srs_dir": srs_dir, "home": home, "model_hash": model_hash, "batch": batch,
+                "commitments": [[j["input_commitment"], j["output_commitment"]] for j in jobs]}))
             try:
                 child.run(t, timeout_s)
             except TimeoutError:
@@ -132,10 +145,10 @@ class Prover:
             if (t / "error.json").is_file():
                 child.kill()  # a failed EZKL call may leave the process in a bad state: start afresh next time
                 raise RuntimeError(json.loads((t / "error.json").read_text())["message"])
-            result: dict[str, Any] = json.loads((t / "result.json").read_text())
+            results: list[dict[str, Any]] = json.loads((t / "result.json").read_text())["results"]
         with self._lock:
             self._idle.append(child)
-        return result
+        return results
 
     def stop(self) -> None:
         with self._lock:
@@ -145,7 +158,7 @@ class Prover:
 
 
 def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_dir: str | None, home: str,
-              input_visibility: str = "public", output_visibility: str = "public") -> None:
+              input_visibility: str = "public", output_visibility: str = "public", batch: int = 1) -> None:
     """``ciro.zk.zk_setup`` in a child process, for the same reason as proving (see the module docstring)."""
     from ciro import InvalidModelError
 
@@ -155,7 +168,7 @@ def run_setup(model: bytes, out_dir: Path, calibration: list[np.ndarray], srs_di
         np.savez(t / "calibration.npz", *calibration)
         (t / "job.json").write_text(json.dumps({"out_dir": str(out_dir), "srs_dir": srs_dir, "home": home,
                                                 "input_visibility": input_visibility,
-                                                "output_visibility": output_visibility}))
+                                                "output_visibility": output_visibility, "batch": batch}))
         proc = subprocess.run([sys.executable, "-m", "ciro_ray.proving", str(t), "setup"], capture_output=True,
                               text=True, timeout=24 * 3600)
         if (t / "error.json").is_file():
@@ -174,7 +187,8 @@ def _setup_main(folder: Path) -> None:
     try:
         zk_setup((folder / "model.onnx").read_bytes(), Path(job["out_dir"]), calibration=calibration,
                  srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None, home=Path(job["home"]),
-                 input_visibility=job["input_visibility"], output_visibility=job["output_visibility"])
+                 input_visibility=job["input_visibility"], output_visibility=job["output_visibility"],
+                 batch=int(job.get("batch", 1)))
     except InvalidModelError as exc:
         (folder / "error.json").write_text(json.dumps({"message": exc.message}))
         sys.exit(3)
@@ -187,21 +201,28 @@ def _load(path: Path) -> list[np.ndarray]:
 
 def _prove_main(folder: Path) -> None:
     from ciro.zk import ZkSetup, find_srs, zk_prove
+    from ciro.zk_batch import prove_batch
     from ciro.zk_verify import output_gap, output_tolerance
 
     job = json.loads((folder / "job.json").read_text())
-    inputs = _load(folder / "inputs.npz")
+    commitments = [tuple(c) for c in job["commitments"]]
+    inputs = [_load(folder / f"inputs-{i}.npz") for i in range(len(commitments))]
     meta = json.loads((Path(job["zk_dir"]) / "setup.json").read_text())
     srs = find_srs(int(meta["srs"]["logrows"]), srs_dir=Path(job["srs_dir"]) if job["srs_dir"] else None,
                    home=Path(job["home"]), create=False)
     setup = ZkSetup.load(Path(job["zk_dir"]), srs.path)
-    artifact = zk_prove(setup, inputs, model_hash=job["model_hash"], input_commitment=job["input_commitment"],
-                        output_commitment=job["output_commitment"])
-    gap = None
-    if (folder / "outputs.npz").is_file():
-        gap = output_gap(artifact, outputs=_load(folder / "outputs.npz"), inputs=inputs)
-    (folder / "result.json").write_text(json.dumps({"artifact": artifact, "output_gap": gap,
-                                                    "tolerance": output_tolerance(artifact)}))
+    if job["batch"]:
+        artifacts = prove_batch(setup, inputs, model_hash=job["model_hash"], commitments=commitments)
+    else:
+        artifacts = [zk_prove(setup, inputs[0], model_hash=job["model_hash"], input_commitment=commitments[0][0],
+                              output_commitment=commitments[0][1])]
+    results = []
+    for i, artifact in enumerate(artifacts):
+        gap = None
+        if (folder / f"outputs-{i}.npz").is_file():
+            gap = output_gap(artifact, outputs=_load(folder / f"outputs-{i}.npz"), inputs=inputs[i])
+        results.append({"artifact": artifact, "output_gap": gap, "tolerance": output_tolerance(artifact)})
+    (folder / "result.json").write_text(json.dumps({"results": results}))
 
 
 def _serve() -> None:
