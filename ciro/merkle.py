@@ -21,7 +21,7 @@ BATCH_DOMAIN = int.from_bytes(b"CIRO_BATCH_V1", "big")
 
 
 def _hash2(left: int, right: int) -> int:
-    from starknet_pathfinder_crypto import poseidon_hash
+    from starknet_pathfinder_crypto import poseidon_hash  # Rust; imported on first use, then a dict look-up
 
     return int(poseidon_hash(left, right))
 
