@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ciro-quorum-"))
     port = free_port()
-    cfg = Config.load(home=work / "home", port=port, num_workers=4, worker_num_cpus=0.5)
+    cfg = Config.load(home=work / "home", port=port, devnet_port=free_port(), num_workers=4, worker_num_cpus=0.5)
     url = ensure_running(cfg, progress=True, num_workers=4)
     try:
         res = asyncio.run(measure(url, cfg, build_digits_model(work / "digits.onnx"), args.jobs, args.single))

@@ -33,10 +33,12 @@ def merkle_levels(leaves: Sequence[int]) -> list[list[int]]:
     width = 1
     while width < len(leaves):
         width *= 2
+    from starknet_pathfinder_crypto import poseidon_hash
+
     level = [int(x) for x in leaves] + [0] * (width - len(leaves))
     levels = [level]
     while len(level) > 1:
-        level = [_hash2(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = [int(poseidon_hash(level[i], level[i + 1])) for i in range(0, len(level), 2)]
         levels.append(level)
     return levels
 

@@ -12,12 +12,13 @@ same checks run in Cairo (``contracts/src/merkle.cairo``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
 from .identity import MAX_MESSAGE, Identity, verify_felt
-from .merkle import batch_message, merkle_levels, merkle_path, receipt_leaf, root_from_path
+from .merkle import batch_message, merkle_levels, receipt_leaf, root_from_path
 
 __all__ = ["MERKLE_SCHEME", "RECEIPT_DOMAIN", "SINGLE_SCHEME", "JobLeaf", "Receipt", "batch_message",
            "receipt_leaf", "receipt_message", "short_string", "sign_batch", "sign_receipt"]
@@ -78,6 +79,14 @@ def _job_felt(job_id: str) -> int:
 def _digest(hex_digest: str, what: str) -> int:
     high, low = _u256(hex_digest, what)
     return (high << 128) | low
+
+
+def _digest_of(model_hash: str) -> int:
+    return _digest(model_hash, "model hash")
+
+
+def _hex(text: str) -> int:
+    return int(text, 16)
 
 
 @dataclass(frozen=True)
@@ -227,12 +236,19 @@ def sign_batch(identity: Identity, jobs: list[JobLeaf], *, timestamp_ms: int | N
     ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     key = identity.public_key
     total = sum(j.price for j in jobs)
+    digests: dict[str, int] = {}  # a batch's jobs share a model hash, level and client: convert each once
+
+    def felt(text: str, convert: Callable[[str], int]) -> int:
+        if text not in digests:
+            digests[text] = convert(text)
+        return digests[text]
+
     while True:
-        leaves = [receipt_leaf(job_id=_job_felt(j.job_id), model_hash=_digest(j.model_hash, "model hash"),
+        leaves = [receipt_leaf(job_id=_job_felt(j.job_id), model_hash=felt(j.model_hash, _digest_of),
                                input_commitment=_digest(j.input_commitment, "input commitment"),
                                output_commitment=_digest(j.output_commitment, "output commitment"), worker_key=key,
-                               level=short_string(j.level), timestamp_ms=ts, price=j.price,
-                               client=int(j.client, 16)) for j in jobs]
+                               level=felt(j.level, short_string), timestamp_ms=ts, price=j.price,
+                               client=felt(j.client, _hex)) for j in jobs]
         levels = merkle_levels(leaves)
         root = levels[-1][0]
         msg = batch_message(root=root, worker_key=key, count=len(jobs), total=total)
@@ -241,7 +257,9 @@ def sign_batch(identity: Identity, jobs: list[JobLeaf], *, timestamp_ms: int | N
         ts += 1  # as in sign_receipt: an unsignable message (odds ~2**-59) moves the batch's time by 1 ms
     r, s = identity.sign(msg)
     sig, root_hex, worker = (hex(r), hex(s)), hex(root), identity.public_hex
+    nodes = [[hex(x) for x in level] for level in levels[:-1]]  # each node's hex once, for every path through it
     return [Receipt(j.job_id, j.model_hash, j.input_commitment, j.output_commitment, worker, j.level, ts, sig,
                     scheme=MERKLE_SCHEME, price=j.price, client=j.client, leaf_index=i,
-                    path=tuple(hex(x) for x in merkle_path(levels, i)), batch_size=len(jobs), batch_total=total,
+                    path=tuple(level[(i >> k) ^ 1] for k, level in enumerate(nodes)), batch_size=len(jobs),
+                    batch_total=total,
                     root=root_hex) for i, j in enumerate(jobs)]
