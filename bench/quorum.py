@@ -6,7 +6,9 @@ Starts its own embedded default with 4 workers of 0.5 CPU each (a quorum of f = 
 distinct workers) under a temporary CIRO_HOME, measures each level in the same process, and stops.
 Per level: one `infer_batch` of --jobs one-row jobs (batched), --jobs / 2 single-job requests at
 concurrency 16, and --single single-job requests one after another (p50 latency). Workers sign one
-Merkle root per batch (`receipt`, `quorum`). The last line compares `receipt` with `none`.
+Merkle root per batch (`receipt`, `quorum`); before the last line, the workers' signing cost a job with one
+signature a job against one Merkle root a batch (no Ray: in this process, interleaved). The last line compares
+`receipt` with `none`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ async def measure(url: str, cfg: Config, model_path: Path, jobs: int, single: in
     return out
 
 
+def signing_cost(rounds: int = 7) -> dict[int, tuple[float, float]]:
+    """The worker's signing cost, µs a job, for batches of 1 and 64: one signature a job (``sign_receipt``, the
+    scheme before batches) against one Merkle root a batch (``sign_batch``), interleaved, median of ``rounds``."""
+    from ciro import Identity
+    from ciro.receipts import JobLeaf, sign_batch, sign_receipt
+
+    ident = Identity.generate("bench-worker")
+    out = {}
+    for n in (1, 64):
+        jobs = [JobLeaf(f"{i:032x}", "ab" * 32, "cd" * 32, "ef" * 32, "receipt", 10**15, "0x1234") for i in range(n)]
+        reps = max(1, 640 // n)
+        single, batched = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for _ in range(reps):
+                [sign_receipt(ident, job_id=j.job_id, model_hash=j.model_hash, input_commitment=j.input_commitment,
+                              output_commitment=j.output_commitment, level=j.level).to_dict() for j in jobs]
+            single.append((time.perf_counter() - t) / (reps * n) * 1e6)
+            t = time.perf_counter()
+            for _ in range(reps):
+                [r.to_dict() for r in sign_batch(ident, jobs)]
+            batched.append((time.perf_counter() - t) / (reps * n) * 1e6)
+        out[n] = (float(np.median(single)), float(np.median(batched)))
+        print(f"worker signing, batch of {n:2d}: one signature a job {out[n][0]:7.1f} us/job, one Merkle root "
+              f"{out[n][1]:7.1f} us/job ({out[n][1] / out[n][0]:.2f}x)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=1000)
@@ -83,9 +113,10 @@ def main() -> None:
                               for lvl in LEVELS}
     for name, r in ratios.items():
         print(f"{name:16s} batched {r['batched']:.2f}x   concurrency 16 {r['c16']:.2f}x   p50 {r['p50_ms']:.2f}x")
+    signing = signing_cost()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "jobs": args.jobs, "single": args.single,
-                                     "results": res, "ratios": ratios}, indent=1))
+                                     "results": res, "ratios": ratios, "signing_us_per_job": signing}, indent=1))
     rec, none = res["receipt"], res["none"]
     print(f"receipt vs none: batched {rec['batched']:,.0f} vs {none['batched']:,.0f} jobs/s (ratio "
           f"{rec['batched'] / none['batched']:.2f}); single-job p50 {rec['p50_ms']:.2f} vs {none['p50_ms']:.2f} ms")

@@ -5,7 +5,11 @@ One devnet subprocess serves the module; the network is deployed once (``deploy_
 are funded with CIRO minted by governance; workers register their own keys and governance stakes for them.
 Everything goes through the ``ciro.chain`` bindings and ``ChainClient``: real transactions, real Cairo, exact
 balances and revert messages. Setup is batched into multicalls (one transaction, many calls) and independent
-accounts send concurrently; the devnet costs about 0.4 s a transaction plus 0.1-0.3 s a call (more with ECDSA)."""
+accounts send concurrently; the devnet costs about 0.4 s a transaction plus 0.1-0.3 s a call (more with ECDSA).
+
+Receipts are Merkle batches signed in Python (``ciro.receipts.sign_batch``: batches of 1, 3 and 5 jobs) that the
+JobManager rebuilds in Cairo (``contracts/src/merkle.cairo``): every accepted finalization shows that both compute
+the same leaf, tree and batch message, and every forged one that a changed field gives another leaf."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ciro import Identity, new_job_id
 from ciro.chain import CDCPool, ChainClient, CiroToken, JobManager, Violation, deploy_network, ensure_account
 from ciro.chain.client import TxResult
 from ciro.errors import ContractRevertedError
-from ciro.receipts import JobLeaf, sign_batch
+from ciro.receipts import JobLeaf, batch_message, sign_batch
 from ciro_devnet.launch import DevnetProcess
 
 pytestmark = pytest.mark.timeout(900)
@@ -790,6 +794,15 @@ def test_finalize_batch_of_50(world: World) -> None:
         async def statuses() -> list[str]:
             return [s.status for s in await asyncio.gather(*(gov.jm.job(j.job_id) for j in sample))]
 
+        # A worker that signs a total below its batch's prices cannot be paid more than that total.
+        first = receipts[:5]
+        short = int(first[0]["batch_total"]) - 1
+        r, s = worker_of(jobs[0]).identity.sign(batch_message(root=int(first[0]["root"], 16),
+                                                              worker_key=worker_of(jobs[0]).key, count=5,
+                                                              total=short))
+        undersigned = [(j.job_id, worker_of(j).address, forged(rc, batch_total=str(short), signature=[hex(r), hex(s)]))
+                       for j, rc in zip(jobs[:5], first, strict=True)]
+        await reverts(outsider.send(outsider.jm.finalize_batch_call(undersigned)), "JM: above batch total")
         # One bad item (a leaf whose price was raised after signing, after 21 good ones) and nothing at all
         # happens: the 21 jobs settled before it in the same transaction are rolled back.
         before = await world.balances(*parties)
