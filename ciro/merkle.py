@@ -21,7 +21,7 @@ BATCH_DOMAIN = int.from_bytes(b"CIRO_BATCH_V1", "big")
 
 
 def _hash2(left: int, right: int) -> int:
-    from starknet_pathfinder_crypto import poseidon_hash
+    from starknet_pathfinder_crypto import poseidon_hash  # Rust; imported on first use, then a dict look-up
 
     return int(poseidon_hash(left, right))
 
@@ -33,10 +33,12 @@ def merkle_levels(leaves: Sequence[int]) -> list[list[int]]:
     width = 1
     while width < len(leaves):
         width *= 2
+    from starknet_pathfinder_crypto import poseidon_hash
+
     level = [int(x) for x in leaves] + [0] * (width - len(leaves))
     levels = [level]
     while len(level) > 1:
-        level = [_hash2(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = [int(poseidon_hash(level[i], level[i + 1])) for i in range(0, len(level), 2)]
         levels.append(level)
     return levels
 

@@ -210,9 +210,11 @@ def _check_receipt(report: VerificationReport, r: JobResult, trusted: Iterable[s
                f"receipt {', '.join(wrong)} differ from the result's"
                + (f" (a reused result's receipt names the job in cached_from, {job_id})"
                   if "job_id" in wrong and job_id != r.job_id else ""))
-    report.add("receipt signature", rc.signature_valid(),
-               f"valid Stark ECDSA signature by {rc.worker_key[:18]}..." if rc.signature_valid() else
-               f"not a valid signature by worker key {rc.worker_key[:18]}... over the receipt")
+    problem = rc.problem()
+    report.add("receipt signature", problem is None, problem or (
+        f"valid Stark ECDSA signature by {rc.worker_key[:18]}..." + (
+            f" over a batch of {rc.batch_size} job(s) whose root this job's leaf (index {rc.leaf_index}) and path "
+            "reach" if rc.batched else "")))
     if trusted is not None:
         keys = {int(k, 16) for k in trusted}
         known = int(rc.worker_key, 16) in keys
@@ -252,8 +254,8 @@ def _check_quorum(report: VerificationReport, r: JobResult, trusted: Iterable[st
         wrong = sorted(k for k, v in expected.items() if getattr(rc, k) != v)
         if wrong:
             problems.append(f"vote {i}: receipt {', '.join(wrong)} differ from the result's")
-        elif not rc.signature_valid():
-            problems.append(f"vote {i}: invalid signature by {rc.worker_key[:18]}...")
+        elif (why := rc.problem()) is not None:
+            problems.append(f"vote {i}: {why}")
         elif commitment(outputs) != rc.output_commitment:
             problems.append(f"vote {i}: outputs do not hash to the receipt's output commitment")
         elif agree(outputs, r.outputs, policy):

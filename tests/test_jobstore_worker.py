@@ -90,7 +90,7 @@ def test_worker_batches_matches_onnxruntime_and_signs_receipts(mlp: tuple[str, b
     assert KeyStore(tmp_path / "keys").get("worker-0").public_hex == worker.info()["worker_key"]
     rng = np.random.default_rng(1)
     batch = [{"x": rng.standard_normal((n, 16)).astype(np.float32)} for n in (1, 3, 2)]
-    metas = [JobMeta("0a" * 16, "receipt", "claimed"), JobMeta("0b" * 16, "none", ""),
+    metas = [JobMeta("0a" * 16, "receipt", "claimed", 7, "0x5a"), JobMeta("0b" * 16, "none", ""),
              JobMeta("0c" * 16, "receipt", "")]
     results = worker.run(digest, [data], batch, metas)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
@@ -105,6 +105,11 @@ def test_worker_batches_matches_onnxruntime_and_signs_receipts(mlp: tuple[str, b
         rc = Receipt.from_dict(receipt)
         assert rc.signature_valid() and rc.job_id == meta.job_id and rc.output_commitment == commit
         assert rc.input_commitment == commitment(job)  # what the worker saw, not what it was told
+        assert (rc.price, rc.client) == (meta.price, meta.client)
+    # The two receipt jobs are one signed batch (the unsigned job is not in it).
+    signed = [Receipt.from_dict(r) for _, _, r in results if r is not None]
+    assert [(r.leaf_index, r.batch_size, r.batch_total) for r in signed] == [(0, 2, 7), (1, 2, 7)]
+    assert len({(r.root, r.signature) for r in signed}) == 1
     assert worker.info()["models_loaded"] == [digest]
 
 

@@ -5,7 +5,11 @@ One devnet subprocess serves the module; the network is deployed once (``deploy_
 are funded with CIRO minted by governance; workers register their own keys and governance stakes for them.
 Everything goes through the ``ciro.chain`` bindings and ``ChainClient``: real transactions, real Cairo, exact
 balances and revert messages. Setup is batched into multicalls (one transaction, many calls) and independent
-accounts send concurrently; the devnet costs about 0.4 s a transaction plus 0.1-0.3 s a call (more with ECDSA)."""
+accounts send concurrently; the devnet costs about 0.4 s a transaction plus 0.1-0.3 s a call (more with ECDSA).
+
+Receipts are Merkle batches signed in Python (``ciro.receipts.sign_batch``: batches of 1, 3 and 5 jobs) that the
+JobManager rebuilds in Cairo (``contracts/src/merkle.cairo``): every accepted finalization shows that both compute
+the same leaf, tree and batch message, and every forged one that a changed field gives another leaf."""
 
 from __future__ import annotations
 
@@ -13,18 +17,20 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Awaitable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from starknet_py.hash.selector import get_selector_from_name
+from starknet_py.net.client_models import Call
 from starknet_py.net.http_client import RpcHttpClient
 
-from ciro import Identity, new_job_id, sign_receipt
+from ciro import Identity, new_job_id
 from ciro.chain import CDCPool, ChainClient, CiroToken, JobManager, Violation, deploy_network, ensure_account
 from ciro.chain.client import TxResult
 from ciro.errors import ContractRevertedError
+from ciro.receipts import JobLeaf, batch_message, sign_batch
 from ciro_devnet.launch import DevnetProcess
 
 pytestmark = pytest.mark.timeout(900)
@@ -93,17 +99,33 @@ class Job:
     max_payment: int
     worker: Actor | None = None
     output_commitment: str | None = None
+    price: int | None = None  # what the worker's receipt states it is owed (None: max_payment)
 
-    def receipt(self, signer: Actor | None = None, *, output: str | None = None, level: str | None = None,
-                timestamp_ms: int = 1_700_000_000_000) -> dict[str, Any]:
-        """A receipt for this job signed by ``signer`` (default: the assigned worker)."""
-        signer = signer or self.worker
-        assert signer is not None
+    def leaf(self, *, output: str | None = None, level: str | None = None, price: int | None = None) -> JobLeaf:
         out = output or self.output_commitment
         assert out is not None
-        return sign_receipt(signer.identity, job_id=self.job_id, model_hash=MODEL,
-                            input_commitment=self.input_commitment, output_commitment=out,
-                            level=level or self.level, timestamp_ms=timestamp_ms).to_dict()
+        owed = price if price is not None else self.max_payment if self.price is None else self.price
+        return JobLeaf(self.job_id, MODEL, self.input_commitment, out, level or self.level, owed,
+                       hex(self.client.address))
+
+    def receipt(self, signer: Actor | None = None, *, output: str | None = None, level: str | None = None,
+                price: int | None = None, timestamp_ms: int = 1_700_000_000_000) -> dict[str, Any]:
+        """This job's Merkle receipt in a batch of one, signed by ``signer`` (default: the assigned worker)."""
+        signer = signer or self.worker
+        assert signer is not None
+        return sign_batch(signer.identity, [self.leaf(output=output, level=level, price=price)],
+                          timestamp_ms=timestamp_ms)[0].to_dict()
+
+
+def batch_receipts(signer: Actor, jobs: Sequence[Job], *, timestamp_ms: int = 1_700_000_000_000
+                   ) -> list[dict[str, Any]]:
+    """One signed Merkle batch over ``jobs``: each job's receipt, in order."""
+    return [r.to_dict() for r in sign_batch(signer.identity, [j.leaf() for j in jobs], timestamp_ms=timestamp_ms)]
+
+
+def forged(receipt: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A signed receipt with fields changed after signing."""
+    return {**receipt, **changes}
 
 
 @dataclass
@@ -145,9 +167,8 @@ class World:
 
     async def open_job(self, client: Actor, *, max_payment: int, level: str = "receipt", worker: Actor | None = None,
                        output: str | None = None, deadline: int | None = None) -> Job:
-        """Submit a job (the client approves and submits in one transaction); with ``worker``, the worker claims it
-        and, given ``output``, submits that result in the same transaction (governance's assign_job has its own
-        tests)."""
+        """Submit a job (the client approves and submits in one transaction); with ``worker``, governance assigns it
+        to that worker, which, given ``output``, submits that result."""
         job = Job(new_job_id(), client, random_digest(), level, max_payment)
         if deadline is None:
             deadline = await self.block_time() + FAR
@@ -155,10 +176,9 @@ class World:
                           client.jm.submit_job_call(job.job_id, MODEL, job.input_commitment, level, max_payment,
                                                     deadline))
         if worker is not None:
-            calls = [worker.jm.claim_call(job.job_id)]
+            await self.gov.send(self.gov.jm.assign_call(job.job_id, worker.address))
             if output is not None:
-                calls.append(worker.jm.submit_result_call(job.job_id, output, 0x5EED))
-            await worker.send(*calls)
+                await worker.send(worker.jm.submit_result_call(job.job_id, output, 0x5EED))
             job.worker, job.output_commitment = worker, output
         return job
 
@@ -325,18 +345,19 @@ def test_escrow_pulls_and_pays_exactly(world: World) -> None:
         output = random_digest()
         await gov.send(gov.jm.assign_call(job_id, w1.address))
         await w1.send(w1.jm.submit_result_call(job_id, output, 0xE1))
-        job = Job(job_id, client, inp, "receipt", max_payment, w1, output)
+        job = Job(job_id, client, inp, "receipt", max_payment, w1, output, price=payment)
         receipt = job.receipt()
 
-        # A payment above max_payment is refused.
+        # A worker that signs a price above the escrow is refused.
         middle = await world.balances(client.address, w1.address, jm, outsider.address)
-        await reverts(outsider.send(outsider.jm.finalize_receipt_call(job_id, max_payment + 1, receipt)),
-                      "JM: payment above max")
+        await reverts(outsider.send(outsider.jm.finalize_receipt_call(job_id, w1.address,
+                                                                      job.receipt(price=max_payment + 1))),
+                      "JM: price above escrow")
         assert (await gov.jm.job(job_id)).status == "result_submitted"
         assert await world.balances(client.address, w1.address, jm, outsider.address) == middle
 
-        # Anyone finalizes: the worker gets payment, the client the rest, the JobManager keeps nothing.
-        await outsider.send(outsider.jm.finalize_receipt_call(job_id, payment, receipt))
+        # Anyone finalizes: the worker gets the price it signed, the client the rest, the JobManager keeps nothing.
+        await outsider.send(outsider.jm.finalize_receipt_call(job_id, w1.address, receipt))
         assert await world.balances(client.address, w1.address, jm, outsider.address) == [
             middle[0] + (max_payment - payment), middle[1] + payment, middle[2] - max_payment, middle[3]]
         state = await gov.jm.job(job_id)
@@ -357,38 +378,62 @@ def test_finalize_guards(world: World) -> None:
     async def body() -> None:
         jm = world.jm_address
         job = await world.open_job(client, max_payment=max_payment, worker=w1)
+        job.price = payment
         output = random_digest()
-        good = Job(job.job_id, client, job.input_commitment, "receipt", max_payment, w1, output).receipt()
+        good = Job(job.job_id, client, job.input_commitment, "receipt", max_payment, w1, output, payment).receipt()
+
+        def finalize(receipt: dict[str, Any], worker: Actor = w1, sender: Actor = outsider) -> Awaitable[TxResult]:
+            return sender.send(sender.jm.finalize_receipt_call(job.job_id, worker.address, receipt))
+
         # No result yet: nothing to finalize.
-        await reverts(outsider.send(outsider.jm.finalize_receipt_call(job.job_id, payment, good)),
-                      "JM: no result to finalize")
+        await reverts(finalize(good), "JM: no result to finalize")
+        # Only the assigned worker submits (another eligible worker cannot), and no one claims a job any more.
+        await reverts(w2.send(w2.jm.submit_result_call(job.job_id, output, 0)), "JM: not assigned worker")
+        claim = Call(to_addr=jm, selector=get_selector_from_name("claim_job"), calldata=[int(job.job_id, 16)])
+        with pytest.raises(ContractRevertedError):
+            await w2.chain.execute([claim])
         await w1.send(w1.jm.submit_result_call(job.job_id, output, 0))
         job.output_commitment = output
         before = await world.balances(client.address, w1.address, w2.address, jm)
 
-        # Forged receipts: signed by another key, over another output, for another level.
-        forged = [job.receipt(w2), job.receipt(output=random_digest()), job.receipt(level="quorum")]
-        for receipt in forged:
-            await reverts(outsider.send(outsider.jm.finalize_receipt_call(job.job_id, payment, receipt)),
-                          "JM: bad receipt signature")
+        # Every attempt to change who is paid or how much reverts, and nothing moves.
+        w2_batch = job.receipt(w2)
+        attempts = {
+            "a price lowered after signing (the client's wish)": (forged(good, price=str(payment - 1)), w1,
+                                                                  "JM: leaf not in batch"),
+            "a price raised after signing (the worker's wish)": (forged(good, price=str(payment + 1)), w1,
+                                                                 "JM: leaf not in batch"),
+            "a receipt over another output": (job.receipt(output=random_digest()), w1, "JM: leaf not in batch"),
+            "a receipt for another level": (job.receipt(level="quorum"), w1, "JM: leaf not in batch"),
+            "a price above the escrow, signed": (job.receipt(price=max_payment + 1), w1, "JM: price above escrow"),
+            "another worker's receipt passed off as w1's": (w2_batch, w1, "JM: bad batch signature"),
+            "another eligible worker's own receipt": (w2_batch, w2, "JM: not assigned worker"),
+            "a leaf index outside its batch": (forged(good, leaf_index=1), w1, "JM: leaf index outside batch"),
+            "a root the worker did not sign": (forged(good, root=hex(int(good["root"], 16) + 1)), w1,
+                                               "JM: bad batch signature"),
+        }
+        for why, (receipt, worker, message) in attempts.items():
+            for sender in (outsider, client):
+                assert await reverts(finalize(receipt, worker, sender), message), why
         assert (await gov.jm.job(job.job_id)).status == "result_submitted"
         assert await world.balances(client.address, w1.address, w2.address, jm) == before
 
-        await outsider.send(outsider.jm.finalize_receipt_call(job.job_id, payment, good))
+        # The client finalizes with the worker's receipt: exactly the signed price is paid.
+        await finalize(good, sender=client)
         after = [before[0] + max_payment - payment, before[1] + payment, before[2], before[3] - max_payment]
         assert await world.balances(client.address, w1.address, w2.address, jm) == after
         # No double finalize.
-        await reverts(w1.send(w1.jm.finalize_receipt_call(job.job_id, payment, good)), "JM: no result to finalize")
+        await reverts(finalize(good, sender=w1), "JM: no result to finalize")
         assert await world.balances(client.address, w1.address, w2.address, jm) == after
         assert (await gov.jm.job(job.job_id)).payment == payment
 
         # A quorum job cannot be settled by its worker's receipt alone, alone or in a batch.
         quorum = await world.open_job(client, max_payment=max_payment, level="quorum", worker=w1,
                                       output=random_digest())
-        await reverts(outsider.send(outsider.jm.finalize_receipt_call(quorum.job_id, payment, quorum.receipt())),
+        await reverts(outsider.send(outsider.jm.finalize_receipt_call(quorum.job_id, w1.address, quorum.receipt())),
                       "JM: quorum job")
-        await reverts(outsider.send(outsider.jm.finalize_batch_call([(quorum.job_id, payment, quorum.receipt())])),
-                      "JM: quorum job")
+        await reverts(outsider.send(outsider.jm.finalize_batch_call([(quorum.job_id, w1.address,
+                                                                      quorum.receipt())])), "JM: quorum job")
         assert (await gov.jm.job(quorum.job_id)).status == "result_submitted"
 
     world.run(body())
@@ -410,7 +455,7 @@ def test_refund_only_after_deadline(world: World) -> None:
                                      deadline=deadline)
         done = await world.open_job(client, max_payment=max_payment, worker=w1, output=random_digest(),
                                     deadline=deadline)
-        await outsider.send(outsider.jm.finalize_receipt_call(done.job_id, max_payment, done.receipt()))
+        await outsider.send(outsider.jm.finalize_receipt_call(done.job_id, w1.address, done.receipt()))
         assert await world.block_time() <= deadline
 
         before = await world.balances(client.address, jm)
@@ -428,7 +473,7 @@ def test_refund_only_after_deadline(world: World) -> None:
         await reverts(outsider.send(outsider.jm.refund_call(stuck.job_id)), "JM: not refundable")
         # Not after finalize; and a refunded job cannot be finalized.
         await reverts(client.send(client.jm.refund_call(done.job_id)), "JM: not refundable")
-        await reverts(outsider.send(outsider.jm.finalize_receipt_call(stuck.job_id, 0, stuck.receipt())),
+        await reverts(outsider.send(outsider.jm.finalize_receipt_call(stuck.job_id, w1.address, stuck.receipt())),
                       "JM: no result to finalize")
         assert await world.balances(client.address, jm) == [before[0] + 2 * max_payment, before[1] - 2 * max_payment]
         assert (await gov.jm.job(done.job_id)).status == "finalized"
@@ -464,17 +509,16 @@ def test_staking_eligibility_and_unstake_cooldown(world: World) -> None:
         assert int(await gov.pool.view("stake_of", fresh.address)) == MIN_STAKE - 1
         assert not await gov.pool.is_eligible(fresh.address)
 
-        # Not eligible: it can neither claim nor be assigned a job.
+        # Not eligible: it cannot be assigned a job.
         job = await world.open_job(client, max_payment=CIRO)
-        await reverts(fresh.send(fresh.jm.claim_call(job.job_id)), "JM: worker not eligible")
         await reverts(gov.send(gov.jm.assign_call(job.job_id, fresh.address)), "JM: worker not eligible")
         assert (await gov.jm.job(job.job_id)).status == "submitted"
 
-        # One more wei: exactly the minimum, eligible; it claims the job.
+        # One more wei: exactly the minimum, eligible; governance assigns it the job.
         await fresh.send(fresh.token.approve_call(pool_addr, 1), fresh.pool.stake_call(fresh.address, 1))
         assert int(await gov.pool.view("stake_of", fresh.address)) == MIN_STAKE
         assert await gov.pool.is_eligible(fresh.address)
-        await fresh.send(fresh.jm.claim_call(job.job_id))
+        await gov.send(gov.jm.assign_call(job.job_id, fresh.address))
         state = await gov.jm.job(job.job_id)
         assert (state.status, state.worker) == ("assigned", fresh.address)
 
@@ -487,7 +531,7 @@ def test_staking_eligibility_and_unstake_cooldown(world: World) -> None:
         assert (state.stake, state.pending, state.ready_at, state.eligible) == (MIN_STAKE - part, part, ready_at,
                                                                                  False)
         later = await world.open_job(client, max_payment=CIRO)
-        await reverts(fresh.send(fresh.jm.claim_call(later.job_id)), "JM: worker not eligible")
+        await reverts(gov.send(gov.jm.assign_call(later.job_id, fresh.address)), "JM: worker not eligible")
 
         mid = await world.balances(fresh.address, pool_addr)
         await world.advance(COOLDOWN_S // 2)
@@ -518,38 +562,50 @@ def test_quorum_finalization(world: World) -> None:
         assert int(await gov.pool.view("validator_count")) == 5
         job = await world.open_job(client, max_payment=max_payment, level="quorum", worker=w1,
                                    output=random_digest())
+        job.price = payment
 
         def att(v: Actor, ts: int = 1_700_000_000_000, **kw: Any) -> tuple[int, dict[str, Any]]:
             return v.address, job.receipt(v, timestamp_ms=ts, **kw)
 
         def finalize(f: int, attestations: Sequence[tuple[int, dict[str, Any]]]) -> Awaitable[TxResult]:
-            return outsider.send(outsider.jm.finalize_quorum_call(job.job_id, payment, f, attestations))
+            return outsider.send(outsider.jm.finalize_quorum_call(job.job_id, f, attestations))
 
         valid = [att(v1, 11), att(v2, 22), att(v3, 33), att(v4, 44)]
+        mine = att(w1, 5)  # the assigned worker's own receipt: the price it is paid
         before = await world.balances(client.address, w1.address, jm)
         # f = 2 needs 7 validators; the pool has 5.
-        await reverts(finalize(2, valid), "JM: too few validators")
+        await reverts(finalize(2, [mine, *valid]), "JM: too few validators")
         # f = 1 needs 3 distinct validators' valid receipts.
         failing = {
-            "2f valid": valid[:2],
-            "duplicates of one validator": [valid[0], att(v1, 99), valid[0], valid[1]],
-            "a non-validator's receipt": [valid[0], valid[1], att(w2, 55)],
-            "a receipt over another output": [valid[0], valid[1], att(v3, 33, output=random_digest())],
-            "v4's receipt passed off as v3's": [valid[0], valid[1], (v3.address, valid[3][1])],
+            "2f valid": [mine, *valid[:2]],
+            "duplicates of one validator": [mine, valid[0], att(v1, 99), valid[0], valid[1]],
+            "a non-validator's receipt": [mine, valid[0], valid[1], att(w2, 55)],
+            "a receipt over another output": [mine, valid[0], valid[1], att(v3, 33, output=random_digest())],
+            "v4's receipt passed off as v3's": [mine, valid[0], valid[1], (v3.address, valid[3][1])],
         }
         for why, attestations in failing.items():
             error = await reverts(finalize(1, attestations), "JM: no quorum")
             assert error, why
+        # The worker's receipt is needed (it states the price), unforged, and within the escrow.
+        priced = {
+            "no receipt of the worker": ([*valid[:3]], "JM: no receipt of the worker"),
+            "the worker's price raised after signing": ([(w1.address, forged(mine[1], price=str(payment + 1))),
+                                                         *valid[:3]], "JM: no receipt of the worker"),
+            "a price above the escrow, signed": ([att(w1, 6, price=max_payment + 1), *valid[:3]],
+                                                 "JM: price above escrow"),
+        }
+        for why, (attestations, message) in priced.items():
+            assert await reverts(finalize(1, attestations), message), why
         assert (await gov.jm.job(job.job_id)).status == "result_submitted"
         assert await world.balances(client.address, w1.address, jm) == before
 
-        # 2f + 1 valid distinct validators (the first two, then the fourth).
-        await finalize(1, [valid[0], valid[1], valid[3]])
+        # 2f + 1 valid distinct validators (the first two, then the fourth) and the worker's price.
+        await finalize(1, [valid[0], valid[1], valid[3], mine])
         assert await world.balances(client.address, w1.address, jm) == [
             before[0] + max_payment - payment, before[1] + payment, before[2] - max_payment]
         state = await gov.jm.job(job.job_id)
         assert (state.status, state.payment) == ("finalized", payment)
-        await reverts(finalize(1, valid), "JM: no result to finalize")
+        await reverts(finalize(1, [mine, *valid]), "JM: no result to finalize")
 
     world.run(body())
 
@@ -630,21 +686,25 @@ def test_report_invalid_compute_and_security(world: World) -> None:
     async def body() -> None:
         output, wrong = random_digest(), random_digest()
         job = await world.open_job(client, max_payment=max_payment, level="quorum", worker=w1, output=output)
-        report = job.receipt(dissenter, output=wrong, timestamp_ms=77)
+        # The dissenter signed its wrong output as the second job of a batch of three.
+        others = [Job(new_job_id(), client, random_digest(), "quorum", 0, None, random_digest()) for _ in range(2)]
+        report = batch_receipts(dissenter, [others[0], replace(job, output_commitment=wrong), others[1]],
+                                timestamp_ms=77)[1]
+        assert (report["leaf_index"], report["batch_size"], len(report["path"])) == (1, 3, 2)
 
         def send_report(receipt: dict[str, Any], worker: Actor = dissenter) -> Awaitable[TxResult]:
             return outsider.send(outsider.jm.report_invalid_compute_call(job.job_id, worker.address, receipt))
 
         await reverts(send_report(report), "JM: job not finalized")
         await outsider.send(outsider.jm.finalize_quorum_call(
-            job.job_id, max_payment, 1, [(v.address, job.receipt(v, timestamp_ms=i)) for i, v in
-                                         enumerate((v1, v2, v3))]))
+            job.job_id, 1, [(v.address, job.receipt(v, timestamp_ms=i)) for i, v in enumerate((v1, v2, v3, w1))]))
         assert (await gov.jm.job(job.job_id)).status == "finalized"
 
         # Not evidence: the finalized output itself, a receipt signed by someone else, an unregistered worker.
         await reverts(send_report(job.receipt(dissenter, timestamp_ms=77)), "JM: output matches")
         await reverts(send_report(job.receipt(v4, output=wrong, timestamp_ms=77)), "JM: bad report signature")
         await reverts(send_report(job.receipt(outsider, output=wrong), outsider), "JM: worker not registered")
+        await reverts(send_report(forged(report, leaf_index=2)), "JM: bad report signature")
         stake_before = int(await gov.pool.view("stake_of", dissenter.address))
         assert stake_before == STAKE
 
@@ -706,7 +766,7 @@ def test_finalize_batch_of_50(world: World) -> None:
             max_payment = 10 * CIRO + 1001 * i
             payment = 0 if i == 7 else max_payment - 997 * i
             job = Job(new_job_id(), clients[i % 3], random_digest(), "receipt", max_payment, workers[(i // 5) % 3],
-                      random_digest())
+                      random_digest(), payment)
             jobs.append(job)
             payments.append(payment)
 
@@ -723,8 +783,10 @@ def test_finalize_batch_of_50(world: World) -> None:
         await asyncio.gather(*(submit(c) for c in clients))
         await gov.send(*(gov.jm.assign_call(j.job_id, worker_of(j).address) for j in jobs))
         await asyncio.gather(*(results(w) for w in workers))
-        items = [(j.job_id, p, j.receipt(timestamp_ms=1_700_000_000_000 + i)) for i, (j, p) in
-                 enumerate(zip(jobs, payments, strict=True))]
+        # Each run of 5 jobs is one batch its worker signs once (10 signatures for 50 jobs).
+        receipts = [rc for k in range(0, n_jobs, 5)
+                    for rc in batch_receipts(worker_of(jobs[k]), jobs[k:k + 5], timestamp_ms=1_700_000_000_000 + k)]
+        items = [(j.job_id, worker_of(j).address, rc) for j, rc in zip(jobs, receipts, strict=True)]
         parties = [c.address for c in clients] + [w.address for w in workers] + [jm]
 
         sample = [jobs[0], jobs[7], jobs[20], jobs[-1]]  # a view costs a Cairo call: a sample; events cover all 50
@@ -732,12 +794,21 @@ def test_finalize_batch_of_50(world: World) -> None:
         async def statuses() -> list[str]:
             return [s.status for s in await asyncio.gather(*(gov.jm.job(j.job_id) for j in sample))]
 
-        # One bad item (a receipt over another output, after 20 good ones) and nothing at all happens: the 20 jobs
-        # settled before it in the same transaction are rolled back.
+        # A worker that signs a total below its batch's prices cannot be paid more than that total.
+        first = receipts[:5]
+        short = int(first[0]["batch_total"]) - 1
+        r, s = worker_of(jobs[0]).identity.sign(batch_message(root=int(first[0]["root"], 16),
+                                                              worker_key=worker_of(jobs[0]).key, count=5,
+                                                              total=short))
+        undersigned = [(j.job_id, worker_of(j).address, forged(rc, batch_total=str(short), signature=[hex(r), hex(s)]))
+                       for j, rc in zip(jobs[:5], first, strict=True)]
+        await reverts(outsider.send(outsider.jm.finalize_batch_call(undersigned)), "JM: above batch total")
+        # One bad item (a leaf whose price was raised after signing, after 21 good ones) and nothing at all
+        # happens: the 21 jobs settled before it in the same transaction are rolled back.
         before = await world.balances(*parties)
         bad = list(items)
-        bad[20] = (jobs[20].job_id, payments[20], jobs[20].receipt(output=random_digest()))
-        await reverts(outsider.send(outsider.jm.finalize_batch_call(bad)), "JM: bad receipt signature")
+        bad[21] = (jobs[21].job_id, workers[1].address, forged(receipts[21], price=str(payments[21] + 1)))
+        await reverts(outsider.send(outsider.jm.finalize_batch_call(bad)), "JM: leaf not in batch")
         # ... nor when one job comes twice (its first settlement is rolled back with the rest).
         await reverts(outsider.send(outsider.jm.finalize_batch_call([*items[:3], items[0]])),
                       "JM: no result to finalize")

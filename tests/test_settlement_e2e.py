@@ -98,6 +98,11 @@ def test_paid_jobs_move_every_balance_by_exactly_the_price(paid: Paid, mlp_path:
         settled = _settled(client, [r.job_id for r in results])
     assert [r.settlement for r in settled] == ["paid"] * 6, [(r.settlement, r.error) for r in settled]
     assert all(r.settlement_tx and r.payment == PRICE for r in settled)
+    # Each worker signed its jobs' price and the paying account, once per batch it ran.
+    signed = [r.receipt for r in settled]
+    assert all(rc is not None and rc.batched and rc.price == PRICE and int(rc.client, 16) == who["client"]
+               and rc.signature_valid() for rc in signed)
+    assert len({(rc.worker_key, rc.root) for rc in signed if rc}) == len({rc.signature for rc in signed if rc})
     after = _balances(net, gw.home, who)
     per_worker = {k: sum(1 for r in settled if r.receipt and r.receipt.worker_key == k) for k in workers}
     assert after["client"] == before["client"] - 6 * PRICE  # escrowed 2x the price, refunded the rest

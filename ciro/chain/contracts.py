@@ -165,41 +165,58 @@ class JobManager(_Bound):
     def assign_call(self, job_id: str, worker: int) -> Any:
         return self.prepare("assign_job", _job(job_id), worker)
 
-    def claim_call(self, job_id: str) -> Any:
-        return self.prepare("claim_job", _job(job_id))
-
     def submit_result_call(self, job_id: str, output_commitment: str, evidence_hash: int) -> Any:
         return self.prepare("submit_result", _job(job_id), u256_of(output_commitment), evidence_hash)
 
-    def finalize_receipt_call(self, job_id: str, payment: int, receipt: dict[str, Any]) -> Any:
-        r, s = (int(x, 16) for x in receipt["signature"])
-        return self.prepare("finalize_receipt", _job(job_id), payment, int(receipt["timestamp_ms"]), r, s)
+    def finalize_receipt_call(self, job_id: str, worker: int, receipt: dict[str, Any]) -> Any:
+        """Finalize one job with its worker's Merkle receipt (``worker``: that worker's account address). The
+        contract pays the price the receipt states; nothing here chooses an amount."""
+        leaf = _leaf(receipt)
+        return self.prepare("finalize_receipt", _job(job_id), _batch(worker, receipt), leaf["timestamp_ms"],
+                            leaf["price"], leaf["leaf_index"], leaf["path"])
 
     def finalize_batch_call(self, items: Sequence[tuple[str, int, dict[str, Any]]]) -> Any:
-        """One call finalizing many receipt jobs: (job id, payment, receipt dict) each."""
+        """One call finalizing many receipt jobs: (job id, worker account address, Merkle receipt) each. Receipts
+        of one signed batch share one signature check on chain."""
+        batches: list[dict[str, Any]] = []
+        index: dict[tuple[int, str], int] = {}
         payload = []
-        for job_id, payment, receipt in items:
-            r, s = (int(x, 16) for x in receipt["signature"])
-            payload.append({"job_id": _job(job_id), "payment": payment, "timestamp_ms": int(receipt["timestamp_ms"]),
-                            "r": r, "s": s})
-        return self.prepare("finalize_batch", payload)
+        for job_id, worker, receipt in items:
+            key = (worker, str(receipt["root"]))
+            if key not in index:
+                index[key] = len(batches)
+                batches.append(_batch(worker, receipt))
+            payload.append({"batch": index[key], "job_id": _job(job_id), **_leaf(receipt)})
+        return self.prepare("finalize_batch", batches, payload)
 
-    def finalize_quorum_call(self, job_id: str, payment: int, f: int,
-                             attestations: Sequence[tuple[int, dict[str, Any]]]) -> Any:
-        """``attestations``: (validator account address, that validator's quorum receipt) each."""
-        payload = []
-        for validator, receipt in attestations:
-            r, s = (int(x, 16) for x in receipt["signature"])
-            payload.append({"validator": validator, "timestamp_ms": int(receipt["timestamp_ms"]), "r": r, "s": s})
-        return self.prepare("finalize_quorum", _job(job_id), payment, f, payload)
+    def finalize_quorum_call(self, job_id: str, f: int, attestations: Sequence[tuple[int, dict[str, Any]]]) -> Any:
+        """``attestations``: (signer account address, that worker's Merkle receipt for the job) each; the assigned
+        worker's is among them (its signed price is paid) and 2f + 1 validators'."""
+        return self.prepare("finalize_quorum", _job(job_id), f, [_attestation(a, rc) for a, rc in attestations])
 
     def refund_call(self, job_id: str) -> Any:
         return self.prepare("refund", _job(job_id))
 
     def report_invalid_compute_call(self, job_id: str, worker: int, receipt: dict[str, Any]) -> Any:
-        r, s = (int(x, 16) for x in receipt["signature"])
-        return self.prepare("report_invalid_compute", _job(job_id), worker, u256_of(receipt["output_commitment"]),
-                            int(receipt["timestamp_ms"]), r, s)
+        """Report ``worker``'s signed quorum receipt of an output other than the finalized one (it is slashed)."""
+        return self.prepare("report_invalid_compute", _job(job_id), u256_of(receipt["output_commitment"]),
+                            _attestation(worker, receipt))
+
+
+def _batch(worker: int, receipt: dict[str, Any]) -> dict[str, Any]:
+    """The BatchSignature of a Merkle receipt (``ciro.receipts``, scheme stark-ecdsa-poseidon-merkle-v1)."""
+    r, s = (int(x, 16) for x in receipt["signature"])
+    return {"worker": worker, "root": int(receipt["root"], 16), "count": int(receipt["batch_size"]),
+            "total": int(receipt["batch_total"]), "r": r, "s": s}
+
+
+def _leaf(receipt: dict[str, Any]) -> dict[str, Any]:
+    return {"timestamp_ms": int(receipt["timestamp_ms"]), "price": int(receipt["price"]),
+            "leaf_index": int(receipt["leaf_index"]), "path": [int(x, 16) for x in receipt["path"]]}
+
+
+def _attestation(worker: int, receipt: dict[str, Any]) -> dict[str, Any]:
+    return {"batch": _batch(worker, receipt), **_leaf(receipt)}
 
 
 def _job(job_id: str | int) -> int:

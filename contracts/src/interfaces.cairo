@@ -71,23 +71,38 @@ struct Job {
     payment: u256,
 }
 
-// One validator's signed receipt for a quorum job (level 'quorum', signed with its pool key).
+// A worker's signature over one batch of its receipts: Stark ECDSA over
+// merkle::batch_message(root, worker_key, count, total) with the worker's pool key.
 #[derive(Copy, Drop, Serde)]
-struct Attestation {
-    validator: ContractAddress,
-    timestamp_ms: u64,
+struct BatchSignature {
+    worker: ContractAddress,
+    root: felt252,
+    count: u64,
+    total: u128,
     r: felt252,
     s: felt252,
 }
 
-// The arguments of one `finalize_receipt`, for `finalize_batch`.
+// One job of a signed batch (`batch`: its index in finalize_batch's `batches`): the leaf fields the job's
+// on-chain record does not hold (the time and the price the worker signed), the leaf's index and its path.
 #[derive(Copy, Drop, Serde)]
-struct ReceiptFinalization {
+struct BatchItem {
+    batch: u32,
     job_id: u128,
-    payment: u256,
     timestamp_ms: u64,
-    r: felt252,
-    s: felt252,
+    price: u128,
+    leaf_index: u64,
+    path: Span<felt252>,
+}
+
+// One worker's batched receipt for a quorum job (level 'quorum'), its leaf and the batch it is in.
+#[derive(Copy, Drop, Serde)]
+struct Attestation {
+    batch: BatchSignature,
+    timestamp_ms: u64,
+    price: u128,
+    leaf_index: u64,
+    path: Span<felt252>,
 }
 
 #[starknet::interface]
@@ -105,35 +120,27 @@ trait IJobManager<TContractState> {
         deadline: u64
     );
     fn assign_job(ref self: TContractState, job_id: u128, worker: ContractAddress);
-    fn claim_job(ref self: TContractState, job_id: u128);
     fn submit_result(
         ref self: TContractState, job_id: u128, output_commitment: u256, evidence_hash: felt252
     );
     fn finalize_receipt(
         ref self: TContractState,
         job_id: u128,
-        payment: u256,
+        batch: BatchSignature,
         timestamp_ms: u64,
-        r: felt252,
-        s: felt252
+        price: u128,
+        leaf_index: u64,
+        path: Span<felt252>
     );
     fn finalize_quorum(
-        ref self: TContractState,
-        job_id: u128,
-        payment: u256,
-        f: u32,
-        attestations: Array<Attestation>
+        ref self: TContractState, job_id: u128, f: u32, attestations: Array<Attestation>
     );
-    fn finalize_batch(ref self: TContractState, items: Array<ReceiptFinalization>);
+    fn finalize_batch(
+        ref self: TContractState, batches: Array<BatchSignature>, items: Array<BatchItem>
+    );
     fn refund(ref self: TContractState, job_id: u128);
     fn report_invalid_compute(
-        ref self: TContractState,
-        job_id: u128,
-        worker: ContractAddress,
-        output_commitment: u256,
-        timestamp_ms: u64,
-        r: felt252,
-        s: felt252
+        ref self: TContractState, job_id: u128, output_commitment: u256, attestation: Attestation
     );
     fn get_job(self: @TContractState, job_id: u128) -> Job;
     fn get_model(self: @TContractState, model_hash: u256) -> (ContractAddress, u256, u8);

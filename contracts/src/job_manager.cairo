@@ -6,26 +6,27 @@
 // Levels (short strings): 'receipt', 'quorum', 'zk'; a model's allowed_levels is a bitmask of
 // 1 receipt, 2 quorum, 4 zk.
 //
-// The receipt message is poseidon_hash_span([
-//     'CIRO_RECEIPT_V1', job_id, model_hash.high, model_hash.low, input_commitment.high,
-//     input_commitment.low, output_commitment.high, output_commitment.low, worker_key, level,
-//     timestamp_ms]),
-// signed (Stark ECDSA) with the signer's key registered in the CDCPool. The Poseidon sponge state
-// after the first ten felts does not depend on the timestamp, so submit_result stores it and a
-// finalization only runs the last permutation (see receipt_prefix / receipt_message).
+// Only the worker governance assigned (assign_job) acts on a job: it submits the output commitment,
+// and only its batched receipt settles the job. A receipt is a leaf of a Poseidon Merkle tree over a
+// batch of the worker's jobs (merkle::receipt_leaf, 13 felts), and the worker signs the batch once
+// (merkle::batch_message: root, key, count, total). A finalization rebuilds each job's leaf from the
+// job's record (id, model, input commitment, output commitment, level, client) and the worker's key,
+// plus the time and price the receipt states, checks its path to the batch root, one signature per
+// batch in the transaction, and pays the worker EXACTLY the signed price (which must not exceed the
+// escrow: 'JM: price above escrow'), refunding the rest to the client. No caller chooses an amount.
 #[starknet::contract]
 mod JobManager {
     use array::{ArrayTrait, SpanTrait};
     use box::BoxTrait;
     use dict::Felt252DictTrait;
     use option::OptionTrait;
-    use poseidon::hades_permutation;
     use starknet::{ContractAddress, get_caller_address, get_contract_address, get_block_timestamp};
     use traits::{Default, Into};
     use zeroable::Zeroable;
     use ciro::signature::{KeyPoint, key_point, verify};
+    use ciro::merkle::{batch_message, receipt_leaf, root_from_path, tree_depth};
     use ciro::interfaces::{
-        Attestation, Job, ReceiptFinalization, ICiroTokenDispatcher, ICiroTokenDispatcherTrait,
+        Attestation, BatchItem, BatchSignature, Job, ICiroTokenDispatcher, ICiroTokenDispatcherTrait,
         ICDCPoolDispatcher, ICDCPoolDispatcherTrait
     };
 
@@ -39,16 +40,7 @@ mod JobManager {
     const LEVEL_RECEIPT: felt252 = 'receipt';
     const LEVEL_QUORUM: felt252 = 'quorum';
     const LEVEL_ZK: felt252 = 'zk';
-    const RECEIPT_TAG: felt252 = 'CIRO_RECEIPT_V1';
     const INVALID_COMPUTE: u8 = 3;
-
-    // Poseidon sponge state after absorbing the first ten felts of a receipt message.
-    #[derive(Copy, Drop, Serde, starknet::Store)]
-    struct ReceiptPrefix {
-        s0: felt252,
-        s1: felt252,
-        s2: felt252,
-    }
 
     #[storage]
     struct Storage {
@@ -70,9 +62,6 @@ mod JobManager {
         job_evidence: LegacyMap<u128, felt252>,
         job_status: LegacyMap<u128, u8>,
         job_payment: LegacyMap<u128, u256>,
-        // Receipt sponge state of the assigned worker's result, set by submit_result (left zero
-        // for a 'quorum' job, which a single receipt cannot settle).
-        job_prefix: LegacyMap<u128, ReceiptPrefix>,
         // The pool's worker keys as curve points (a pool key never changes once registered).
         key_cache: LegacyMap<ContractAddress, KeyPoint>,
         reported: LegacyMap<(u128, ContractAddress), bool>,
@@ -232,30 +221,14 @@ mod JobManager {
             self._assign(job_id, worker);
         }
 
-        fn claim_job(ref self: ContractState, job_id: u128) {
-            self._assign(job_id, get_caller_address());
-        }
-
         fn submit_result(
             ref self: ContractState, job_id: u128, output_commitment: u256, evidence_hash: felt252
         ) {
             assert(self.job_status.read(job_id) == STATUS_ASSIGNED, 'JM: job not assigned');
             let worker = self.job_worker.read(job_id);
             assert(get_caller_address() == worker, 'JM: not assigned worker');
-            let key = self._key(worker);
+            let key = self._key(worker); // cached here for the finalization
             assert(key.x != 0, 'JM: worker not registered');
-            let level = self.job_level.read(job_id);
-            if level != LEVEL_QUORUM {
-                let prefix = receipt_prefix(
-                    job_id,
-                    self.job_model.read(job_id),
-                    self.job_input.read(job_id),
-                    output_commitment,
-                    key.x,
-                    level
-                );
-                self.job_prefix.write(job_id, prefix);
-            }
             self.job_output.write(job_id, output_commitment);
             self.job_evidence.write(job_id, evidence_hash);
             self.job_status.write(job_id, STATUS_RESULT);
@@ -270,22 +243,21 @@ mod JobManager {
         fn finalize_receipt(
             ref self: ContractState,
             job_id: u128,
-            payment: u256,
+            batch: BatchSignature,
             timestamp_ms: u64,
-            r: felt252,
-            s: felt252
+            price: u128,
+            leaf_index: u64,
+            path: Span<felt252>
         ) {
-            let (worker, client, refund) = self._verify_receipt(job_id, payment, timestamp_ms, r, s);
+            let key = self._batch_key(batch);
+            let (worker, client, payment, refund) = self
+                ._settle_leaf(job_id, batch, key, timestamp_ms, price, leaf_index, path);
             self._pay(worker, payment);
             self._pay(client, refund);
         }
 
         fn finalize_quorum(
-            ref self: ContractState,
-            job_id: u128,
-            payment: u256,
-            f: u32,
-            attestations: Array<Attestation>
+            ref self: ContractState, job_id: u128, f: u32, attestations: Array<Attestation>
         ) {
             assert(self.job_status.read(job_id) == STATUS_RESULT, 'JM: no result to finalize');
             assert(f >= 1, 'JM: f must be >= 1');
@@ -294,16 +266,18 @@ mod JobManager {
             let validators: u64 = pool.validator_count().into();
             assert(validators >= 3 * f64 + 1, 'JM: too few validators');
             let needed: u32 = 2 * f + 1;
-
-            let model_hash = self.job_model.read(job_id);
-            let input_commitment = self.job_input.read(job_id);
+            let worker = self.job_worker.read(job_id);
             let output_commitment = self.job_output.read(job_id);
-            // Validators whose attestation verified; a validator counts once.
+
+            // Signers whose attestation verified; a signer counts once. The assigned worker's own
+            // attestation states the price it is paid; 2f + 1 validators must attest the output.
             let mut accepted: Array<ContractAddress> = ArrayTrait::new();
             let mut count: u32 = 0;
+            let mut price: u128 = 0;
+            let mut priced = false;
             let mut items = attestations.span();
             loop {
-                if count == needed {
+                if count == needed && priced {
                     break;
                 }
                 let attestation = match items.pop_front() {
@@ -312,39 +286,53 @@ mod JobManager {
                         break;
                     },
                 };
-                let validator = attestation.validator;
-                if contains(accepted.span(), validator) {
+                let signer = attestation.batch.worker;
+                if contains(accepted.span(), signer) {
                     continue;
                 }
-                if !pool.is_validator(validator) {
+                let is_worker = signer == worker;
+                let is_validator = pool.is_validator(signer);
+                if !is_worker && !is_validator {
                     continue;
                 }
-                let key = self._key(validator);
-                if key.x == 0 {
+                if self._attested(job_id, output_commitment, attestation) == 0 {
                     continue;
                 }
-                let prefix = receipt_prefix(
-                    job_id, model_hash, input_commitment, output_commitment, key.x, LEVEL_QUORUM
-                );
-                let message = receipt_message(prefix, attestation.timestamp_ms);
-                if self._check_signature(validator, key, message, attestation.r, attestation.s) {
-                    accepted.append(validator);
+                accepted.append(signer);
+                if is_worker {
+                    price = attestation.price;
+                    priced = true;
+                }
+                if is_validator && count < needed {
                     count += 1;
                 };
             };
             assert(count == needed, 'JM: no quorum');
-
-            let worker = self.job_worker.read(job_id);
-            let (client, refund) = self._settle(job_id, worker, payment);
+            assert(priced, 'JM: no receipt of the worker');
+            let (client, payment, refund) = self._settle(job_id, worker, price);
             self._pay(worker, payment);
             self._pay(client, refund);
         }
 
-        fn finalize_batch(ref self: ContractState, items: Array<ReceiptFinalization>) {
-            // Every job's state is settled first; the payments and refunds are then paid with one
-            // transfer per recipient. Consecutive jobs of one worker (or one client) are summed in
-            // a run, runs in a dictionary. Each summand is below 2**128 (larger amounts are paid
-            // on the spot), so the felt252 sums cannot wrap.
+        fn finalize_batch(
+            ref self: ContractState, batches: Array<BatchSignature>, items: Array<BatchItem>
+        ) {
+            // One signature check per batch; then each job's leaf is checked against its batch's
+            // root and the job settled. The payments and refunds are paid with one transfer per
+            // recipient: consecutive jobs of one worker (or one client) are summed in a run, runs
+            // in a dictionary. Each summand is below 2**128 (larger amounts are paid on the spot), so the
+            // felt252 sums cannot wrap.
+            let batches = batches.span();
+            let mut keys: Array<felt252> = ArrayTrait::new();
+            let mut spent: Felt252Dict<felt252> = Default::default();
+            let mut i: usize = 0;
+            loop {
+                if i == batches.len() {
+                    break;
+                }
+                keys.append(self._batch_key(*batches.at(i)));
+                i += 1;
+            };
             let mut owed: Felt252Dict<felt252> = Default::default();
             let mut recipients: Array<ContractAddress> = ArrayTrait::new();
             let mut worker_run = Run { to: Zeroable::zero(), amount: 0 };
@@ -357,9 +345,24 @@ mod JobManager {
                         break;
                     },
                 };
-                let (worker, client, refund) = self
-                    ._verify_receipt(item.job_id, item.payment, item.timestamp_ms, item.r, item.s);
-                worker_run = self._owe(ref owed, ref recipients, worker_run, worker, item.payment);
+                assert(item.batch < batches.len(), 'JM: no such batch');
+                let batch = *batches.at(item.batch);
+                // The prices of a batch's jobs settled here stay within the total its worker signed.
+                let sum = spent.get(item.batch.into()) + item.price.into();
+                let sum_u256: u256 = sum.into();
+                assert(sum_u256 <= batch.total.into(), 'JM: above batch total');
+                spent.insert(item.batch.into(), sum);
+                let (worker, client, payment, refund) = self
+                    ._settle_leaf(
+                        item.job_id,
+                        batch,
+                        *keys.at(item.batch),
+                        item.timestamp_ms,
+                        item.price,
+                        item.leaf_index,
+                        item.path
+                    );
+                worker_run = self._owe(ref owed, ref recipients, worker_run, worker, payment);
                 client_run = self._owe(ref owed, ref recipients, client_run, client, refund);
             };
             add_run(ref owed, ref recipients, worker_run);
@@ -378,6 +381,7 @@ mod JobManager {
                 assert(ok, 'JM: payout failed');
             };
             owed.squash();
+            spent.squash();
         }
 
         fn refund(ref self: ContractState, job_id: u128) {
@@ -395,29 +399,15 @@ mod JobManager {
         }
 
         fn report_invalid_compute(
-            ref self: ContractState,
-            job_id: u128,
-            worker: ContractAddress,
-            output_commitment: u256,
-            timestamp_ms: u64,
-            r: felt252,
-            s: felt252
+            ref self: ContractState, job_id: u128, output_commitment: u256, attestation: Attestation
         ) {
+            let worker = attestation.batch.worker;
             assert(self.job_status.read(job_id) == STATUS_FINALIZED, 'JM: job not finalized');
             assert(!self.reported.read((job_id, worker)), 'JM: already reported');
             assert(output_commitment != self.job_output.read(job_id), 'JM: output matches');
-            let key = self._key(worker);
-            assert(key.x != 0, 'JM: worker not registered');
-            let prefix = receipt_prefix(
-                job_id,
-                self.job_model.read(job_id),
-                self.job_input.read(job_id),
-                output_commitment,
-                key.x,
-                LEVEL_QUORUM
-            );
-            let message = receipt_message(prefix, timestamp_ms);
-            assert(self._check_signature(worker, key, message, r, s), 'JM: bad report signature');
+            assert(self._key(worker).x != 0, 'JM: worker not registered');
+            let leaf = self._attested(job_id, output_commitment, attestation);
+            assert(leaf != 0, 'JM: bad report signature');
             self.reported.write((job_id, worker), true);
             self
                 .emit(
@@ -427,7 +417,7 @@ mod JobManager {
                         }
                     )
                 );
-            self._pool().slash(worker, INVALID_COMPUTE, message);
+            self._pool().slash(worker, INVALID_COMPUTE, leaf);
         }
 
         fn get_job(self: @ContractState, job_id: u128) -> Job {
@@ -478,39 +468,6 @@ mod JobManager {
         } else {
             0
         }
-    }
-
-    // The Poseidon sponge (as in poseidon_hash_span) after absorbing the first ten felts of the
-    // receipt message, in five pairs.
-    fn receipt_prefix(
-        job_id: u128,
-        model_hash: u256,
-        input_commitment: u256,
-        output_commitment: u256,
-        worker_key: felt252,
-        level: felt252
-    ) -> ReceiptPrefix {
-        let (s0, s1, s2) = hades_permutation(RECEIPT_TAG, job_id.into(), 0);
-        let (s0, s1, s2) = hades_permutation(
-            s0 + model_hash.high.into(), s1 + model_hash.low.into(), s2
-        );
-        let (s0, s1, s2) = hades_permutation(
-            s0 + input_commitment.high.into(), s1 + input_commitment.low.into(), s2
-        );
-        let (s0, s1, s2) = hades_permutation(
-            s0 + output_commitment.high.into(), s1 + output_commitment.low.into(), s2
-        );
-        let (s0, s1, s2) = hades_permutation(s0 + worker_key, s1 + level, s2);
-        ReceiptPrefix { s0, s1, s2 }
-    }
-
-    // Absorbs the eleventh felt (the timestamp) with poseidon_hash_span's padding: an odd-length
-    // input ends with [x, 1].
-    fn receipt_message(prefix: ReceiptPrefix, timestamp_ms: u64) -> felt252 {
-        let (s0, _s1, _s2) = hades_permutation(
-            prefix.s0 + timestamp_ms.into(), prefix.s1 + 1, prefix.s2
-        );
-        s0
     }
 
     fn contains(mut items: Span<ContractAddress>, needle: ContractAddress) -> bool {
@@ -598,42 +555,144 @@ mod JobManager {
             valid
         }
 
-        // Checks a worker-signed receipt for a job whose result was submitted and settles the
-        // job's state (no transfer). Returns (worker, client, refund).
-        fn _verify_receipt(
-            ref self: ContractState,
-            job_id: u128,
-            payment: u256,
-            timestamp_ms: u64,
-            r: felt252,
-            s: felt252
-        ) -> (ContractAddress, ContractAddress, u256) {
-            assert(self.job_status.read(job_id) == STATUS_RESULT, 'JM: no result to finalize');
-            let prefix = self.job_prefix.read(job_id);
-            // A quorum job needs its quorum: one worker's receipt cannot settle it (submit_result
-            // leaves its prefix zero).
-            assert(prefix.s0 != 0, 'JM: quorum job');
-            let message = receipt_message(prefix, timestamp_ms);
-            let worker = self.job_worker.read(job_id);
-            let key = self.key_cache.read(worker); // cached by submit_result
-            assert(self._check_signature(worker, key, message, r, s), 'JM: bad receipt signature');
-            let (client, refund) = self._settle(job_id, worker, payment);
-            (worker, client, refund)
+        // The pool key of a batch's signer after checking its signature over the batch (reverts
+        // on an unregistered signer or a bad signature).
+        fn _batch_key(ref self: ContractState, batch: BatchSignature) -> felt252 {
+            let key = self._key(batch.worker);
+            assert(key.x != 0, 'JM: worker not registered');
+            let message = batch_message(batch.root, key.x, batch.count, batch.total);
+            assert(
+                self._check_signature(batch.worker, key, message, batch.r, batch.s),
+                'JM: bad batch signature'
+            );
+            key.x
         }
 
-        // Marks a job with a submitted result finalized with `payment` (<= max_payment) and emits
-        // JobFinalized. Returns (client, refund); the caller pays worker and client afterwards.
+        // The leaf of `job_id` as worker key `key` signed it, rebuilt from the job's record and
+        // the receipt's time and price, if it lies at `leaf_index` of the batch under `root`
+        // (the path as long as the batch's tree is deep); 0 otherwise.
+        fn _leaf_in(
+            self: @ContractState,
+            job_id: u128,
+            output_commitment: u256,
+            level: felt252,
+            key: felt252,
+            root: felt252,
+            count: u64,
+            timestamp_ms: u64,
+            price: u128,
+            leaf_index: u64,
+            path: Span<felt252>
+        ) -> felt252 {
+            if leaf_index >= count || path.len() != tree_depth(count) {
+                return 0;
+            }
+            let client: felt252 = self.job_client.read(job_id).into();
+            let leaf = receipt_leaf(
+                job_id,
+                self.job_model.read(job_id),
+                self.job_input.read(job_id),
+                output_commitment,
+                key,
+                level,
+                timestamp_ms,
+                price,
+                client
+            );
+            if root_from_path(leaf, leaf_index, path) == root {
+                leaf
+            } else {
+                0
+            }
+        }
+
+        // The leaf of a worker's quorum attestation of `output_commitment` for `job_id` if its
+        // leaf is in its batch and the batch's signature is valid; 0 otherwise.
+        fn _attested(
+            ref self: ContractState, job_id: u128, output_commitment: u256, attestation: Attestation
+        ) -> felt252 {
+            let batch = attestation.batch;
+            let key = self._key(batch.worker);
+            if key.x == 0 {
+                return 0;
+            }
+            let leaf = self
+                ._leaf_in(
+                    job_id,
+                    output_commitment,
+                    LEVEL_QUORUM,
+                    key.x,
+                    batch.root,
+                    batch.count,
+                    attestation.timestamp_ms,
+                    attestation.price,
+                    attestation.leaf_index,
+                    attestation.path
+                );
+            if leaf == 0 {
+                return 0;
+            }
+            let message = batch_message(batch.root, key.x, batch.count, batch.total);
+            if self._check_signature(batch.worker, key, message, batch.r, batch.s) {
+                leaf
+            } else {
+                0
+            }
+        }
+
+        // Checks that a receipt/zk job's leaf, by its assigned worker, is in `batch` (whose
+        // signature by key `key` the caller checked) and settles the job's state (no transfer).
+        // Returns (worker, client, payment, refund).
+        fn _settle_leaf(
+            ref self: ContractState,
+            job_id: u128,
+            batch: BatchSignature,
+            key: felt252,
+            timestamp_ms: u64,
+            price: u128,
+            leaf_index: u64,
+            path: Span<felt252>
+        ) -> (ContractAddress, ContractAddress, u256, u256) {
+            assert(self.job_status.read(job_id) == STATUS_RESULT, 'JM: no result to finalize');
+            let level = self.job_level.read(job_id);
+            // A quorum job needs its quorum: one worker's receipt cannot settle it.
+            assert(level != LEVEL_QUORUM, 'JM: quorum job');
+            let worker = self.job_worker.read(job_id);
+            assert(batch.worker == worker, 'JM: not assigned worker');
+            assert(leaf_index < batch.count, 'JM: leaf index outside batch');
+            let leaf = self
+                ._leaf_in(
+                    job_id,
+                    self.job_output.read(job_id),
+                    level,
+                    key,
+                    batch.root,
+                    batch.count,
+                    timestamp_ms,
+                    price,
+                    leaf_index,
+                    path
+                );
+            assert(leaf != 0, 'JM: leaf not in batch');
+            let (client, payment, refund) = self._settle(job_id, worker, price);
+            (worker, client, payment, refund)
+        }
+
+        // Marks a job with a submitted result finalized, paying the worker-signed `price`
+        // (<= the escrow), and emits JobFinalized. Returns (client, payment, refund); the caller
+        // pays worker and client afterwards.
         fn _settle(
-            ref self: ContractState, job_id: u128, worker: ContractAddress, payment: u256
-        ) -> (ContractAddress, u256) {
+            ref self: ContractState, job_id: u128, worker: ContractAddress, price: u128
+        ) -> (ContractAddress, u256, u256) {
             let max_payment = self.job_max_payment.read(job_id);
-            assert(payment <= max_payment, 'JM: payment above max');
+            let payment: u256 = price.into();
+            assert(payment <= max_payment, 'JM: price above escrow');
             let refund = max_payment - payment;
             let client = self.job_client.read(job_id);
             self.job_status.write(job_id, STATUS_FINALIZED);
             self.job_payment.write(job_id, payment);
             self.emit(Event::JobFinalized(JobFinalized { job_id, worker, payment, refund }));
-            (client, refund)
+            (client, payment, refund)
         }
 
         fn _pay(ref self: ContractState, recipient: ContractAddress, amount: u256) {

@@ -76,3 +76,18 @@ fn batch_message(root: felt252, worker_key: felt252, count: u64, total: u128) ->
     felts.append(total.into());
     poseidon_hash_span(felts.span())
 }
+
+// The number of siblings on every path of a tree over `count` leaves (padded to a power of two):
+// the smallest d with 2 ** d >= count.
+fn tree_depth(count: u64) -> u32 {
+    let mut depth: u32 = 0;
+    let mut width: u64 = 1;
+    loop {
+        if width >= count {
+            break;
+        }
+        width = width * 2;
+        depth += 1;
+    };
+    depth
+}

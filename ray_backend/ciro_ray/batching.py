@@ -53,6 +53,9 @@ class Pending:
     enqueued_at: float = field(default_factory=time.monotonic)
     client: str | None = None
     settlement: str | None = None
+    #: For an escrowed job: the price the worker's receipt states it is owed, and the client's account on chain.
+    price: int = 0
+    payer: str = "0x0"
 
     @property
     def quorum(self) -> QuorumPolicy | None:

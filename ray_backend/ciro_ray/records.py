@@ -14,7 +14,7 @@ from ciro.jobs import job_record
 from .jobstore import JobRow
 from .scheduler import Outcome, Pending
 
-__all__ = ["job_from_outcome", "job_from_row", "json_response", "model_view", "pending_from_row"]
+__all__ = ["escrow_terms", "job_from_outcome", "job_from_row", "json_response", "model_view", "pending_from_row"]
 
 
 def job_from_row(r: JobRow, *, outputs: bool) -> dict[str, Any]:
@@ -51,8 +51,17 @@ def _evidence(ev: dict[str, Any] | None) -> dict[str, Any]:
 def pending_from_row(r: JobRow) -> Pending:
     """A stored job (read with its inputs) as the scheduler queues it."""
     assert r.inputs is not None
+    price, payer = escrow_terms(r.escrow)
     return Pending(r.id, r.model_hash, decode_canonical(r.inputs), r.input_commitment, r.verification,
-                   r.submitted_at, r.options, r.attempts, client=r.client, settlement=r.settlement)
+                   r.submitted_at, r.options, r.attempts, client=r.client, settlement=r.settlement, price=price,
+                   payer=payer)
+
+
+def escrow_terms(escrow: dict[str, Any] | None) -> tuple[int, str]:
+    """(price, client account) of an escrow record (``Settlement.verify_escrow``); (0, "0x0") for an unpaid job."""
+    if not escrow:
+        return 0, "0x0"
+    return int(escrow["price"]), str(escrow["client"])
 
 
 def model_view(models: ModelStore, info: ModelInfo) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from ciro import JobStatus, ModelStore, VerificationLevel, WorkerError, canonical_bytes
+from ciro.receipts import MERKLE_SCHEME
 
 from .batching import Pending
 from .metrics import Metrics
@@ -49,13 +50,14 @@ def _receipt_problem(receipt: dict[str, Any] | None, p: Pending, commit: str, wo
         return "no receipt for a job that asked for one"
     expected = {"job_id": p.id, "model_hash": p.model_hash, "input_commitment":
                 p.input_commitment, "output_commitment": commit, "level": p.verification,
-                "worker_key": worker.info.get("worker_key")}
+                "worker_key": worker.info.get("worker_key"), "price": str(p.price), "client": p.payer,
+                "scheme": MERKLE_SCHEME}
     wrong = sorted(k for k, v in expected.items() if receipt.get(k) != v)
     return f"a receipt whose {', '.join(wrong)} do not match the job" if wrong else None
 
 
 def metas(batch: list[Pending]) -> list[JobMeta]:
-    return [JobMeta(p.id, p.verification, p.input_commitment) for p in batch]
+    return [JobMeta(p.id, p.verification, p.input_commitment, p.price, p.payer) for p in batch]
 
 
 class ModelBoxes:

@@ -3,12 +3,16 @@
 A job is paid on Starknet when its client escrows it (``JobManager.submit_job`` pulls ``max_payment``
 from the client's account) and tells the gateway the escrow transaction. The gateway checks that
 transaction's ``JobSubmitted`` events against the jobs it holds (model, input commitment, level,
-payment >= its price, a deadline ahead) before scheduling them. Finished jobs are settled in batches:
-each worker claims its jobs and submits their output commitments (one transaction per worker), then
-the operator finalizes them all in one transaction (``finalize_batch`` for receipt and zk jobs,
-``finalize_quorum`` with the agreeing workers' receipts for quorum jobs), reports quorum dissenters
-(``report_invalid_compute``, which slashes them), and refunds escrows of failed jobs after their
-deadline. The contracts check every signature again; the gateway is trusted with nothing but timing.
+payment >= its price, a deadline ahead) before scheduling them, and tells the workers the price and the
+client's account, which each worker's batched receipt signs. Finished jobs are settled in batches:
+governance assigns each job to the worker that ran it (one transaction), each worker submits its output
+commitments (one transaction per worker), then the operator finalizes them all in one transaction
+(``finalize_batch`` with the workers' Merkle receipts for receipt and zk jobs, one signature check per
+batch; ``finalize_quorum`` with the agreeing workers' receipts for quorum jobs), reports quorum
+dissenters (``report_invalid_compute``, which slashes them), and refunds escrows of failed jobs after
+their deadline. The contracts check every signature, leaf and path again and pay exactly the price the
+worker signed; the gateway chooses no amount. It is trusted with timing and with assigning each job to the
+worker that ran it.
 
 Workers act through their own accounts. On the embedded default their keys are in this
 ``CIRO_HOME``'s key store, so the gateway sends their transactions; a worker whose key lives elsewhere
@@ -30,7 +34,7 @@ from ciro import Config, ConfigError, KeyStore, VerificationLevel
 from ciro.chain import ChainClient, Network, Violation, account_address, ensure_account
 from ciro.errors import ChainError, InsufficientEscrowError
 from ciro.identity import Identity
-from ciro.receipts import short_string
+from ciro.receipts import MERKLE_SCHEME, short_string
 
 from .background import Background
 from .jobstore import JobRow, JobStore
@@ -157,7 +161,7 @@ class Settlement(Background):
                 problems.append(f"{r.id}: wrong {', '.join(wrong)}")
             else:
                 out[r.id] = {"tx": hex(tx_hash), "client": hex(client), "max_payment": str(max_payment),
-                             "deadline": deadline}
+                             "deadline": deadline, "price": str(price)}
         if problems:
             raise InsufficientEscrowError(
                 f"The escrow does not cover {len(problems)} job(s): {'; '.join(problems[:5])}. Escrow each job with "
@@ -238,18 +242,33 @@ class Settlement(Background):
         return changed
 
     async def _pay(self, rows: list[JobRow]) -> int:
+        old = [r for r in rows if _receipt(r).get("scheme") != MERKLE_SCHEME]
+        if old:  # a receipt from before batched receipts: the JobManager settles Merkle receipts only
+            log.warning("%d job(s) carry no Merkle receipt and cannot be paid on chain; refund them after their "
+                        "deadline", len(old))
+            self.store.settled([(r.id, "error", None, None) for r in old])
+            rows = [r for r in rows if r not in old]
         by_worker: dict[int, list[JobRow]] = defaultdict(list)
         for r in rows:
             receipt = (r.evidence or {}).get("receipt") or {}
             by_worker[int(receipt.get("worker_key", "0x0"), 16)].append(r)
         ready: list[JobRow] = []
-        for key, rs in by_worker.items():
+        mine = {key: rs for key, rs in by_worker.items() if self._identity(key) is not None}
+        # Governance assigns each job to the worker that ran it; only that worker can then submit its result, and
+        # only its signed receipt settles the job.
+        assign = [self.jm.assign_call(r.id, account_address(key)) for key, rs in mine.items() for r in rs]
+        if assign:
+            try:
+                await self.operator.execute(assign, what="Assigning jobs")
+            except ChainError as exc:
+                log.warning("assigning %d jobs failed: %s", len(assign), exc)
+                self.store.settled([(r.id, "error", None, None) for rs in mine.values() for r in rs])
+                return len(assign)
+        for key, rs in mine.items():  # the others' workers submit their own results
             ident = self._identity(key)
-            if ident is None:
-                continue  # that worker submits its own results
+            assert ident is not None
             wchain = await self._worker_chain(ident)
-            calls = [c for r in rs for c in (self.jm.claim_call(r.id), self.jm.submit_result_call(
-                r.id, r.output_commitment or "0" * 64, evidence_hash(r)))]
+            calls = [self.jm.submit_result_call(r.id, r.output_commitment or "0" * 64, evidence_hash(r)) for r in rs]
             try:
                 await wchain.execute(_plain(calls), what="Submitting results")
             except ChainError as exc:
@@ -259,16 +278,15 @@ class Settlement(Background):
             ready.extend(rs)
         if not ready:
             return 0
-        price = self.cfg.price_per_job
-        receipts = [(r.id, price, r.evidence["receipt"]) for r in ready if r.verification != VerificationLevel.QUORUM]  # type: ignore[index]
+        receipts = [(r.id, account_address(int(_receipt(r)["worker_key"], 16)), _receipt(r)) for r in ready
+                    if r.verification != VerificationLevel.QUORUM]
         calls = [self.jm.finalize_batch_call(receipts)] if receipts else []
         reports = []
         for r in (r for r in ready if r.verification == VerificationLevel.QUORUM):
             quorum = (r.evidence or {}).get("quorum") or {}
             agreeing = [v["receipt"] for v in quorum.get("votes", []) if v.get("agrees")]
             calls.append(self.jm.finalize_quorum_call(
-                r.id, price, int(quorum.get("f", 1)),
-                [(account_address(int(rc["worker_key"], 16)), rc) for rc in agreeing]))
+                r.id, int(quorum.get("f", 1)), [(account_address(int(rc["worker_key"], 16)), rc) for rc in agreeing]))
         quorum_ids = [r.id for r in ready if r.verification == VerificationLevel.QUORUM]
         dissent = [f for f in (self.store.faults(job_ids=quorum_ids, limit=100_000) if quorum_ids else [])
                    if f["kind"] == "invalid_compute" and f["slash"] is None]
@@ -282,7 +300,7 @@ class Settlement(Background):
             log.warning("settling %d jobs failed: %s", len(ready), exc)
             self.store.settled([(r.id, "error", None, None) for r in ready])
             return len(ready)
-        self.store.settled([(r.id, "paid", tx.tx_hex, price) for r in ready])
+        self.store.settled([(r.id, "paid", tx.tx_hex, int(_receipt(r)["price"])) for r in ready])
         if dissent:  # JobManager.report_invalid_compute slashed them, checking their own signed receipts
             self.store.slashed([(f["id"], "reported", tx.tx_hex) for f in dissent])
             await self._drop_ineligible({int(f["worker_key"], 16) for f in dissent})
@@ -374,6 +392,11 @@ class Settlement(Background):
         tx = await self.operator.execute([self.jm.refund_call(r.id) for r in due], what="Refunding escrows")
         self.store.settled([(r.id, "refunded", tx.tx_hex, None) for r in due])
         return len(due)
+
+
+def _receipt(row: JobRow) -> dict[str, Any]:
+    """The worker's receipt of a finished job (for a quorum job, the assigned worker's vote)."""
+    return dict((row.evidence or {}).get("receipt") or {})
 
 
 def _plain(calls: list[Any]) -> list[Any]:

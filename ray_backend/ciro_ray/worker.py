@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ciro import Config, KeyStore, VerificationLevel, WorkerError, commitment, sign_receipt
+from ciro import Config, KeyStore, VerificationLevel, WorkerError, commitment
+from ciro.receipts import JobLeaf, sign_batch
 
 __all__ = ["RECEIPT_LEVELS", "JobMeta", "OnnxWorker"]
 
@@ -29,11 +30,14 @@ Tensors = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class JobMeta:
-    """What a worker needs to sign a receipt for one job."""
+    """What a worker needs to sign a receipt for one job: for a paid job also the price it is owed (the gateway's
+    price, which the client's escrow covers) and the client's account on chain."""
 
     job_id: str
     level: str
     input_commitment: str
+    price: int = 0
+    client: str = "0x0"
 
 
 class OnnxWorker:
@@ -142,23 +146,18 @@ class OnnxWorker:
             metas: list[JobMeta] | None = None) -> list[tuple[Tensors, str, dict[str, Any] | None]]:
         """Run a batch of jobs; returns (outputs, output commitment, receipt or None) per job, in order.
 
-        A receipt is signed for each job whose level asks for one, over the input commitment this
-        worker computed itself from the inputs it received (it never signs a claim it did not check).
+        The jobs whose level asks for a receipt get one Merkle receipt each under ONE signature over the batch's
+        root (``ciro.receipts.sign_batch``), over the input commitments this worker computed itself from the
+        inputs it received (it never signs a claim it did not check).
         """
         results = self._infer(model_hash, model_box, batch)
         self.jobs_done += len(batch)
-        out: list[tuple[Tensors, str, dict[str, Any] | None]] = []
-        for i, res in enumerate(results):
-            oc = commitment(res)
-            meta = metas[i] if metas else None
-            receipt = None
-            if meta is not None and meta.level in RECEIPT_LEVELS:
-                receipt = sign_receipt(self.identity, job_id=meta.job_id, model_hash=model_hash,
-                                       input_commitment=commitment(batch[i]), output_commitment=oc,
-                                       level=meta.level).to_dict()
-            out.append((res, oc, receipt))
-        return out
-
+        commits = [commitment(res) for res in results]
+        signed = [(i, m) for i, m in enumerate(metas or []) if m.level in RECEIPT_LEVELS]
+        leaves = [JobLeaf(m.job_id, model_hash, commitment(batch[i]), commits[i], m.level, m.price, m.client)
+                  for i, m in signed]
+        receipts = {i: r.to_dict() for (i, _), r in zip(signed, sign_batch(self.identity, leaves), strict=True)}
+        return [(res, oc, receipts.get(i)) for i, (res, oc) in enumerate(zip(results, commits, strict=True))]
 
 def _gpu_hardware(node_cfg: Config) -> tuple[str | None, float, str | None]:
     """(model, memory in GB, "detected" | "declared") of this node's GPU: nvidia-smi, else the provider's

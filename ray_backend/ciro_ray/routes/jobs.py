@@ -17,7 +17,7 @@ from ciro import BINARY_CONTENT_TYPE, InputError, JobStatus, ModelStore, decode_
 from ..admission import Caller, require_owner, require_reader
 from ..intake import MAX_WAIT_S, Accepted, JobIntake
 from ..jobstore import JobStore
-from ..records import job_from_row, json_response, pending_from_row
+from ..records import escrow_terms, job_from_row, json_response, pending_from_row
 from ..runtime import Runtime
 from ..scheduler import Outcome
 from ..schemas import ERRORS, OPTIONS_DOC, BatchRequest, BatchResponse, EscrowRequest, JobOut, JobRequest, Tensor
@@ -152,6 +152,7 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
         pending = [pending_from_row(r) for r in rows if r.id in moved]
         for p in pending:
             p.settlement = "escrowed"  # the rows were read before the escrow was recorded
+            p.price, p.payer = escrow_terms(escrow[p.id])
         live.sched.enqueue(pending)
         return json_response({"job_ids": sorted(moved), "status": JobStatus.QUEUED.value, "escrow_tx": hex(tx_hash)})
 
