@@ -15,14 +15,18 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..identity import Identity
+from ..networks import STRK
 from ..receipts import short_string
 from .client import ChainClient
 from .contracts import CDCPool, CiroToken, JobManager
 from .deploy import class_hashes, declare, deploy
 
-__all__ = ["Network", "account_address", "account_exists", "deploy_network", "ensure_account"]
+__all__ = ["ACCOUNT_FEE_FUNDS", "Network", "account_address", "account_exists", "deploy_network", "ensure_account"]
 
 CHAIN_FILE = "chain.json"
+#: Fee token (STRK, in fri) an account gets from whoever deploys it (:func:`ensure_account`): 10 STRK, some
+#: thousands of Ciro transactions at the devnet's gas prices.
+ACCOUNT_FEE_FUNDS = 10 * 10**18
 
 
 def _u256(value: int) -> list[int]:
@@ -45,6 +49,8 @@ class Network:
     job_manager: int
     #: The governance / operator account (mints, assigns jobs, slashes).
     governance: int
+    #: The token fees are paid in (STRK on Starknet and on the local devnet).
+    fee_token: int = int(STRK, 16)
 
     def save(self, home: Path) -> Path:
         path = home / CHAIN_FILE
@@ -61,7 +67,8 @@ class Network:
         try:
             d: dict[str, Any] = json.loads(path.read_text())
             return cls(rpc_url=str(d["rpc_url"]), token=int(d["token"], 16), pool=int(d["pool"], 16),
-                       job_manager=int(d["job_manager"], 16), governance=int(d["governance"], 16))
+                       job_manager=int(d["job_manager"], 16), governance=int(d["governance"], 16),
+                       fee_token=int(d.get("fee_token", STRK), 16))
         except FileNotFoundError as exc:
             raise ConfigError(f"No Ciro deployment recorded in {path}. Start the local devnet (`ciro devnet`), or "
                               "write the addresses of your deployment there.") from exc
@@ -70,6 +77,10 @@ class Network:
 
     def token_on(self, chain: ChainClient) -> CiroToken:
         return CiroToken(chain, self.token)
+
+    def fee_token_on(self, chain: ChainClient) -> CiroToken:
+        """The fee token as an ERC20 (transfer, balance_of)."""
+        return CiroToken(chain, self.fee_token)
 
     def pool_on(self, chain: ChainClient) -> CDCPool:
         return CDCPool(chain, self.pool)
@@ -94,9 +105,10 @@ async def deploy_network(gov: ChainClient, *, rpc_url: str, supply: int, min_sta
     return net
 
 
-async def ensure_account(gov: ChainClient, identity: Identity | int) -> int:
+async def ensure_account(gov: ChainClient, identity: Identity | int, *, fee_funds: int = ACCOUNT_FEE_FUNDS) -> int:
     """Deploy the CiroAccount of ``identity`` (a key pair, or just its public key), paid by ``gov``, unless it
-    exists; returns its address."""
+    exists; returns its address. A new account gets ``fee_funds`` fri of the fee token from ``gov`` in the same
+    transaction, so that it can send transactions of its own."""
     from starknet_py.net.client_errors import ClientError
 
     public_key = identity if isinstance(identity, int) else identity.public_key
@@ -108,7 +120,9 @@ async def ensure_account(gov: ChainClient, identity: Identity | int) -> int:
     except ClientError:
         pass
     cls = await declare(gov, "CiroAccount")
-    deployed, _ = await deploy(gov, cls, [public_key], salt=public_key, what=f"Deploying the account of {label}")
+    funding = [CiroToken(gov, int(STRK, 16)).transfer_call(address, fee_funds)] if fee_funds else []
+    deployed, _ = await deploy(gov, cls, [public_key], salt=public_key, what=f"Deploying the account of {label}",
+                               then=funding)
     assert deployed == address, "UDC address differs from the computed one"
     return address
 
