@@ -330,6 +330,29 @@ def test_max_fee_above_balance_is_refused(env: Env, counter: Contract) -> None:
     asyncio.run(run())
 
 
+def test_a_transaction_that_spends_the_fee_it_owes_reverts_and_still_pays(env: Env) -> None:
+    """Sending away all but 1 fri of STRK leaves less than the fee: the transfer is undone and the fee paid."""
+
+    async def run() -> None:
+        client = env.client()
+        account = await env.account(2)
+        before, nonce = await _strk(client, account.address), await account.get_nonce()
+        sink = env.devnet.accounts[0].address
+        sink_before = await _strk(client, sink)
+        amount = before - 1
+        call = Call(STRK, get_selector_from_name("transfer"), [sink, amount & (2**128 - 1), amount >> 128])
+        sent = await account.execute_v3(call, resource_bounds=BOUNDS)  # max fee ~10^18 fri: the balance covers it
+        with pytest.raises(TransactionRevertedError, match="Insufficient fee token balance after execution"):
+            await client.wait_for_tx(sent.transaction_hash, check_interval=POLL)
+        receipt = await client.get_transaction_receipt(sent.transaction_hash)
+        assert receipt.actual_fee.amount > 1
+        assert await _strk(client, account.address) == before - receipt.actual_fee.amount
+        assert await _strk(client, sink) == sink_before
+        assert await account.get_nonce() == nonce + 1
+
+    asyncio.run(run())
+
+
 def test_bounds_below_the_cost_revert_and_pay_the_bound(env: Env, counter: Contract) -> None:
     """Too little L2 gas: the transaction is included, reverted, its effects undone, and pays its whole L2 bound."""
 

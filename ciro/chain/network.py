@@ -170,11 +170,20 @@ async def ensure_account(gov: ChainClient, identity: Identity | int, *, fee_fund
     except ClientError:
         pass
     cls = await declare(gov, "CiroAccount")
-    funding = [CiroToken(gov, int(STRK, 16)).transfer_call(address, fee_funds)] if fee_funds else []
+    funding = [fee_transfer_call(address, fee_funds)] if fee_funds else []
     deployed, _ = await deploy(gov, cls, [public_key], salt=public_key, what=f"Deploying the account of {label}",
                                then=funding)
     assert deployed == address, "UDC address differs from the computed one"
     return address
+
+
+def fee_transfer_call(recipient: int, amount: int) -> Any:
+    """The fee token's ``transfer(recipient, amount)`` as a starknet-py Call (built without parsing an ABI)."""
+    from starknet_py.hash.selector import get_selector_from_name
+    from starknet_py.net.client_models import Call
+
+    return Call(to_addr=int(STRK, 16), selector=get_selector_from_name("transfer"),
+                calldata=[recipient, amount & ((1 << 128) - 1), amount >> 128])
 
 
 async def account_exists(chain: ChainClient, address: int) -> bool:
