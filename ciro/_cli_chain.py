@@ -26,9 +26,9 @@ def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: i
     """Run the local Starknet devnet with the Ciro contracts deployed (foreground; Ctrl-C stops it).
 
     It executes the compiled Cairo contracts on StarkWare's Cairo VM behind a Starknet JSON-RPC endpoint,
-    records the contracts' addresses in $CIRO_HOME/chain.json and funds your key 'client' with CIRO.
-    Fees are computed, not charged. While it runs, `ciro up` on this home uses it (and `ciro down` leaves it
-    running)."""
+    records the contracts' addresses in $CIRO_HOME/chain.json and funds your key 'client' with CIRO and STRK.
+    Fees are charged in STRK, as on Starknet (each predeployed account holds 1,000,000 STRK). While it runs,
+    `ciro up` on this home uses it (and `ciro down` leaves it running)."""
     local.require_devnet()
     from ciro_devnet.__main__ import main as devnet_main
     from ciro_devnet.launch import check_devnet_port, recorded_devnet
@@ -45,25 +45,30 @@ def devnet_cmd(ctx: click.Context, port: int | None, state: Path | None, seed: i
 @cli.command("fund")
 @click.argument("public_key")
 @click.option("--amount", default="10000", show_default=True, help="CIRO to send.")
+@click.option("--strk", default="100", show_default=True,
+              help="STRK to send for transaction fees (a new account also gets 10 STRK with its deployment).")
 @click.pass_context
 @handle_errors
-def fund(ctx: click.Context, public_key: str, amount: str) -> None:
-    """Give PUBLIC_KEY (0x-hex, or a key name in this key store) a Starknet account holding CIRO, paid by this
-    home's governance key: the local devnet's faucet (a provider's wallet before `ciro provider join --stake`)."""
+def fund(ctx: click.Context, public_key: str, amount: str, strk: str) -> None:
+    """Give PUBLIC_KEY (0x-hex, or a key name in this key store) a Starknet account holding CIRO and STRK (its
+    fees), paid by this home's governance key: the local devnet's faucet (a provider's wallet before `ciro provider
+    join --stake`, which gives each worker account 10 STRK of it)."""
     from decimal import Decimal, InvalidOperation
 
     cfg = _cfg(ctx)
     try:
         key = int(public_key, 16) if public_key.startswith("0x") else _keystore(ctx).get(public_key).public_key
         units = int(Decimal(amount) * 10**18)
+        fee_units = int(Decimal(strk) * 10**18)
     except (ValueError, InvalidOperation):
-        raise InputError(f"{public_key!r} / {amount!r}: give a 0x-hex public key or a key name, and an amount "
-                         "of CIRO.") from None
-    address, balance = asyncio.run(_fund(cfg, key, units))
-    click.echo(f"account {address:#x} of key {key:#066x}: {Decimal(balance) / 10**18:f} CIRO")
+        raise InputError(f"{public_key!r} / {amount!r} / {strk!r}: give a 0x-hex public key or a key name, and "
+                         "amounts of CIRO and STRK.") from None
+    address, balance, fee_balance = asyncio.run(_fund(cfg, key, units, fee_units))
+    click.echo(f"account {address:#x} of key {key:#066x}: {Decimal(balance) / 10**18:f} CIRO, "
+               f"{Decimal(fee_balance) / 10**18:f} STRK")
 
 
-async def _fund(cfg: Config, key: int, units: int) -> tuple[int, int]:
+async def _fund(cfg: Config, key: int, units: int, fee_units: int) -> tuple[int, int, int]:
     from .chain import ChainClient, Network, ensure_account
     from .identity import KeyStore
 
@@ -71,10 +76,12 @@ async def _fund(cfg: Config, key: int, units: int) -> tuple[int, int]:
     gov = await ChainClient.connect(net.rpc_url, address=net.governance,
                                     identity=KeyStore(cfg.paths.keys).get(cfg.operator_key))
     address = await ensure_account(gov, key)
-    token = net.token_on(gov)
-    if units:
-        await gov.execute([token.transfer_call(address, units)], what="Funding an account")
-    return address, await token.balance_of(address)
+    token, fee_token = net.token_on(gov), net.fee_token_on(gov)
+    calls = ([token.transfer_call(address, units)] if units else []) + (
+        [fee_token.transfer_call(address, fee_units)] if fee_units else [])
+    if calls:
+        await gov.execute(calls, what="Funding an account")
+    return address, await token.balance_of(address), await fee_token.balance_of(address)
 
 
 @cli.group()

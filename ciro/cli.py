@@ -55,18 +55,23 @@ __all__ = ["EXIT_ERROR", "EXIT_INPUT", "EXIT_JOB", "EXIT_NOT_FOUND", "EXIT_UNAVA
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The PEM private key of --tls-cert (CIRO_TLS_KEY).")
 @click.option("--devnet-port", type=int, help="Port of this home's local devnet (CIRO_DEVNET_PORT; default 5050).")
+@click.option("--network", help="Network profile the gateway settles on (CIRO_NETWORK): local or devnet (the "
+              "default: the local devnet), sepolia, mainnet or a [networks.NAME] table of the config file, which "
+              "must give rpc_url, token, pool, job_manager and governance.")
 @click.pass_context
 @handle_errors
 def up(ctx: click.Context, workers: int | None, ray_address: str | None, tls_cert: Path | None,
-       tls_key: Path | None, devnet_port: int | None) -> None:
+       tls_key: Path | None, devnet_port: int | None, network: str | None) -> None:
     """Start the embedded default: a local Ray head (or join --ray-address), the local devnet and the gateway.
 
     A devnet of this home that is already running (`ciro devnet`) is used as it is, and `ciro down` leaves it
-    running. If a step fails, what this command had started is stopped again."""
+    running. With --network sepolia (or mainnet, or a profile of the config file) the gateway settles there
+    instead, and no devnet starts. If a step fails, what this command had started is stopped again."""
     cfg = _cfg(ctx)
-    if ray_address or tls_cert or tls_key or devnet_port:
+    if ray_address or tls_cert or tls_key or devnet_port or network:
         cfg = Config.load(home=cfg.home, port=cfg.port, ray_address=ray_address, devnet_port=devnet_port,
-                          tls_cert=tls_cert and str(tls_cert.resolve()), tls_key=tls_key and str(tls_key.resolve()))
+                          tls_cert=tls_cert and str(tls_cert.resolve()), tls_key=tls_key and str(tls_key.resolve()),
+                          network=network)
     url = local.ensure_running(cfg, progress=True, num_workers=workers)
     click.echo(f"gateway: {url}  (API docs: {url}/docs, metrics: {url}/metrics)")
     if url.startswith("https://") and not _cfg(ctx).url.startswith("https://"):

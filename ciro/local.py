@@ -192,6 +192,17 @@ def _chain_rpc(cfg: Config) -> str | None:
     return str(url) if url else None
 
 
+def _settle_on(cfg: Config, progress: bool) -> None:
+    """The network profile ``cfg.network`` selects, recorded in chain.json for the gateway (``ciro.chain.settle_on``):
+    the embedded one settles on the local devnet; another is checked (complete, its node on its chain) first."""
+    from .chain.network import settle_on
+
+    net = settle_on(cfg)
+    if net is not None:
+        _say(progress, f"ciro: the gateway settles on network {net.network!r} ({net.chain_id or 'chain id unchecked'}) "
+             f"at {net.rpc_url}, contracts from [networks.{net.network}]")
+
+
 def _plan_devnet(cfg: Config, state: dict[str, Any], progress: bool) -> dict[str, Any] | None:
     """Before anything starts: the run-state's devnet entries to keep ({}: no devnet, as settlement is off or
     chain.json names another network), or None when a devnet must be started. This home's devnet already running
@@ -294,6 +305,8 @@ def ensure_running(cfg: Config, *, progress: bool = False, num_workers: int | No
         raise GatewayUnavailableError(
             f"Port {cfg.port} on {cfg.host} is taken by something that is not a healthy Ciro gateway. "
             "Stop it, or choose another port (ciro up --port P / CIRO_PORT).")
+    if cfg.settlement != "off":
+        _settle_on(cfg, progress)
     devnet = _plan_devnet(cfg, state, progress)
     kept = dict(devnet or {})
     if cfg.ray_address:

@@ -3,7 +3,7 @@
 ``CiroClient(network=NAME)`` (or ``CIRO_NETWORK``, or ``network = "NAME"`` in the config file) selects one:
 
 - ``local`` (and its alias ``devnet``): the embedded default, started if needed (local Ray, gateway and the local
-  Starknet devnet, which computes fees but charges none).
+  Starknet devnet, which charges fees in STRK as Starknet does).
 - ``sepolia`` and ``mainnet``: Starknet's public networks (chain id, fee token). Ciro runs no public gateway and
   has deployed no contracts there, so a profile names them: a ``[networks.sepolia]`` table in the config file
   with ``gateway_url`` (the gateway that settles there) and, to check that gateway, the contract addresses
@@ -12,6 +12,11 @@
 
 When a profile names contract addresses, the client checks that the gateway settles on exactly those before it
 sends anything (``check_gateway``): a gateway pointed at other contracts is refused.
+
+The same profiles choose what a gateway settles on (``ciro up --network NAME``, ``CIRO_NETWORK``, ``network`` in the
+config file): an embedded profile settles on the local devnet; any other needs ``rpc_url``, the contracts
+(``token``, ``pool``, ``job_manager``) and ``governance`` (the operator's account, whose key is ``operator_key``)
+in its table, and :func:`settlement_record` refuses it, naming what is missing, until they are there.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from typing import Any
 from .config import Config, config_path, read_config_section
 from .errors import ConfigError
 
-__all__ = ["BUILTIN", "NetworkProfile", "check_gateway", "profile"]
+__all__ = ["BUILTIN", "STRK", "NetworkProfile", "check_gateway", "profile", "settlement_record"]
 
 #: STRK, the fee token of Starknet's public networks (the same address on Sepolia and mainnet).
 STRK = "0x4718f5a0fc34cc1af16a1cdee98ffb20c31f5cd61d6ab07201858f4287c938d"
 _CONTRACTS = ("token", "pool", "job_manager")
-_KEYS = ("gateway_url", "rpc_url", "chain_id", "fee_token", *_CONTRACTS)
+_KEYS = ("gateway_url", "rpc_url", "chain_id", "fee_token", *_CONTRACTS, "governance")
+#: What a gateway needs of a profile to settle on its network (beyond the built-in chain id and fee token).
+_SETTLE = ("rpc_url", *_CONTRACTS, "governance")
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,8 @@ class NetworkProfile:
     name: str
     #: Starknet chain id ("SN_SEPOLIA", "SN_MAIN"); None for the local devnet (it reports its own).
     chain_id: str | None = None
-    #: Address of the token fees are paid in; None where no fee is charged (the local devnet).
-    fee_token: str | None = None
+    #: Address of the token fees are paid in (STRK, on the public networks and on the local devnet alike).
+    fee_token: str | None = STRK
     #: True for the embedded default (started on this machine when needed).
     embedded: bool = False
     gateway_url: str | None = None
@@ -46,6 +53,8 @@ class NetworkProfile:
     token: str | None = None
     pool: str | None = None
     job_manager: str | None = None
+    #: The operator's (governance) account on that network: a gateway settles with it.
+    governance: str | None = None
 
     def contracts(self) -> dict[str, str]:
         """The contract addresses the profile pins (normalised hex), if any."""
@@ -54,7 +63,7 @@ class NetworkProfile:
 
 BUILTIN = {
     "local": NetworkProfile("local", embedded=True),
-    "devnet": NetworkProfile("devnet", embedded=True),
+    "devnet": NetworkProfile("devnet", embedded=True),  # the same: the local devnet
     "sepolia": NetworkProfile("sepolia", chain_id="SN_SEPOLIA", fee_token=STRK),
     "mainnet": NetworkProfile("mainnet", chain_id="SN_MAIN", fee_token=STRK),
 }
@@ -114,3 +123,23 @@ def check_gateway(p: NetworkProfile, chain: Mapping[str, Any], url: str) -> None
         detail = "; ".join(f"{k} {got} instead of {want}" for k, (got, want) in wrong.items())
         raise ConfigError(f"The gateway at {url} settles on other contracts than network {p.name!r} names ({detail})."
                           f" Check [networks.{p.name}] in the config file, or use that network's gateway.")
+
+
+def settlement_record(p: NetworkProfile, cfg: Config) -> dict[str, str | None] | None:
+    """What a gateway settling on ``p`` records in ``chain.json`` (the fields of ``ciro.chain.Network``), or None for
+    an embedded profile (the local devnet records its own deployment). Refuses a profile that lacks any of them."""
+    if p.embedded:
+        return None
+    missing = [k for k in _SETTLE if not getattr(p, k)]
+    if missing:
+        raise ConfigError(
+            f"A gateway cannot settle on network {p.name!r}: its profile has no {', '.join(missing)}. Ciro has "
+            f"deployed no contracts there: deploy them (ciro.chain.deploy_network, paid by the operator's account) "
+            f"and record them in {config_path(cfg.home)}:\n  [networks.{p.name}]\n  rpc_url = \"https://...\"  "
+            "# a Starknet JSON-RPC node of that network\n  token = \"0x...\"\n  pool = \"0x...\"\n  job_manager = "
+            f"\"0x...\"\n  governance = \"0x...\"  # the operator's account; its key is operator_key "
+            f"({cfg.operator_key!r})\nor use the local devnet (--network local).")
+    record: dict[str, str | None] = {k: _hex(getattr(p, k), f"{p.name}.{k}") for k in (*_CONTRACTS, "governance")}
+    record.update(network=p.name, rpc_url=p.rpc_url, chain_id=p.chain_id,
+                  fee_token=_hex(p.fee_token or STRK, f"{p.name}.fee_token"))
+    return record

@@ -40,6 +40,7 @@ BOUNDS = ResourceBoundsMapping(
     l2_gas=ResourceBounds(max_amount=10**8, max_price_per_unit=10**10),
 )
 SEED = 1234
+STRK = 0x04718F5A0FC34CC1AF16A1CDEE98FFB20C31F5CD61D6AB07201858F4287C938D  # the fee token, as on Starknet
 
 
 @dataclass
@@ -186,10 +187,14 @@ def test_accounts_through_udc_and_deploy_account(env: Env) -> None:
         await deployed.wait_for_acceptance(check_interval=POLL)
         assert (await deployed.deployed_contract.functions["get_public_key"].call())[0] == key.public_key
 
-        # A third one deploying itself (DEPLOY_ACCOUNT), then sending a transaction of its own.
+        # A third one deploying itself (DEPLOY_ACCOUNT), then sending a transaction of its own: as on Starknet, its
+        # address must hold the fee token first.
         key = KeyPair.from_private_key(0xBEEF)
+        address = _account_address(account_class, key.public_key)
+        minted = await env.devnet_rpc("mint", {"address": hex(address), "amount": 10**18, "unit": "FRI"})
+        assert minted["new_balance"] == str(10**18) and minted["unit"] == "FRI"
         result = await Account.deploy_account_v3(
-            address=_account_address(account_class, key.public_key),
+            address=address,
             class_hash=account_class,
             salt=key.public_key,
             key_pair=key,
@@ -260,6 +265,120 @@ def test_revert_keeps_storage_and_bumps_nonce(env: Env, counter: Contract) -> No
         # increase() wrote the new value before it panicked: the revert undid the write, kept the nonce.
         assert (await contract.functions["get"].call())[0] == env.shared["value"]
         assert await account.get_nonce() == nonce + 1
+        assert receipt.actual_fee.amount > 0  # a reverted transaction pays for what it used
+
+    asyncio.run(run())
+
+
+async def _strk(client: FullNodeClient, address: int) -> int:
+    low, high = await client.call_contract(Call(STRK, get_selector_from_name("balance_of"), [address]))
+    return low + (high << 128)
+
+
+def test_fees_are_charged_in_strk_as_estimated(env: Env, counter: Contract) -> None:
+    """The fee moves from the sender to the sequencer in STRK, and is exactly the estimate of the same state."""
+
+    async def run() -> None:
+        client = env.client()
+        config = await env.devnet_rpc("getConfig", {})
+        assert config["fees_charged"] is True and int(config["fee_token"], 16) == STRK
+        block = await client.get_block(block_number="latest")
+        assert block.l2_gas_price.price_in_fri > 0 and block.l1_data_gas_price.price_in_fri > 0
+        assert block.l1_gas_price.price_in_fri > 0
+        account = await env.account(1)
+        sequencer = int(block.sequencer_address)
+        assert await _strk(client, account.address) == 10**24  # each predeployed account's genesis funds
+        before, sequencer_before = await _strk(client, account.address), await _strk(client, sequencer)
+
+        call = Call(counter.address, get_selector_from_name("increase"), [7])
+        nonce = await account.get_nonce()
+        draft = await account.sign_invoke_v3(call, nonce=nonce, resource_bounds=BOUNDS)
+        estimate = await account.estimate_fee(draft)
+        assert estimate.overall_fee > 0 and estimate.unit.value == "FRI"
+        sent = await account.execute_v3(call, nonce=nonce, resource_bounds=estimate.to_resource_bounds(1.5, 2))
+        receipt = await client.wait_for_tx(sent.transaction_hash, check_interval=POLL)
+        assert receipt.actual_fee.amount == estimate.overall_fee
+        assert receipt.execution_resources.l2_gas == estimate.l2_gas_consumed
+        assert await _strk(client, account.address) == before - estimate.overall_fee
+        assert await _strk(client, sequencer) == sequencer_before + estimate.overall_fee
+        env.shared["value"] += 7
+
+    asyncio.run(run())
+
+
+def test_max_fee_above_balance_is_refused(env: Env, counter: Contract) -> None:
+    """INSUFFICIENT_ACCOUNT_BALANCE (54) at submission: nothing is included, the nonce and balances stay."""
+
+    async def run() -> None:
+        client = env.client()
+        account = await env.account(2)
+        balance = await _strk(client, account.address)
+        height, nonce = await client.get_block_number(), await account.get_nonce()
+        price = 10**10
+        greedy = ResourceBoundsMapping(  # a max fee (max amount x max price) just above the balance
+            l1_gas=ResourceBounds(max_amount=0, max_price_per_unit=10**13),
+            l1_data_gas=ResourceBounds(max_amount=0, max_price_per_unit=10**10),
+            l2_gas=ResourceBounds(max_amount=balance // price + 1, max_price_per_unit=price),
+        )
+        call = Call(counter.address, get_selector_from_name("increase"), [1])
+        with pytest.raises(ClientError) as refused:
+            await account.execute_v3(call, resource_bounds=greedy)
+        assert refused.value.code == 54 and str(balance) in str(refused.value.data)
+        assert await client.get_block_number() == height and await account.get_nonce() == nonce
+        assert await _strk(client, account.address) == balance
+
+    asyncio.run(run())
+
+
+def test_a_transaction_that_spends_the_fee_it_owes_reverts_and_still_pays(env: Env) -> None:
+    """Sending away all but 1 fri of STRK leaves less than the fee: the transfer is undone and the fee paid."""
+
+    async def run() -> None:
+        client = env.client()
+        account = await env.account(2)
+        before, nonce = await _strk(client, account.address), await account.get_nonce()
+        sink = env.devnet.accounts[0].address
+        sink_before = await _strk(client, sink)
+        amount = before - 1
+        call = Call(STRK, get_selector_from_name("transfer"), [sink, amount & (2**128 - 1), amount >> 128])
+        sent = await account.execute_v3(call, resource_bounds=BOUNDS)  # max fee ~10^18 fri: the balance covers it
+        with pytest.raises(TransactionRevertedError, match="Insufficient fee token balance after execution"):
+            await client.wait_for_tx(sent.transaction_hash, check_interval=POLL)
+        receipt = await client.get_transaction_receipt(sent.transaction_hash)
+        assert receipt.actual_fee.amount > 1
+        assert await _strk(client, account.address) == before - receipt.actual_fee.amount
+        assert await _strk(client, sink) == sink_before
+        assert await account.get_nonce() == nonce + 1
+
+    asyncio.run(run())
+
+
+def test_bounds_below_the_cost_revert_and_pay_the_bound(env: Env, counter: Contract) -> None:
+    """Too little L2 gas: the transaction is included, reverted, its effects undone, and pays its whole L2 bound."""
+
+    async def run() -> None:
+        client = env.client()
+        account = await env.account(1)
+        contract = await Contract.from_address(counter.address, provider=account)
+        before, nonce = await _strk(client, account.address), await account.get_nonce()
+        tight = ResourceBoundsMapping(
+            l1_gas=ResourceBounds(max_amount=0, max_price_per_unit=10**13),
+            l1_data_gas=ResourceBounds(max_amount=10**5, max_price_per_unit=10**10),
+            l2_gas=ResourceBounds(max_amount=10_000, max_price_per_unit=10**10),
+        )
+        invoke = await contract.functions["increase"].invoke_v3(1, resource_bounds=tight)
+        with pytest.raises(TransactionRevertedError, match="Insufficient max L2Gas"):
+            await invoke.wait_for_acceptance(check_interval=POLL)
+        receipt = await client.get_transaction_receipt(invoke.hash)
+        block = await client.get_block(block_number=receipt.block_number)
+        l2_part = 10_000 * block.l2_gas_price.price_in_fri
+        data_part = receipt.execution_resources.l1_data_gas * block.l1_data_gas_price.price_in_fri
+        assert receipt.actual_fee.amount == l2_part + data_part  # charged at the block's price, not the max price
+        assert await _strk(client, account.address) == before - receipt.actual_fee.amount
+        assert await account.get_nonce() == nonce + 1
+        assert (await contract.functions["get"].call())[0] == env.shared["value"]
+
+    asyncio.run(run())
 
     asyncio.run(run())
 

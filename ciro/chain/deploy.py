@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,13 @@ async def declare(chain: ChainClient, name: str) -> int:
     sierra, _ = load_class(name)
 
     async def send(nonce: int) -> int:
-        tx = await chain.account.sign_declare_v3(json.dumps(sierra), hashes.compiled, nonce=nonce,
-                                                 resource_bounds=chain._bounds())
+        from starknet_py.net.client_models import ResourceBoundsMapping
+
+        text = json.dumps(sierra)
+        draft = await chain.account.sign_declare_v3(text, hashes.compiled, nonce=nonce,
+                                                    resource_bounds=ResourceBoundsMapping.init_with_zeros())
+        tx = await chain.account.sign_declare_v3(text, hashes.compiled, nonce=nonce,
+                                                 resource_bounds=await chain.estimate_bounds(draft))
         return int((await chain.node.declare(tx)).transaction_hash)
 
     await chain.submit(send, what=f"Declaring {name}")
@@ -50,9 +56,10 @@ async def declare(chain: ChainClient, name: str) -> int:
 
 
 async def deploy(chain: ChainClient, class_hash: int, calldata: list[int], *, salt: int,
-                 what: str = "The deployment") -> tuple[int, TxResult | None]:
-    """Deploy through the UDC (not unique: the address depends only on class, salt and calldata). Idempotent:
-    when that address already holds this class, nothing is sent and the result is None."""
+                 what: str = "The deployment", then: Sequence[Any] = ()) -> tuple[int, TxResult | None]:
+    """Deploy through the UDC (not unique: the address depends only on class, salt and calldata), followed in the
+    same transaction by the calls ``then``. Idempotent: when that address already holds this class, nothing is
+    sent and the result is None."""
     from starknet_py.net.client_errors import ClientError
     from starknet_py.net.udc_deployer.deployer import Deployer
 
@@ -63,5 +70,5 @@ async def deploy(chain: ChainClient, class_hash: int, calldata: list[int], *, sa
             return int(deployment.address), None
     except ClientError:
         pass
-    result = await chain.execute([deployment.call], what=what)
+    result = await chain.execute([deployment.call, *then], what=what)
     return int(deployment.address), result

@@ -4,6 +4,11 @@
 client (`ciro.chain`) it uses: it needs the `chain` extra (`pip install 'ciro-network[chain]'`: cairo-lang,
 starknet-py). Importing this package is cheap: cairo-lang (seconds to import) loads with the first chain. The import
 fix cairo-lang 0.14.0.1 needs on Python 3.11 is installed here, before anything can import `starkware`.
+
+Fees are charged as on Starknet, in STRK (an ERC20 at Starknet's STRK address, `feetoken`): every predeployed
+account holds 1,000,000 STRK, `devnet_mint` mints more; a v3 transaction pays the gas it used (`fees`), capped by
+its bounds, at the block's prices, to the sequencer; a sender whose balance is below its max fee is refused at
+submission (error 54), and one that runs out of a bounded resource is reverted and pays the bound.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+from . import feetoken
 from .chain import DEFAULT_CHAIN_ID, RPC_SPEC_VERSION, STARKNET_VERSION, UDC_ADDRESS, Devnet
 
 
@@ -38,7 +39,8 @@ def banner(devnet: Devnet, url: str, restored: bool) -> str:
             else f"Seed: {devnet.seed}"
         ),
         f"Predeployed accounts (CiroAccount, class hash {hex(devnet.account_class_hash)}); "
-        "fees are computed and reported but not charged:",
+        f"fees are charged in STRK ({hex(feetoken.ADDRESS)}), each account holds {feetoken.ACCOUNT_FUNDS // 10**18:,} "
+        "STRK at genesis:",
     ]
     for account in devnet.accounts:
         lines += [

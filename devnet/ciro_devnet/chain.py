@@ -1,4 +1,5 @@
-"""The devnet chain: genesis and predeployed accounts, time, transactions included one per block, persistence.
+"""The devnet chain: genesis (predeployed accounts funded in the fee token), time, transactions included one per
+block and charged their fee, persistence.
 
 `Devnet` is synchronous and not thread-safe: the RPC server runs every call on one worker thread. It is also the
 API for tools that prepare a chain without transactions (`declare_class`, `deploy_predeclared`, `set_storage`).
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import fees
+from . import fees, feetoken
 from .accounts import PredeployedAccount, derive_accounts
 from .blocks import Block, TxRecord
 from .build import compiled_dir
@@ -34,7 +35,7 @@ from .state import StateDiff, StateStore
 from .txs import ParsedTx, parse_transaction
 
 if TYPE_CHECKING:
-    from .vm import VM, BlockContext, CallOutcome
+    from .vm import VM, BlockContext, CallOutcome, Execution
 
 __all__ = ["DEFAULT_CHAIN_ID", "RPC_SPEC_VERSION", "SEQUENCER_ADDRESS", "STARKNET_VERSION", "UDC_ADDRESS", "Block",
            "Devnet", "TxOutcome", "TxRecord"]
@@ -82,6 +83,8 @@ class Devnet(ChainQueries):
                 self.blocks.append(Block.from_json(line["block"]))
                 self.txs.update((int(h, 16), TxRecord.from_json(h, t)) for h, t in line["txs"].items())
             self.vm: VM = VM(self.store, encode_short_string(self.chain_id_text))
+            if self.store.class_hash_at(feetoken.ADDRESS) == 0:  # saved before fees were charged
+                self._install_fee_token(Path(contracts_dir) if contracts_dir is not None else compiled_dir())
         else:
             self.chain_id_text = chain_id
             self.seed = seed
@@ -95,7 +98,7 @@ class Devnet(ChainQueries):
         if not (contracts / "CiroAccount.sierra.json").exists():
             raise FileNotFoundError(
                 f"no compiled CiroAccount in {contracts}: run `make contracts` in a checkout, or pass "
-                "contracts_dir= a folder with CiroAccount/UniversalDeployer "
+                "contracts_dir= a folder with CiroAccount/UniversalDeployer/CiroToken "
                 "*.sierra.json and *.casm.json"
             )
         account = load_artifact(contracts / "CiroAccount.sierra.json", contracts / "CiroAccount.casm.json")
@@ -110,7 +113,41 @@ class Devnet(ChainQueries):
             _check(ex.deploy(address, udc.class_hash, []), "deploy the UDC")
         for acc in self.accounts:
             _check(ex.deploy(acc.address, account.class_hash, [acc.public_key]), "deploy an account")
+        self._deploy_fee_token(ex, contracts, [acc.address for acc in self.accounts])
         self._seal_block(ex.diff(), [])
+
+    def _deploy_fee_token(self, ex: Execution, contracts: Path, holders: list[int]) -> None:
+        """STRK at its Starknet address (the compiled CiroToken class), each holder minted ACCOUNT_FUNDS."""
+        name = feetoken.CLASS_NAME
+        token = load_artifact(contracts / f"{name}.sierra.json", contracts / f"{name}.casm.json")
+        if not ex.compiled_class_hash(token.class_hash):
+            self._add_artifact(token)
+            ex.declare(token.class_hash, token.compiled_class_hash)
+        _check(ex.deploy(feetoken.ADDRESS, token.class_hash, feetoken.constructor_calldata()), "deploy the fee token")
+        for holder in holders:
+            _check(feetoken.mint(ex, holder, feetoken.ACCOUNT_FUNDS), "fund an account with the fee token")
+
+    def _install_fee_token(self, contracts: Path) -> None:
+        """A chain saved before fees were charged: the fee token, and every account funded, in a block."""
+        ex = self.vm.begin(self._block_context())
+        holders = [a for a, c in self.store.contracts.items() if c == self.account_class_hash]
+        self._deploy_fee_token(ex, contracts, holders)
+        self._seal_block(ex.diff(), [])
+
+    def mint(self, address: int, amount: int) -> int:
+        """Mint fee token (fri) to an address (in a block of its own, no transaction); returns its new balance."""
+        if amount < 0 or amount >= 2**256:
+            raise RpcError(INVALID_PARAMS, data=f"amount {amount} is not a u256")
+        ex = self.vm.begin(self._block_context())
+        outcome = feetoken.mint(ex, address, amount)
+        if outcome.failed:
+            raise RpcError(TRANSACTION_EXECUTION_ERROR, data={"transaction_index": 0, "execution_error": outcome.error})
+        self._seal_block(ex.diff(), [])
+        return self.fee_balance(address)
+
+    def fee_balance(self, address: int) -> int:
+        """The fee-token (STRK) balance of an address, in fri."""
+        return feetoken.balance(self.vm.begin(self._block_context()), address)
 
     def declare_class(self, sierra_path: str | Path, casm_path: str | Path | None = None) -> int:
         """Declare a compiled class without a transaction (in a block of its own); returns its class hash."""
@@ -183,7 +220,9 @@ class Devnet(ChainQueries):
         check_bounds_prices(tx)
         block = self._block_context()
         ex = self.vm.begin(block)
-        outcome = execute(ex, tx, self._artifact_for, validate=True, enforce_bounds=True)
+        feetoken.check_balance(ex, tx)
+        outcome = execute(ex, tx, self._artifact_for, validate=True, enforce_bounds=True,
+                          fee_recipient=SEQUENCER_ADDRESS)
         if outcome.artifact is not None:
             self._add_artifact(outcome.artifact)
         record = TxRecord(tx.hash, block.number, 0, tx.to_rpc(), receipt(outcome))

@@ -19,6 +19,7 @@ TRANSACTION_EXECUTION_ERROR = 41
 CLASS_ALREADY_DECLARED = 51
 INVALID_TRANSACTION_NONCE = 52
 INSUFFICIENT_RESOURCES_FOR_VALIDATE = 53
+INSUFFICIENT_ACCOUNT_BALANCE = 54
 VALIDATION_FAILURE = 55
 COMPILATION_FAILED = 56
 NON_ACCOUNT = 58
@@ -51,6 +52,7 @@ MESSAGES = {
     INSUFFICIENT_RESOURCES_FOR_VALIDATE: (
         "The transaction's resources don't cover validation or the minimal transaction fee"
     ),
+    INSUFFICIENT_ACCOUNT_BALANCE: "Account balance is smaller than the transaction's max_fee",
     VALIDATION_FAILURE: "Account validation failed",
     COMPILATION_FAILED: "Compilation failed",
     NON_ACCOUNT: "Sender address is not an account contract",

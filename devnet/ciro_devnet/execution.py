@@ -1,6 +1,6 @@
 """Executing one transaction on the VM: its validation (nonce, the account's `__validate*__`), its execution, the
-gas and fee it used, and the outcome a receipt or a trace is made of. Nothing here keeps state: `Devnet` includes an
-outcome in a block, or (`simulate`, `estimate_fee`) drops it.
+gas and fee it used, the fee's payment in the fee token (`fee_recipient`), and the outcome a receipt or a trace is
+made of. Nothing here keeps state: `Devnet` includes an outcome in a block, or (`simulate`, `estimate_fee`) drops it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import fees
+from . import fees, feetoken
 from .classes import ContractClassArtifact
 from .errors import (
     CLASS_ALREADY_DECLARED,
@@ -47,6 +47,7 @@ class TxOutcome:
     revert_reason: str | None
     events: list[Any]  # vm.Event
     gas: fees.GasUsage
+    fee: int = 0  # fri: what the sender paid (charged), or the estimate's fee (simulations charge nothing)
     contract_address: int | None = None  # DEPLOY_ACCOUNT
     artifact: ContractClassArtifact | None = None  # DECLARE
     state_diff: StateDiff = field(default_factory=StateDiff)
@@ -78,8 +79,7 @@ def check_bounds_prices(tx: ParsedTx) -> None:
     bounds = tx.resource_bounds
     if all(b.max_amount == 0 for b in bounds.values()):
         raise RpcError(INSUFFICIENT_RESOURCES_FOR_VALIDATE, data="all resource bounds are zero")
-    prices = {"l1_gas": fees.L1_GAS_PRICE, "l2_gas": fees.L2_GAS_PRICE, "l1_data_gas": fees.L1_DATA_GAS_PRICE}
-    for name, price in prices.items():
+    for name, price in fees.PRICES.items():
         if bounds[name].max_amount > 0 and bounds[name].max_price_per_unit < price:
             raise RpcError(
                 INSUFFICIENT_RESOURCES_FOR_VALIDATE,
@@ -94,9 +94,14 @@ def execute(
     *,
     validate: bool,
     enforce_bounds: bool,
+    fee_recipient: int | None = None,
 ) -> TxOutcome:
     """Run a transaction on `ex`, keeping its writes there. Raises RpcError where it would be rejected.
-    `artifact_for` gives a DECLARE's class (compiled here, its compiled class hash checked against the tx's)."""
+    `artifact_for` gives a DECLARE's class (compiled here, its compiled class hash checked against the tx's).
+    With `enforce_bounds`, a transaction that used more of a resource than its bound allows reverts (and pays the
+    whole bound of it); with `fee_recipient` (the sequencer) the fee is moved there in the fee token. The sender's
+    balance must cover the max fee before (`feetoken.check_balance`); a transaction that leaves less than the fee
+    (it spent its STRK) reverts, and still pays."""
     from .vm import TxContext
 
     context = TxContext(
@@ -173,16 +178,24 @@ def execute(
     if not reverted and enforce_bounds:
         reason = _bounds_shortfall(tx, gas)
         reverted = reason is not None
+    fee = fees.charged_fee(gas, tx.resource_bounds) if enforce_bounds else gas.fee
+    if not reverted and fee_recipient is not None and feetoken.balance(work, tx.sender) < fee:
+        reverted = True
+        reason = (f"Insufficient fee token balance after execution: {feetoken.balance(work, tx.sender)} fri left, "
+                  f"the fee is {fee} fri.")
     if reverted:
         events = []
     else:
         ex.merge(work)
+    if fee_recipient is not None:
+        feetoken.transfer_fee(ex, tx.sender, fee_recipient, fee)
     return TxOutcome(
         tx=tx,
         reverted=reverted,
         revert_reason=reason,
         events=events,
         gas=gas,
+        fee=fee,
         contract_address=tx.sender if tx.type == "DEPLOY_ACCOUNT" else None,
         artifact=artifact,
         state_diff=ex.diff(),
@@ -207,7 +220,7 @@ def receipt(outcome: TxOutcome) -> dict[str, Any]:
     result: dict[str, Any] = {
         "type": outcome.tx.type,
         "transaction_hash": hex(outcome.tx.hash),
-        "actual_fee": {"amount": hex(outcome.gas.fee), "unit": "FRI"},
+        "actual_fee": {"amount": hex(outcome.fee), "unit": "FRI"},
         "execution_status": "REVERTED" if outcome.reverted else "SUCCEEDED",
         "finality_status": "ACCEPTED_ON_L2",
         "messages_sent": [],

@@ -6,13 +6,18 @@
 - L1 data gas: 32 per felt of the state diff (storage writes, nonces, deployments, declarations).
 - L1 gas: 0 (no L2->L1 messages).
 
-Fees are computed and reported (receipts, `starknet_estimateFee`) but never charged: the devnet has no fee token.
+The fee is charged in the fee token (STRK, `feetoken`), from the sender to the sequencer, like Starknet's v3 fee:
+each resource used, capped at the transaction's max amount of it, times the block's gas price (every block has the
+prices below; a transaction's max price per unit must reach them). `starknet_estimateFee` reports the same gas, so a
+transaction sent on an unchanged state is charged exactly its estimate. Not charged: the fee transfer itself (its
+writes and steps), as the fee is fixed before it runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -46,6 +51,7 @@ DATA_GAS_PER_FELT = 32
 L1_GAS_PRICE = 10**12
 L1_DATA_GAS_PRICE = 10**9
 L2_GAS_PRICE = 10**9
+PRICES = {"l1_gas": L1_GAS_PRICE, "l1_data_gas": L1_DATA_GAS_PRICE, "l2_gas": L2_GAS_PRICE}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,13 @@ class GasUsage:
     def to_resources(self) -> dict[str, int]:
         """The EXECUTION_RESOURCES object of a receipt."""
         return {"l1_gas": self.l1_gas, "l1_data_gas": self.l1_data_gas, "l2_gas": self.l2_gas}
+
+
+def charged_fee(gas: GasUsage, bounds: Mapping[str, Any]) -> int:
+    """The fee a transaction pays: each resource it used, capped at its bound's max amount, at the block's price
+    (a transaction that ran out of a resource is reverted and pays the whole bound of it)."""
+    used = {"l1_gas": gas.l1_gas, "l1_data_gas": gas.l1_data_gas, "l2_gas": gas.l2_gas}
+    return sum(min(amount, bounds[name].max_amount) * PRICES[name] for name, amount in used.items())
 
 
 @cache

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import fees
+from . import fees, feetoken
 from .blocks import Block, TxRecord
 from .chain import RPC_SPEC_VERSION, SEQUENCER_ADDRESS, STARKNET_VERSION, UDC_ADDRESS, Devnet
 from .errors import (
@@ -137,6 +137,7 @@ class Methods:
             "devnet_increaseTime": (self.increase_time, ("time", "generate_block")),
             "devnet_createBlock": (lambda: {"block_hash": hex(d.create_block().hash)}, ()),
             "devnet_getPredeployedAccounts": (lambda: [a.to_json() for a in d.accounts], ()),
+            "devnet_mint": (self.mint, ("address", "amount", "unit")),
             "devnet_getConfig": (self.config, ()),
         }
 
@@ -202,7 +203,8 @@ class Methods:
         return [u.to_estimate() for u in usages]
 
     def simulate(self, block_id: Any, transactions: list[Any], simulation_flags: list[str] | None = None) -> Any:
-        """SKIP_FEE_CHARGE changes nothing (fees are never charged); RETURN_INITIAL_READS is not supported."""
+        """Simulations never charge the fee (with or without SKIP_FEE_CHARGE; each trace's fee_estimation says what
+        it would be); RETURN_INITIAL_READS is not supported."""
         flags = simulation_flags or []
         if "RETURN_INITIAL_READS" in flags:
             raise RpcError(INVALID_PARAMS, data="RETURN_INITIAL_READS is not supported by this devnet")
@@ -246,6 +248,14 @@ class Methods:
             result["block_hash"] = hex(self.devnet.create_block().hash)
         return result
 
+    def mint(self, address: Any, amount: Any, unit: str = "FRI") -> dict[str, Any]:
+        """Mint fee token to an address (a faucet: no transaction, a block of its own). Only FRI (STRK) exists here."""
+        if unit != "FRI":
+            raise RpcError(INVALID_PARAMS, data=f"unit {unit!r}: this devnet's only fee token is STRK (FRI)")
+        value = int(amount) if isinstance(amount, int) else parse_felt(amount)
+        balance = self.devnet.mint(parse_felt(address), value)
+        return {"new_balance": str(balance), "unit": "FRI", "block_hash": hex(self.devnet.latest.hash)}
+
     def config(self) -> dict[str, Any]:
         d = self.devnet
         return {
@@ -255,7 +265,8 @@ class Methods:
             "spec_version": RPC_SPEC_VERSION,
             "account_class_hash": hex(d.account_class_hash),
             "udc_address": hex(UDC_ADDRESS),
-            "fees_charged": False,
+            "fees_charged": True,
+            "fee_token": hex(feetoken.ADDRESS),
             "state_dir": str(d.files.root) if d.files is not None else None,
             "ready": self.ready,
         }

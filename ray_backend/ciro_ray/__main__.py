@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, dest="num_workers")
     serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
     serve.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    serve.add_argument("--network", help="network profile to settle on (CIRO_NETWORK; default local: the devnet)")
     node = sub.add_parser("provider-node", help="a provider's Ray node and its heartbeats (`ciro provider join`)")
     node.add_argument("--address", required=True)
     node.add_argument("--gateway", required=True)
@@ -48,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         cfg = Config.load(host=args.host, port=args.port, home=args.home, ray_address=args.ray_address,
-                          num_workers=args.num_workers, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          num_workers=args.num_workers, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          network=args.network)
         tls = server_tls_files(cfg)
         store_sealer(cfg)  # a bad store key stops the start here, with its message
+        if cfg.settlement != "off":
+            from ciro.chain.network import settle_on
+
+            settle_on(cfg)  # chain.json: the profile's network (its settlement reads it), or the devnet's own
     except CiroError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
