@@ -5,7 +5,8 @@
 // exactly its signed total, and requires the two sums to be equal. One event per batch; roots are kept per
 // (batch id, worker) so any job is provable later by its leaf and path. Within `dispute_window` of a settlement
 // anyone can show a worker's equivocation (two leaves of one job with different outputs) or a quorum job whose
-// leaf contradicts 2f + 1 validators: the worker is slashed through CDCPool (violations 1 and 3). A wrong dispute
+// leaf contradicts 2f + 1 validators: the worker is slashed through CDCPool (violations 1 and 3; CDCPool's Slashed
+// event, evidence = the job id, is the record) and `disputed(job, worker)` turns true. A wrong dispute
 // reverts (no bond).
 #[starknet::contract]
 mod CiroLedger {
@@ -43,7 +44,11 @@ mod CiroLedger {
         client_keys: LegacyMap<ContractAddress, KeyPoint>,
         // CDCPool keys never change once registered: cached with the sign of y that verified last.
         worker_keys: LegacyMap<ContractAddress, KeyPoint>,
-        batches: LegacyMap<(u64, ContractAddress), BatchRecord>,
+        // A settled batch per (batch id, worker): its root and settlement time apart from its count and total, so
+        // that a dispute reads two slots a leaf.
+        batch_roots: LegacyMap<(u64, ContractAddress), felt252>,
+        batch_times: LegacyMap<(u64, ContractAddress), u64>,
+        batch_sizes: LegacyMap<(u64, ContractAddress), (u64, u128)>,
         // Batch messages already paid: a worker's signed batch is paid once, whatever the batch id.
         settled_messages: LegacyMap<felt252, bool>,
         disputes: LegacyMap<(u128, ContractAddress), bool>,
@@ -57,7 +62,6 @@ mod CiroLedger {
         WithdrawalRequested: WithdrawalRequested,
         Withdrawn: Withdrawn,
         BatchSettled: BatchSettled,
-        Disputed: Disputed,
     }
 
     #[derive(Drop, starknet::Event)]
@@ -98,14 +102,6 @@ mod CiroLedger {
         clients: u32,
         jobs: u64,
         amount: u256,
-    }
-
-    #[derive(Drop, starknet::Event)]
-    struct Disputed {
-        #[key]
-        worker: ContractAddress,
-        job_id: u128,
-        violation: u8,
     }
 
     #[constructor]
@@ -314,7 +310,7 @@ mod CiroLedger {
             index: u64,
             path: Span<felt252>
         ) -> bool {
-            let record = self.batches.read((batch_id, worker));
+            let record = self._record(batch_id, worker);
             if record.settled_at == 0 || index >= record.count {
                 return false;
             }
@@ -325,7 +321,7 @@ mod CiroLedger {
         }
 
         fn batch(self: @ContractState, batch_id: u64, worker: ContractAddress) -> BatchRecord {
-            self.batches.read((batch_id, worker))
+            self._record(batch_id, worker)
         }
 
         fn balance_of(self: @ContractState, client: ContractAddress) -> u256 {
@@ -433,7 +429,7 @@ mod CiroLedger {
         ) {
             assert(wb.count != 0, 'LEDGER: empty batch');
             assert(
-                self.batches.read((batch_id, wb.worker)).settled_at == 0,
+                self.batch_times.read((batch_id, wb.worker)) == 0,
                 'LEDGER: batch exists'
             );
             assert(pool.is_eligible(wb.worker), 'LEDGER: worker not eligible');
@@ -446,14 +442,9 @@ mod CiroLedger {
                 self.worker_keys.write(wb.worker, KeyPoint { x: key.x, y: -key.y });
             }
             self.settled_messages.write(message, true);
-            self
-                .batches
-                .write(
-                    (batch_id, wb.worker),
-                    BatchRecord {
-                        root: wb.root, count: wb.count, total: wb.total, settled_at: now
-                    }
-                );
+            self.batch_roots.write((batch_id, wb.worker), wb.root);
+            self.batch_times.write((batch_id, wb.worker), now);
+            self.batch_sizes.write((batch_id, wb.worker), (wb.count, wb.total));
         }
 
         fn _charge(ref self: ContractState, auth: SpendAuthorization) -> u256 {
@@ -499,19 +490,24 @@ mod CiroLedger {
             point
         }
 
-        // Checks that the leaf is in the root its worker signed for that batch and names that worker's key;
-        // returns the batch's settlement time.
+        fn _record(self: @ContractState, batch_id: u64, worker: ContractAddress) -> BatchRecord {
+            let (count, total) = self.batch_sizes.read((batch_id, worker));
+            BatchRecord {
+                root: self.batch_roots.read((batch_id, worker)),
+                count,
+                total,
+                settled_at: self.batch_times.read((batch_id, worker))
+            }
+        }
+
+        // Checks that the leaf is in the root its worker signed for that batch (a padding leaf is 0, which no
+        // Poseidon leaf hash is in practice); returns the batch's settlement time.
         fn _prove(ref self: ContractState, proof: LeafProof) -> u64 {
-            let record = self.batches.read((proof.batch_id, proof.worker));
-            assert(record.settled_at != 0, 'LEDGER: unknown batch');
-            assert(proof.index < record.count, 'LEDGER: index beyond batch');
+            let settled_at = self.batch_times.read((proof.batch_id, proof.worker));
+            assert(settled_at != 0, 'LEDGER: unknown batch');
             let root = root_from_path(leaf_hash(proof.leaf), proof.index, proof.path);
-            assert(root == record.root, 'LEDGER: leaf not in batch');
-            assert(
-                proof.leaf.worker_key == self.worker_keys.read(proof.worker).x,
-                'LEDGER: leaf of another key'
-            );
-            record.settled_at
+            assert(root == self.batch_roots.read((proof.batch_id, proof.worker)), 'LEDGER: leaf not in batch');
+            settled_at
         }
 
         fn _punish(
@@ -524,7 +520,6 @@ mod CiroLedger {
             assert(get_block_timestamp() <= settled_at + self.window.read(), 'LEDGER: dispute window over');
             assert(!self.disputes.read((job_id, worker)), 'LEDGER: already disputed');
             self.disputes.write((job_id, worker), true);
-            self.emit(Event::Disputed(Disputed { worker, job_id, violation }));
             self._pool().slash(worker, violation, job_id.into());
         }
     }
