@@ -22,6 +22,12 @@ each size: `validate_invocation` + `execute_invocation` l2_gas / 100, as the dev
 step, inner calls included; no RPC extension needed). Simulation is outside the timed span. The set-up's escrow and
 claim + submit_result multicalls are reported per job too, for context. Results go to `--json` (default
 bench/results/settlement.json).
+
+Then a paid job's whole on-chain life (bench/settlement_life.py): `--baseline` jobs with every step its own
+transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (one escrow multicall and one claim +
+submit multicall of `--chunk` jobs, plus the largest finalize_batch above), and CiroLedger's batched flow at each k
+of `--life-sizes` (a deposit per `--jobs-per-client` jobs, one settle_batch of 3 workers' batches and the clients'
+authorizations), and one dispute_equivocation. The last line compares k = 100 with one transaction per step.
 """
 
 from __future__ import annotations
@@ -399,8 +405,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{c['s_per_job']:.3f} s/job, {c['l2_gas_per_job']:,.0f} L2 gas/job, "
                   f"{fmt_fee(c['fee_per_job_fri'])} STRK/job", flush=True)
         measured = await measure(rig, batches, args.singles, args.simulate)
+        life_sizes = [int(s) for s in args.life_sizes.split(",") if s.strip()]
+        if life_sizes:
+            import settlement_life as life
+
+            t = time.perf_counter()
+            base = await life.baseline(rig, args.baseline)
+            now = await life.today(rig, args.chunk)
+            ledger = await life.ledger_flow(rig, dev.url, life_sizes, args.jobs_per_client)
+            print(f"whole-life measurements: {time.perf_counter() - t:.0f} s", flush=True)
     rows = {name: summarize(ss) for name, ss in measured["samples"].items() if ss}
     verdict = report(rows, measured["failures"])
+    whole = life.whole_life(rows, base, now, ledger) if life_sizes else None
     total = time.perf_counter() - t0
     print(f"\ntotal {total:.0f} s")
     return {
@@ -409,7 +425,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": n_jobs, "singles": args.singles, "batches": batches, "workers": args.workers,
         "payment": PAYMENT, "max_payment": MAX_PAYMENT, "setup_s": rig.setup_s, "setup_cost": rig.setup_cost,
         "total_s": total,
-        "results": rows, **verdict, "failures": measured["failures"],
+        "results": rows, **verdict, "failures": measured["failures"], "whole_life": whole,
+        "jobs_per_client": args.jobs_per_client,
         "samples": {name: [asdict(s) for s in ss] for name, ss in measured["samples"].items()},
     }
 
@@ -424,16 +441,25 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7, help="devnet seed")
     ap.add_argument("--simulate", type=int, default=3,
                     help="transactions per size also simulated first, for Cairo steps (0: no step counts)")
+    ap.add_argument("--life-sizes", default="10,100,1000",
+                    help="jobs per CiroLedger settle_batch for the whole-life comparison ('' to skip it)")
+    ap.add_argument("--baseline", type=int, default=3, help="jobs settled with one transaction per step")
+    ap.add_argument("--jobs-per-client", type=int, default=10,
+                    help="ledger flow: jobs a client deposit funds (one client per this many jobs of a batch)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "settlement.json")
     args = ap.parse_args()
-    if args.workers < 1 or args.singles < 1 or args.chunk < 1:
-        sys.exit("--workers, --singles and --chunk must be >= 1")
+    if args.workers < 1 or args.singles < 1 or args.chunk < 1 or args.baseline < 1 or args.jobs_per_client < 1:
+        sys.exit("--workers, --singles, --chunk, --baseline and --jobs-per-client must be >= 1")
     if not all(s.strip().isdigit() and int(s) >= 1 for s in args.sizes.split(",")):
         sys.exit(f"--sizes takes positive integers separated by commas, not {args.sizes!r}")
     out = asyncio.run(run(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1))
+    args.json.write_text(json.dumps(out, indent=1, default=vars))
     print(f"wrote {args.json}")
+    if out["whole_life"] is not None:
+        import settlement_life as life
+
+        print(life.final_line(out["whole_life"]))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ CIRO_CONTRACTS = (
     Contract("CiroToken", CONTRACTS_DIR, "ciro::token::CiroToken"),
     Contract("CDCPool", CONTRACTS_DIR, "ciro::pool::CDCPool"),
     Contract("JobManager", CONTRACTS_DIR, "ciro::job_manager::JobManager"),
+    Contract("CiroLedger", CONTRACTS_DIR, "ciro::ledger::CiroLedger"),
 )
 ACCOUNT_CONTRACTS = (
     Contract("CiroAccount", ACCOUNT_CRATE, "ciro_account::account::CiroAccount"),

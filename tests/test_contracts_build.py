@@ -30,7 +30,7 @@ def test_build_check_matches_committed_artifacts() -> None:
 
 def test_manifest_lists_the_ciro_contracts_with_class_hashes() -> None:
     manifest = json.loads((COMPILED / "manifest.json").read_text())
-    for name in ("CiroToken", "CDCPool", "JobManager"):
+    for name in ("CiroToken", "CDCPool", "JobManager", "CiroLedger"):
         entry = manifest[name]
         assert HEX.match(entry["sierra_class_hash"]), entry
         assert HEX.match(entry["compiled_class_hash"]), entry

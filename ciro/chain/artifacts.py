@@ -15,7 +15,7 @@ from ..errors import ConfigError
 __all__ = ["CONTRACTS", "abi", "compiled_dir", "load_class"]
 
 #: Every contract the chain side uses.
-CONTRACTS = ("CiroAccount", "UniversalDeployer", "CiroToken", "CDCPool", "JobManager")
+CONTRACTS = ("CiroAccount", "UniversalDeployer", "CiroToken", "CDCPool", "JobManager", "CiroLedger")
 
 
 def compiled_dir() -> Path:

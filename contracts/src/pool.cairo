@@ -24,6 +24,8 @@ mod CDCPool {
         governance_addr: ContractAddress,
         token_addr: ContractAddress,
         job_manager_addr: ContractAddress,
+        // CiroLedger (settlement v2), which slashes on proven disputes; zero until governance sets it.
+        ledger_addr: ContractAddress,
         min_stake_amount: u256,
         unstake_cooldown: u64,
         // Stark public key of each registered worker (0 = unregistered).
@@ -52,6 +54,7 @@ mod CDCPool {
         ValidatorAdded: ValidatorAdded,
         ValidatorRemoved: ValidatorRemoved,
         JobManagerSet: JobManagerSet,
+        LedgerSet: LedgerSet,
         UptimeSet: UptimeSet,
     }
 
@@ -112,6 +115,11 @@ mod CDCPool {
     #[derive(Drop, starknet::Event)]
     struct JobManagerSet {
         job_manager: ContractAddress,
+    }
+
+    #[derive(Drop, starknet::Event)]
+    struct LedgerSet {
+        ledger: ContractAddress,
     }
 
     #[derive(Drop, starknet::Event)]
@@ -336,6 +344,20 @@ mod CDCPool {
         }
     }
 
+    // The ledger's slashing right: a separate interface so that ICDCPool stays as the JobManager uses it.
+    #[external(v0)]
+    impl CDCPoolLedgerImpl of ciro::ledger_api::IPoolLedger<ContractState> {
+        fn set_ledger(ref self: ContractState, ledger: ContractAddress) {
+            self._only_governance();
+            self.ledger_addr.write(ledger);
+            self.emit(Event::LedgerSet(LedgerSet { ledger }));
+        }
+
+        fn ledger(self: @ContractState) -> ContractAddress {
+            self.ledger_addr.read()
+        }
+    }
+
     // (percent of the stake, reputation loss, ban in seconds or BANNED_FOREVER) of a violation.
     fn penalty(violation: u8) -> (u256, u16, u64) {
         if violation == 1 {
@@ -366,10 +388,14 @@ mod CDCPool {
             assert(get_caller_address() == self.governance_addr.read(), 'POOL: not governance');
         }
 
-        // The job manager (once set) or governance.
+        // The job manager or the ledger (once set) or governance.
         fn _only_slasher(self: @ContractState) {
             let caller = get_caller_address();
             if caller == self.governance_addr.read() {
+                return;
+            }
+            let ledger = self.ledger_addr.read();
+            if !ledger.is_zero() && caller == ledger {
                 return;
             }
             let job_manager = self.job_manager_addr.read();

@@ -1,0 +1,274 @@
+"""A paid job's whole on-chain life, for bench/settlement.py: every step one transaction per job (the baseline),
+today's JobManager flow (chunked escrow, claim + submit multicalls, finalize_batch), and CiroLedger's batched flow
+(settlement v2) at k jobs a batch.
+
+The ledger flow's on-chain life of a job is its share of a client deposit (register key + approve + deposit, one
+transaction per client; `jobs_per_client` jobs a deposit), nothing per result (the worker signs its batch off
+chain), and its share of one `settle_batch` transaction (the batch's jobs spread over the workers, one worker batch
+each, and one spend authorization per client). A dispute (one `dispute_equivocation`) is measured on its own: it is
+only paid when used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from settlement import PAYMENT, Rig, Sample, timed
+
+from ciro import Identity, new_job_ids, sign_receipt
+from ciro.chain.client import ChainClient
+from ciro.chain.contracts import CiroToken, JobManager
+from ciro.chain.deploy import UDC_ADDRESS, declare
+from ciro.chain.ledger import CiroLedger, Leaf, deploy_ledger, sign_batch, sign_spend
+from ciro.chain.network import account_address
+from ciro.receipts import short_string
+
+RECEIPT = short_string("receipt")
+#: Starknet's per-transaction limits (cairo-lang 0.14's versioned constants: invoke_tx_max_n_steps,
+#: max_n_emitted_events, max_calldata_length; the L2 gas cap as this devnet prices it).
+LIMITS = {"steps": 10_000_000, "events": 1_000, "calldata_felts": 5_000, "l2_gas": 10**9}
+
+
+@dataclass
+class Cost:
+    """Per job: L2 gas, L1 data gas, fee (fri), Cairo steps."""
+
+    l2_gas: float = 0.0
+    l1_data_gas: float = 0.0
+    fee: float = 0.0
+    steps: float = 0.0
+
+    def add(self, s: Sample, share: float) -> None:
+        self.l2_gas += s.l2_gas * share
+        self.l1_data_gas += s.l1_data_gas * share
+        self.fee += s.fee * share
+        self.steps += (s.steps or 0) * share
+
+    def plus(self, other: Cost) -> Cost:
+        return Cost(self.l2_gas + other.l2_gas, self.l1_data_gas + other.l1_data_gas, self.fee + other.fee,
+                    self.steps + other.steps)
+
+
+async def _accounts(rig: Rig, url: str, n: int, label: str) -> list[tuple[Identity, ChainClient]]:
+    """`n` fresh CiroAccounts, deployed by governance through the UDC in multicalls of 25."""
+    from starknet_py.net.udc_deployer.deployer import Deployer
+
+    cls = await declare(rig.gov, "CiroAccount")
+    ids = [Identity.generate(f"{label}-{i}") for i in range(n)]
+    deployer = Deployer(deployer_address=UDC_ADDRESS)
+    for i in range(0, n, 25):
+        calls = [deployer.create_contract_deployment_raw(class_hash=cls, salt=ident.public_key,
+                                                         raw_calldata=[ident.public_key]).call
+                 for ident in ids[i:i + 25]]
+        await rig.gov.execute(calls, what="Deploying client accounts")
+    return [(ident, await ChainClient.connect(url, address=account_address(ident.public_key), identity=ident,
+                                              poll_s=0.01)) for ident in ids]
+
+
+async def baseline(rig: Rig, n_jobs: int) -> dict[str, Any]:
+    """Every step its own transaction: escrow (approve + submit_job), assign_job (operator), submit_result
+    (worker), finalize_receipt (operator). All simulated for steps."""
+    jm_gov = JobManager(rig.gov, rig.net.job_manager)
+    jm_client = JobManager(rig.client, rig.net.job_manager)
+    token_client = CiroToken(rig.client, rig.net.token)
+    await rig.gov.execute([CiroToken(rig.gov, rig.net.token).mint_call(rig.client.address, n_jobs * 10**18)],
+                          what="Funding the baseline")
+    steps: dict[str, list[Sample]] = {"escrow": [], "assign": [], "result": [], "finalize": []}
+    deadline = (await rig.gov.now()) + 7 * 86400
+    for n, job_id in enumerate(new_job_ids(n_jobs)):
+        ident, wchain = rig.workers[n % len(rig.workers)]
+        inp, out = os.urandom(32).hex(), os.urandom(32).hex()
+        steps["escrow"].append(await timed(rig.client, 1, [
+            token_client.approve_call(rig.net.job_manager, 10**18),
+            jm_client.submit_job_call(job_id, rig.model_hash, inp, "receipt", 10**18, deadline)],
+            "escrow", True, rig.devnet_pid))
+        steps["assign"].append(await timed(rig.gov, 1, [jm_gov.assign_call(job_id, wchain.address)], "assign",
+                                           True, rig.devnet_pid))
+        jm_worker = JobManager(wchain, rig.net.job_manager)
+        steps["result"].append(await timed(wchain, 1, [jm_worker.submit_result_call(job_id, out, 0)], "result",
+                                           True, rig.devnet_pid))
+        receipt = sign_receipt(ident, job_id=job_id, model_hash=rig.model_hash, input_commitment=inp,
+                               output_commitment=out, level="receipt").to_dict()
+        steps["finalize"].append(await timed(rig.gov, 1, [jm_gov.finalize_receipt_call(job_id, PAYMENT, receipt)],
+                                             "finalize", True, rig.devnet_pid))
+    per_step = {name: _mean(samples) for name, samples in steps.items()}
+    total = Cost()
+    for c in per_step.values():
+        total = total.plus(c)
+    return {"steps": {k: vars(v) for k, v in per_step.items()}, "total": total}
+
+
+def _mean(samples: Sequence[Sample]) -> Cost:
+    c = Cost()
+    for s in samples:
+        c.add(s, 1 / len(samples))
+    return c
+
+
+async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client: int) -> dict[str, Any]:
+    """One settlement per size k (3 workers' batches, ceil(k / jobs_per_client) clients), then one dispute."""
+    gov = rig.gov
+    address = await deploy_ledger(gov, token=rig.net.token, pool=rig.net.pool, withdrawal_delay_s=3600,
+                                  dispute_window_s=86400)
+    ledger = CiroLedger(gov, address)
+    chain_id = await ledger.chain_id()
+    n_clients = {k: -(-k // jobs_per_client) for k in sizes}
+    clients = await _accounts(rig, url, sum(n_clients.values()), "ledger-client")
+    token = CiroToken(gov, rig.net.token)
+    for i in range(0, len(clients), 50):
+        await gov.execute([token.mint_call(c.address, jobs_per_client * PAYMENT) for _, c in clients[i:i + 50]],
+                          what="Funding ledger clients")
+    out: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    for batch_id, k in enumerate(sizes, start=1):
+        mine, clients = clients[:n_clients[k]], clients[n_clients[k]:]
+        def deposit_calls(ident: Identity, c: ChainClient) -> list[Any]:
+            return [CiroLedger(c, address).register_client_key_call(ident.public_key),
+                    CiroToken(c, rig.net.token).approve_call(address, jobs_per_client * PAYMENT),
+                    CiroLedger(c, address).deposit_call(jobs_per_client * PAYMENT)]
+
+        # The first client's deposit is measured in full (with steps); the others, the same code, are sent
+        # concurrently and counted by their receipts' L2 gas and fee.
+        first = await timed(mine[0][1], 1, deposit_calls(*mine[0]), "deposit", True, rig.devnet_pid)
+        rest = await asyncio.gather(*(c.execute(deposit_calls(i, c), what="deposit") for i, c in mine[1:]))
+        deposit = Cost(l2_gas=(first.l2_gas + sum(r.l2_gas for r in rest)) / len(mine),
+                       l1_data_gas=first.l1_data_gas, fee=(first.fee + sum(r.fee for r in rest)) / len(mine),
+                       steps=first.steps or 0.0)
+        leaves: list[list[Leaf]] = [[] for _ in rig.workers]
+        owed = [0] * len(mine)
+        for n, job_id in enumerate(new_job_ids(k)):
+            w = n % len(rig.workers)
+            ident = rig.workers[w][0]
+            ci = n // jobs_per_client
+            owed[ci] += PAYMENT
+            leaves[w].append(Leaf(int(job_id, 16), int(rig.model_hash, 16), int.from_bytes(os.urandom(32), "big"),
+                                  int.from_bytes(os.urandom(32), "big"), ident.public_key, RECEIPT,
+                                  1_700_000_000_000, PAYMENT, mine[ci][1].address))
+        batches = [sign_batch(ident, chain.address, lv) for (ident, chain), lv in zip(rig.workers, leaves, strict=True)
+                   if lv]
+        auths = [sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address, cumulative=owed[i])
+                 for i, (ident, c) in enumerate(mine)]
+        call = ledger.settle_batch_call(batch_id, batches, auths)
+        settle = await timed(gov, k, [call], f"settle_batch({k})", True, rig.devnet_pid)
+        calldata = len(call.calldata)
+        # Spot check: the last job of the first worker is provable by its leaf and path.
+        b = batches[0]
+        last = b.count - 1
+        assert await ledger.job_in_batch(batch_id, b.worker, b.leaves[last].hash(), last, b.proof(batch_id, last).path)
+        assert await ledger.balance_of(mine[0][1].address) == jobs_per_client * PAYMENT - owed[0]
+        per_job = Cost()
+        per_job.add(settle, 1 / k)
+        funding = Cost()
+        funding.add(Sample(1, 0, None, int(deposit.l2_gas), int(deposit.fee), 0, int(deposit.l1_data_gas), 0,
+                           int(deposit.steps)), len(mine) / k)
+        out[f"ledger_{k}"] = {
+            "k": k, "workers": len(batches), "clients": len(mine), "funding": vars(funding), "settle": vars(per_job),
+            "total": funding.plus(per_job),
+            "settle_tx": {"l2_gas": settle.l2_gas, "steps": settle.steps, "events": settle.events,
+                          "calldata_felts": calldata, "l1_data_gas": settle.l1_data_gas, "fee": settle.fee},
+        }
+        kept[str(k)] = (batch_id, batches[0])
+    # A dispute: worker 0 signs another output for a job of the largest batch; anyone shows both leaves.
+    batch_id, first = kept[str(max(sizes))]
+    leaf0 = first.leaves[0]
+    twin = Leaf(leaf0.job_id, leaf0.model_hash, leaf0.input_commitment, leaf0.output_commitment + 1, leaf0.worker_key,
+                leaf0.level, leaf0.timestamp_ms, 0, 0)
+    other = sign_batch(rig.workers[0][0], first.worker, [twin])
+    await gov.execute([ledger.settle_batch_call(len(sizes) + 1, [other], [])], what="the equivocating batch")
+    dispute = await timed(rig.client, 1, [CiroLedger(rig.client, address).dispute_equivocation_call(
+        first.proof(batch_id, 0), other.proof(len(sizes) + 1, 0))], "dispute_equivocation", True, rig.devnet_pid)
+    assert await ledger.disputed(leaf0.job_id, first.worker)
+    out["dispute"] = {"l2_gas": dispute.l2_gas, "l1_data_gas": dispute.l1_data_gas, "fee": dispute.fee,
+                      "steps": dispute.steps, "path_len": len(first.proof(batch_id, 0).path)}
+    return out
+
+
+async def today(rig: Rig, chunk: int) -> dict[str, Any]:
+    """Today's JobManager steps before finalization, as bench/settlement.py's set-up does them: one escrow
+    multicall of `chunk` jobs (approve + submit_job each) and one worker's claim_job + submit_result multicall of
+    the same jobs; measured (with steps) per job. Finalization comes from the finalize_batch rows."""
+    jm_client = JobManager(rig.client, rig.net.job_manager)
+    await rig.gov.execute([CiroToken(rig.gov, rig.net.token).mint_call(rig.client.address, chunk * 10**18)],
+                          what="Funding today's flow")
+    deadline = (await rig.gov.now()) + 7 * 86400
+    ids = new_job_ids(chunk)
+    escrow = await timed(rig.client, chunk, [
+        CiroToken(rig.client, rig.net.token).approve_call(rig.net.job_manager, chunk * 10**18),
+        *(jm_client.submit_job_call(j, rig.model_hash, os.urandom(32).hex(), "receipt", 10**18, deadline)
+          for j in ids)], "escrow multicall", True, rig.devnet_pid)
+    wchain = rig.workers[0][1]
+    jm_worker = JobManager(wchain, rig.net.job_manager)
+    calls = []
+    for j in ids:
+        calls += [jm_worker.claim_call(j), jm_worker.submit_result_call(j, os.urandom(32).hex(), 0)]
+    results = await timed(wchain, chunk, calls, "claim + submit multicall", True, rig.devnet_pid)
+    out = {}
+    for name, s in (("escrow", escrow), ("result", results)):
+        c = Cost()
+        c.add(s, 1 / chunk)
+        out[name] = c
+    return out
+
+
+def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[str, Cost],
+               ledger: dict[str, Any]) -> dict[str, Any]:
+    """Print the whole-life table and return it; the caller prints the final line."""
+    table: dict[str, Cost] = {"one tx per step (baseline)": base["total"]}
+    finals = sorted((int(n[6:]), r) for n, r in rows.items() if n.startswith("batch_"))
+    if finals:
+        k, r = finals[-1]
+        fin = Cost(r["l2_gas_per_job"], r["l1_data_gas_per_job"], r["fee_per_job_fri"], r.get("steps_per_job", 0.0))
+        table[f"today: escrow + claim/submit multicalls + finalize_batch k={k}"] = \
+            now["escrow"].plus(now["result"]).plus(fin)
+    for name, r in ledger.items():
+        if name.startswith("ledger_"):
+            table[f"ledger, batched k={r['k']} ({r['workers']} workers, {r['clients']} clients)"] = r["total"]
+    ref = base["total"].l2_gas
+    print("\n| a paid job's whole on-chain life | L2 gas/job | L1 data gas/job | fee/job (STRK) | Cairo steps/job "
+          "| vs baseline (L2 gas) |")
+    print("|---|---|---|---|---|---|")
+    for label, c in table.items():
+        print(f"| {label} | {c.l2_gas:,.0f} | {c.l1_data_gas:,.1f} | {c.fee / 1e18:.6f} | {c.steps:,.0f} | "
+              f"{c.l2_gas / ref:.4f} |")
+    steps = base["steps"]
+    print("baseline per step (L2 gas): " + ", ".join(f"{k} {v['l2_gas']:,.0f}" for k, v in steps.items()))
+    for name, r in ledger.items():
+        if name.startswith("ledger_"):
+            tx = r["settle_tx"]
+            print(f"settle_batch k={r['k']}: {tx['l2_gas']:,} L2 gas, {tx['steps']:,} steps "
+                  f"(limit {LIMITS['steps']:,}), {tx['events']} events (limit {LIMITS['events']:,}), "
+                  f"{tx['calldata_felts']} calldata felts (limit {LIMITS['calldata_felts']:,}); "
+                  f"funding share {r['funding']['l2_gas']:,.0f} + settlement {r['settle']['l2_gas']:,.0f} L2 gas/job")
+    d = ledger["dispute"]
+    single = rows.get("single")
+    verdict = ""
+    if single:
+        ok = d["l2_gas"] <= single["l2_gas_per_job"]
+        verdict = (f" vs finalize_receipt {single['l2_gas_per_job']:,.0f}: "
+                   f"{'MET' if ok else 'NOT MET'} (target: no more)")
+    print(f"dispute of one job (dispute_equivocation, paths of {d['path_len']}): {d['l2_gas']:,} L2 gas, "
+          f"{d['steps']:,} steps{verdict}")
+    largest = max((r for n, r in ledger.items() if n.startswith("ledger_")), key=lambda r: r["k"])
+    tx = largest["settle_tx"]
+    fits = (tx["steps"] <= LIMITS["steps"] and tx["events"] <= LIMITS["events"]
+            and tx["calldata_felts"] <= LIMITS["calldata_felts"] and tx["l2_gas"] <= LIMITS["l2_gas"])
+    print(f"largest ledger batch k={largest['k']} within Starknet's step, event, calldata and L2 gas limits: "
+          f"{'yes' if fits else 'NO'}")
+    return {"table": {k: vars(v) for k, v in table.items()}, "baseline_steps": steps,
+            "ledger": {n: ({**r, "total": vars(r["total"])} if n.startswith("ledger_") else r)
+                       for n, r in ledger.items()},
+            "largest_within_limits": fits}
+
+
+def final_line(life: dict[str, Any], k: int = 100) -> str:
+    base = life["table"]["one tx per step (baseline)"]["l2_gas"]
+    key = next((n for n in life["table"] if n.startswith(f"ledger, batched k={k} ")), None)
+    if key is None:
+        return f"whole life per paid job: batched k={k} not measured (add {k} to --life-sizes)"
+    gas = life["table"][key]["l2_gas"]
+    return (f"whole life per paid job: batched k={k} {gas:,.0f} L2 gas vs one tx per step {base:,.0f} "
+            f"(ratio {gas / base:.4f})")

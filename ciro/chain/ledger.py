@@ -1,0 +1,205 @@
+"""CiroLedger (settlement v2): client deposits, signed cumulative spend authorizations, per-batch settlement of
+worker-signed Merkle roots, and disputes. The contract is ``contracts/src/ledger.cairo``; docs/settlement.md has
+the flow, the formats and the threat model.
+
+- A client registers its Stark key and deposits; with each request it signs :func:`spend_message` over the
+  cumulative amount it owes to date (:func:`sign_spend`).
+- A worker signs one batch message per batch (:func:`sign_batch`, ``ciro.merkle.batch_message``).
+- The operator settles many worker batches and client authorizations in one ``settle_batch`` transaction.
+- Anyone proves a job later with its leaf and path (``job_in_batch``) or disputes within the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputError
+from ..identity import Identity
+from ..merkle import batch_message, merkle_levels, merkle_path, receipt_leaf
+from ..receipts import short_string
+from .client import ChainClient
+from .contracts import _Bound
+from .deploy import declare, deploy
+
+__all__ = ["CiroLedger", "Leaf", "LeafProof", "SignedBatch", "SpendAuthorization", "deploy_ledger", "sign_batch",
+           "sign_spend", "spend_message"]
+
+SPEND_DOMAIN = short_string("CIRO_SPEND_V1")
+
+
+def spend_message(*, chain_id: int, ledger: int, client: int, cumulative: int) -> int:
+    """What a client signs: Poseidon('CIRO_SPEND_V1', chain id, ledger address, client account, cumulative)."""
+    from starknet_pathfinder_crypto import poseidon_hash_many
+
+    if not 0 <= cumulative < 2**128:
+        raise InputError(f"A cumulative spend must fit 128 bits, got {cumulative}.")
+    return int(poseidon_hash_many([SPEND_DOMAIN, chain_id, ledger, client, cumulative]))
+
+
+@dataclass(frozen=True)
+class SpendAuthorization:
+    client: int
+    cumulative: int
+    r: int
+    s: int
+
+    def as_cairo(self) -> dict[str, int]:
+        return {"client": self.client, "cumulative": self.cumulative, "r": self.r, "s": self.s}
+
+
+def sign_spend(identity: Identity, *, chain_id: int, ledger: int, client: int, cumulative: int) -> SpendAuthorization:
+    r, s = identity.sign(spend_message(chain_id=chain_id, ledger=ledger, client=client, cumulative=cumulative))
+    return SpendAuthorization(client, cumulative, r, s)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """The fields of a receipt leaf (``ciro.merkle.receipt_leaf``); digests as 256-bit integers, level a short
+    string's felt."""
+
+    job_id: int
+    model_hash: int
+    input_commitment: int
+    output_commitment: int
+    worker_key: int
+    level: int
+    timestamp_ms: int
+    price: int
+    client: int
+
+    def hash(self) -> int:
+        return receipt_leaf(job_id=self.job_id, model_hash=self.model_hash, input_commitment=self.input_commitment,
+                            output_commitment=self.output_commitment, worker_key=self.worker_key, level=self.level,
+                            timestamp_ms=self.timestamp_ms, price=self.price, client=self.client)
+
+    def as_cairo(self) -> dict[str, int]:
+        return {"job_id": self.job_id, "model_hash": self.model_hash, "input_commitment": self.input_commitment,
+                "output_commitment": self.output_commitment, "worker_key": self.worker_key, "level": self.level,
+                "timestamp_ms": self.timestamp_ms, "price": self.price, "client": self.client}
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """A worker's batch: its leaves, the tree's levels, and its signature over (root, key, count, total)."""
+
+    worker: int  # the worker's account
+    leaves: tuple[Leaf, ...]
+    levels: list[list[int]]
+    total: int
+    r: int
+    s: int
+
+    @property
+    def root(self) -> int:
+        return self.levels[-1][0]
+
+    @property
+    def count(self) -> int:
+        return len(self.leaves)
+
+    def as_cairo(self) -> dict[str, int]:
+        return {"worker": self.worker, "root": self.root, "count": self.count, "total": self.total, "r": self.r,
+                "s": self.s}
+
+    def proof(self, batch_id: int, index: int) -> LeafProof:
+        return LeafProof(batch_id, self.worker, self.leaves[index], index, tuple(merkle_path(self.levels, index)))
+
+
+def sign_batch(identity: Identity, worker: int, leaves: Sequence[Leaf], *, total: int | None = None,
+               count: int | None = None) -> SignedBatch:
+    """Sign a batch of leaves with the worker's key. ``total``/``count`` default to the leaves' price sum and
+    number (passing others signs a message that disagrees with the leaves: only tests of the contract do)."""
+    levels = merkle_levels([leaf.hash() for leaf in leaves])
+    total = sum(leaf.price for leaf in leaves) if total is None else total
+    count = len(leaves) if count is None else count
+    r, s = identity.sign(batch_message(root=levels[-1][0], worker_key=identity.public_key, count=count, total=total))
+    return SignedBatch(worker, tuple(leaves), levels, total, r, s)
+
+
+@dataclass(frozen=True)
+class LeafProof:
+    batch_id: int
+    worker: int
+    leaf: Leaf
+    index: int
+    path: tuple[int, ...]
+
+    def as_cairo(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "worker": self.worker, "leaf": self.leaf.as_cairo(), "index": self.index,
+                "path": list(self.path)}
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    root: int
+    count: int
+    total: int
+    settled_at: int
+
+
+class CiroLedger(_Bound):
+    NAME = "CiroLedger"
+
+    def register_client_key_call(self, public_key: int) -> Any:
+        return self.prepare("register_client_key", public_key)
+
+    def deposit_call(self, amount: int) -> Any:
+        return self.prepare("deposit", amount)
+
+    def request_withdrawal_call(self, amount: int) -> Any:
+        return self.prepare("request_withdrawal", amount)
+
+    def withdraw_call(self) -> Any:
+        return self.prepare("withdraw")
+
+    def settle_batch_call(self, batch_id: int, workers: Sequence[SignedBatch | dict[str, int]],
+                          clients: Sequence[SpendAuthorization]) -> Any:
+        return self.prepare("settle_batch", batch_id,
+                            [w.as_cairo() if isinstance(w, SignedBatch) else w for w in workers],
+                            [c.as_cairo() for c in clients])
+
+    def dispute_equivocation_call(self, first: LeafProof, second: LeafProof) -> Any:
+        return self.prepare("dispute_equivocation", first.as_cairo(), second.as_cairo())
+
+    def dispute_quorum_call(self, accused: LeafProof, f: int, validators: Sequence[LeafProof]) -> Any:
+        return self.prepare("dispute_quorum", accused.as_cairo(), f, [v.as_cairo() for v in validators])
+
+    async def job_in_batch(self, batch_id: int, worker: int, leaf: int, index: int, path: Sequence[int]) -> bool:
+        return bool(await self.view("job_in_batch", batch_id, worker, leaf, index, list(path)))
+
+    async def batch(self, batch_id: int, worker: int) -> BatchRecord:
+        b = await self.view("batch", batch_id, worker)
+        return BatchRecord(int(b["root"]), int(b["count"]), int(b["total"]), int(b["settled_at"]))
+
+    async def balance_of(self, client: int) -> int:
+        return int(await self.view("balance_of", client))
+
+    async def charged_of(self, client: int) -> int:
+        return int(await self.view("charged_of", client))
+
+    async def pending_withdrawal(self, client: int) -> tuple[int, int]:
+        amount, ready_at = await self.view("pending_withdrawal", client)
+        return int(amount), int(ready_at)
+
+    async def disputed(self, job_id: int, worker: int) -> bool:
+        return bool(await self.view("disputed", job_id, worker))
+
+    async def chain_id(self) -> int:
+        return int(await self.chain.node.get_chain_id(), 16)
+
+
+async def deploy_ledger(gov: ChainClient, *, token: int, pool: int, withdrawal_delay_s: int,
+                        dispute_window_s: int) -> int:
+    """Declare and deploy CiroLedger with ``gov`` as operator, and give it the slashing right in CDCPool (``gov``
+    must be the pool's governance). Idempotent like :func:`ciro.chain.deploy_network`; returns its address."""
+    cls = await declare(gov, "CiroLedger")
+    address, _ = await deploy(gov, cls, [gov.address, token, pool, withdrawal_delay_s, dispute_window_s],
+                              salt=gov.address, what="Deploying CiroLedger")
+    from .contracts import CDCPool
+
+    pool_binding = CDCPool(gov, pool)
+    if int(await pool_binding.view("ledger")) != address:
+        await gov.execute([pool_binding.prepare("set_ledger", address)], what="CDCPool.set_ledger")
+    return address
