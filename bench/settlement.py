@@ -5,13 +5,15 @@ finalize_receipt transaction per job.
 
 Starts a fresh devnet (`python -m ciro_devnet`, StarkWare's Python Cairo VM), deploys CiroToken, CDCPool and
 JobManager, creates a client account and `--workers` worker accounts (registered, staked to min_stake), registers
-a model, escrows every job (client multicalls of approve + submit_job x chunk), has the workers claim them and
-submit results (one multicall per worker per chunk), signs a receipt per job with the worker's key, and then
-finalizes them from the governance account:
+a model, escrows every job (client multicalls of approve + submit_job x chunk), has governance assign them
+(assign_job x chunk a multicall) and the workers submit results (one multicall per worker per chunk), and then
+finalizes them from the governance account with the workers' Merkle-batched receipts (each worker signs one batch
+message, with each job's price, per finalizing transaction; the contract pays the signed price, the rest of the
+escrow goes back to the client):
 
-- one `finalize_receipt` transaction per job (`--singles` jobs; the baseline),
+- one `finalize_receipt` transaction per job (`--singles` jobs, each a signed batch of one; the baseline),
 - `finalize_batch` with k jobs per transaction for each k in `--sizes` (`--jobs` jobs shared out so that every
-  size gets at least one full batch).
+  size gets at least one full batch; one signed batch per worker in each transaction).
 
 Per size: client-observed seconds per settled job (sign + send + receipt; the devnet runs one transaction per
 block, synchronously) and the devnet process's CPU seconds meanwhile (less sensitive to a shared CPU), L2 gas (and
@@ -19,13 +21,14 @@ its archival part: calldata, signature, events), L1 data gas and fee per job (th
 and `actual_fee`, which the devnet computes from the Cairo resources used) and Cairo steps per job (from
 `starknet_simulateTransactions` run on the same transaction just before it is sent, for the first `--simulate` of
 each size: `validate_invocation` + `execute_invocation` l2_gas / 100, as the devnet's traces count 100 L2 gas per VM
-step, inner calls included; no RPC extension needed). Simulation is outside the timed span. The set-up's escrow and
-claim + submit_result multicalls are reported per job too, for context. Results go to `--json` (default
-bench/results/settlement.json).
+step, inner calls included; no RPC extension needed). Simulation and signing are outside the timed span. The
+set-up's escrow, assign_job and submit_result multicalls are reported per job too, for context. Results go to
+`--json` (default bench/results/settlement.json).
 
 Then a paid job's whole on-chain life (bench/settlement_life.py): `--baseline` jobs with every step its own
-transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (one escrow multicall and one claim +
-submit multicall of `--chunk` jobs, plus the largest finalize_batch above), and CiroLedger's batched flow at each k
+transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (one escrow multicall, one
+governance assign_job multicall and one worker's submit_result multicall of `--chunk` jobs, plus the largest
+finalize_batch above), and CiroLedger's batched flow at each k
 of `--life-sizes` (a deposit per `--jobs-per-client` jobs, one settle_batch of 3 workers' batches and the clients'
 authorizations), and one dispute_equivocation. The last line compares k = 100 with one transaction per step.
 """
@@ -38,38 +41,27 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ciro import Identity, new_job_ids, sign_receipt
+from common import Sample, projected_max_k, summarize, timed
+
+from ciro import Identity, new_job_ids
 from ciro.chain.client import ChainClient, TxResult
 from ciro.chain.contracts import CDCPool, CiroToken, JobManager
 from ciro.chain.network import Network, deploy_network, ensure_account
-from ciro_devnet import fees
+from ciro.receipts import JobLeaf, sign_batch
 from ciro_devnet.launch import DevnetProcess
 
 TOKEN = 10**18
 MAX_PAYMENT = TOKEN  # escrowed per job
-PAYMENT = 3 * TOKEN // 4  # paid to the worker; the rest is refunded to the client (both transfers happen)
+PAYMENT = 3 * TOKEN // 4  # the price the worker signs and is paid; the rest is refunded to the client
 MIN_STAKE = 100 * TOKEN
-#: Starknet limits a settlement transaction must fit (https://docs.starknet.io, "Current limits"; the steps and events
-#: limits are also cairo-lang 0.14's versioned constants). This devnet enforces only the steps limit (cairo-lang's VM
-#: stops there); events and L2 gas are projected from the measured sizes.
-LIMITS = {"steps": 10_000_000, "events": 1_000, "l2_gas": 10**9}
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _digest(*parts: object) -> str:
@@ -86,21 +78,6 @@ class Job:
 
 
 @dataclass
-class Sample:
-    """One finalizing transaction."""
-
-    k: int
-    seconds: float  # client-observed: sign, send, executed by the devnet, receipt read
-    devnet_cpu_s: float | None  # CPU time of the devnet process meanwhile (/proc; 10 ms ticks)
-    l2_gas: int
-    fee: int
-    events: int
-    l1_data_gas: int
-    archival_l2_gas: int  # the part of l2_gas for calldata, signature and events (the rest is computation)
-    steps: int | None = None  # None: not simulated
-
-
-@dataclass
 class Rig:
     net: Network
     gov: ChainClient
@@ -109,7 +86,8 @@ class Rig:
     model_hash: str
     jobs: list[Job]
     setup_s: dict[str, float]
-    #: Per job, for the escrow (approve + submit_job) and the workers' claim_job + submit_result multicalls.
+    #: Per job, for the escrow (approve + submit_job), governance's assign_job and the workers' submit_result
+    #: multicalls.
     setup_cost: dict[str, dict[str, float]]
     devnet_pid: int
 
@@ -170,7 +148,8 @@ async def build(dev: DevnetProcess, *, n_jobs: int, n_workers: int, chunk: int) 
     jobs = [Job(job_id, i % n_workers, _digest("in", job_id), _digest("out", job_id)) for i, job_id in enumerate(ids)]
     deadline = int(time.time()) + 7 * 86400
     tok_client = CiroToken(client, net.token)
-    cost: dict[str, dict[str, float]] = {p: {"txs": 0, "jobs": 0, "l2_gas": 0, "fee": 0} for p in ("escrow", "results")}
+    cost: dict[str, dict[str, float]] = {p: {"txs": 0, "jobs": 0, "l2_gas": 0, "fee": 0}
+                                         for p in ("escrow", "assign", "results")}
 
     def count(phase: str, jobs_in_tx: int, r: TxResult) -> None:
         c = cost[phase]
@@ -187,20 +166,23 @@ async def build(dev: DevnetProcess, *, n_jobs: int, n_workers: int, chunk: int) 
     times["escrow"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    jm_gov = JobManager(gov, net.job_manager)
+    for part in _chunks(jobs, chunk):
+        r = await gov.execute([jm_gov.assign_call(j.job_id, workers[j.worker][1].address) for j in part],
+                              what="Assign jobs")
+        count("assign", len(part), r)
+    times["assign"] = time.perf_counter() - t
+
+    t = time.perf_counter()
 
     async def work(w: int, part: Sequence[Job]) -> None:
-        ident, chain = workers[w]
+        chain = workers[w][1]
         mine = [j for j in part if j.worker == w]
         if not mine:
             return
         jm = JobManager(chain, net.job_manager)
-        calls = []
-        for j in mine:
-            calls += [jm.claim_call(j.job_id), jm.submit_result_call(j.job_id, j.output_commitment, 0)]
-            j.receipt = sign_receipt(ident, job_id=j.job_id, model_hash=model_hash,
-                                     input_commitment=j.input_commitment, output_commitment=j.output_commitment,
-                                     level="receipt").to_dict()
-        count("results", len(mine), await chain.execute(calls, what="Claim and submit results"))
+        calls = [jm.submit_result_call(j.job_id, j.output_commitment, 0) for j in mine]
+        count("results", len(mine), await chain.execute(calls, what="Submit results"))
 
     for part in _chunks(jobs, chunk):
         await asyncio.gather(*(work(w, part) for w in range(n_workers)))
@@ -211,38 +193,19 @@ async def build(dev: DevnetProcess, *, n_jobs: int, n_workers: int, chunk: int) 
     return Rig(net, gov, client, workers, model_hash, jobs, times, setup_cost, dev.process.pid)
 
 
-async def simulate(chain: ChainClient, calls: list[Any]) -> int:
-    """Cairo steps of validation + execution of `calls` sent now from `chain`'s account (the contracts' VM steps,
-    inner calls included; not the OS's per-syscall and per-transaction steps that the fee adds)."""
-    nonce = await chain.account.get_nonce()
-    tx = await chain.account.sign_invoke_v3(calls, nonce=nonce, resource_bounds=chain._bounds())
-    (sim,) = await chain.node.simulate_transactions([tx], block_number="latest")
-    trace: Any = sim.transaction_trace
-    steps = 0
-    for inv in (trace.validate_invocation, trace.execute_invocation):
-        resources = getattr(inv, "execution_resources", None)
-        if resources is None:  # reverted: execute_invocation is a RevertedFunctionInvocation
-            raise RuntimeError(f"simulation reverted: {getattr(inv, 'revert_reason', inv)}")
-        steps += int(resources.l2_gas) // 100
-    return steps
-
-
-async def timed(chain: ChainClient, k: int, calls: list[Any], what: str, steps: bool, devnet_pid: int) -> Sample:
-    n_steps = await simulate(chain, calls) if steps else None
-    cpu0 = process_cpu_s(devnet_pid)
-    t = time.perf_counter()
-    r = await chain.execute(calls, what=what)
-    seconds = time.perf_counter() - t
-    cpu1 = process_cpu_s(devnet_pid)
-    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-    # Outside the timed span: L1 data gas (not in TxResult) and the archival part of the L2 gas (the devnet charges
-    # GAS_PER_DATA_FELT per felt of calldata and signature, and per event key (twice) and data felt).
-    receipt = await chain.node.get_transaction_receipt(r.tx_hash)
-    tx: Any = await chain.node.get_transaction(r.tx_hash)
-    felts = len(tx.calldata) + len(tx.signature)
-    felts += sum(fees.EVENT_KEY_FACTOR * len(keys) + len(data) for _, keys, data in r.events)
-    return Sample(k, seconds, cpu, r.l2_gas, r.fee, len(r.events), int(receipt.execution_resources.l1_data_gas),
-                  fees.GAS_PER_DATA_FELT * felts, n_steps)
+def sign(rig: Rig, part: Sequence[Job]) -> list[tuple[str, int, dict[str, Any]]]:
+    """Each worker signs one Merkle batch over its jobs of `part` (price PAYMENT, paid by the client); returns the
+    (job id, worker address, receipt) items of finalize_batch, in `part`'s order."""
+    mine: dict[int, list[Job]] = defaultdict(list)
+    for j in part:
+        mine[j.worker].append(j)
+    client = hex(rig.client.address)
+    for w, jobs in mine.items():
+        leaves = [JobLeaf(j.job_id, rig.model_hash, j.input_commitment, j.output_commitment, "receipt", PAYMENT, client)
+                  for j in jobs]
+        for j, receipt in zip(jobs, sign_batch(rig.workers[w][0], leaves), strict=True):
+            j.receipt = receipt.to_dict()
+    return [(j.job_id, rig.workers[j.worker][1].address, j.receipt) for j in part]
 
 
 async def measure(rig: Rig, batches: dict[int, int], singles: int, simulate_n: int) -> dict[str, Any]:
@@ -253,13 +216,13 @@ async def measure(rig: Rig, batches: dict[int, int], singles: int, simulate_n: i
     for w in range(len(rig.workers)):
         j = next(j for j in todo if j.worker == w)
         todo.remove(j)
-        await rig.gov.execute([jm.finalize_receipt_call(j.job_id, PAYMENT, j.receipt)], what="warm-up")
+        await rig.gov.execute([jm.finalize_receipt_call(*sign(rig, [j])[0])], what="warm-up")
 
     samples: dict[str, list[Sample]] = {"single": []}
     failures: dict[str, str] = {}
     settled: list[Job] = []
     for i, j in enumerate(todo[:singles]):
-        samples["single"].append(await timed(rig.gov, 1, [jm.finalize_receipt_call(j.job_id, PAYMENT, j.receipt)],
+        samples["single"].append(await timed(rig.gov, 1, [jm.finalize_receipt_call(*sign(rig, [j])[0])],
                                              "finalize_receipt", i < simulate_n, rig.devnet_pid))
         settled.append(j)
     todo = todo[singles:]
@@ -269,7 +232,7 @@ async def measure(rig: Rig, batches: dict[int, int], singles: int, simulate_n: i
         samples[name] = []
         for i in range(n):
             part, todo = todo[:k], todo[k:]
-            call = jm.finalize_batch_call([(j.job_id, PAYMENT, j.receipt) for j in part])
+            call = jm.finalize_batch_call(sign(rig, part))
             try:
                 samples[name].append(await timed(rig.gov, k, [call], f"finalize_batch({k})", i < simulate_n,
                                                    rig.devnet_pid))
@@ -279,59 +242,11 @@ async def measure(rig: Rig, batches: dict[int, int], singles: int, simulate_n: i
                 print(f"  finalize_batch k={k}: FAILED ({failures[name][:200]})", flush=True)
                 break
         print(f"  finalize_batch k={k}: {len(samples[name])} transactions", flush=True)
-    # Spot check: the first and the last job settled are finalized on chain.
+    # Spot check: the first and the last job settled are finalized on chain, paid the signed price.
     for j in (settled[0], settled[-1]):
-        assert (await jm.job(j.job_id)).status == "finalized", j.job_id
+        state = await jm.job(j.job_id)
+        assert (state.status, state.payment) == ("finalized", PAYMENT), (j.job_id, state)
     return {"samples": samples, "failures": failures}
-
-
-def summarize(samples: list[Sample]) -> dict[str, Any]:
-    jobs = sum(s.k for s in samples)
-    out: dict[str, Any] = {
-        "transactions": len(samples),
-        "jobs": jobs,
-        "jobs_per_tx": jobs / len(samples),
-        "s_per_job": sum(s.seconds for s in samples) / jobs,
-        "s_per_tx_median": statistics.median(s.seconds for s in samples),
-        "devnet_cpu_s_per_job": (sum(s.devnet_cpu_s or 0.0 for s in samples) / jobs
-                                 if all(s.devnet_cpu_s is not None for s in samples) else None),
-        "l2_gas_per_job": sum(s.l2_gas for s in samples) / jobs,
-        "fee_per_job_fri": sum(s.fee for s in samples) / jobs,
-        "archival_l2_gas_per_job": sum(s.archival_l2_gas for s in samples) / jobs,
-        "l1_data_gas_per_job": sum(s.l1_data_gas for s in samples) / jobs,
-        "events_per_tx": sum(s.events for s in samples) / len(samples),
-    }
-    simulated = [s for s in samples if s.steps is not None]
-    if simulated:  # over the simulated transactions (every transaction of one size runs the same code)
-        out["steps_per_job"] = sum(s.steps or 0 for s in simulated) / sum(s.k for s in simulated)
-        out["steps_per_tx_max"] = max(s.steps or 0 for s in simulated)
-        out["simulated_txs"] = len(simulated)
-    return out
-
-
-def projected_max_k(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The largest k each Starknet limit allows, extrapolated linearly from the two largest measured sizes."""
-    batch = sorted(((r["jobs_per_tx"], r) for name, r in rows.items() if name.startswith("batch_")),
-                   key=lambda pair: pair[0])
-    if len(batch) < 2:
-        return {}
-    (k1, r1), (k2, r2) = batch[-2], batch[-1]
-    if k2 == k1:
-        return {}
-    out: dict[str, Any] = {}
-    for limit, key in (("steps", "steps_per_job"), ("l2_gas", "l2_gas_per_job"), ("events", None)):
-        if key is None:
-            per_tx = (r1["events_per_tx"], r2["events_per_tx"])
-        elif key in r1 and key in r2:
-            per_tx = (r1[key] * k1, r2[key] * k2)
-        else:
-            continue
-        slope = (per_tx[1] - per_tx[0]) / (k2 - k1)
-        fixed = per_tx[1] - slope * k2
-        if slope > 0:
-            out[limit] = {"limit": LIMITS[limit], "per_job": slope, "fixed": fixed,
-                          "max_k": int((LIMITS[limit] - fixed) // slope)}
-    return out
 
 
 def fmt_fee(fri: float) -> str:
@@ -437,7 +352,7 @@ def main() -> None:
     ap.add_argument("--singles", type=int, default=20, help="jobs finalized one finalize_receipt transaction each")
     ap.add_argument("--sizes", default="1,10,50,100", help="jobs per finalize_batch transaction")
     ap.add_argument("--workers", type=int, default=3, help="worker accounts (2-4 is typical)")
-    ap.add_argument("--chunk", type=int, default=50, help="jobs per escrow / claim-and-submit multicall")
+    ap.add_argument("--chunk", type=int, default=50, help="jobs per escrow / assign / submit-result multicall")
     ap.add_argument("--seed", type=int, default=7, help="devnet seed")
     ap.add_argument("--simulate", type=int, default=3,
                     help="transactions per size also simulated first, for Cairo steps (0: no step counts)")

@@ -1,5 +1,6 @@
 """A paid job's whole on-chain life, for bench/settlement.py: every step one transaction per job (the baseline),
-today's JobManager flow (chunked escrow, claim + submit multicalls, finalize_batch), and CiroLedger's batched flow
+today's JobManager flow (chunked escrow, governance assign_job and worker submit_result multicalls,
+finalize_batch with Merkle-batched receipts), and CiroLedger's batched flow
 (settlement v2) at k jobs a batch.
 
 The ledger flow's on-chain life of a job is its share of a client deposit (register key + approve + deposit, one
@@ -17,20 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from settlement import PAYMENT, Rig, Sample, timed
+from common import LIMITS, Sample, timed
+from settlement import PAYMENT, Rig
 
-from ciro import Identity, new_job_ids, sign_receipt
+from ciro import Identity, new_job_ids
 from ciro.chain.client import ChainClient
 from ciro.chain.contracts import CiroToken, JobManager
 from ciro.chain.deploy import UDC_ADDRESS, declare
 from ciro.chain.ledger import CiroLedger, Leaf, deploy_ledger, sign_batch, sign_spend
-from ciro.chain.network import account_address
-from ciro.receipts import short_string
+from ciro.chain.network import ACCOUNT_FEE_FUNDS, account_address, fee_transfer_call
+from ciro.receipts import JobLeaf, short_string
+from ciro.receipts import sign_batch as sign_receipts
 
 RECEIPT = short_string("receipt")
-#: Starknet's per-transaction limits (cairo-lang 0.14's versioned constants: invoke_tx_max_n_steps,
-#: max_n_emitted_events, max_calldata_length; the L2 gas cap as this devnet prices it).
-LIMITS = {"steps": 10_000_000, "events": 1_000, "calldata_felts": 5_000, "l2_gas": 10**9}
 
 
 @dataclass
@@ -54,16 +54,18 @@ class Cost:
 
 
 async def _accounts(rig: Rig, url: str, n: int, label: str) -> list[tuple[Identity, ChainClient]]:
-    """`n` fresh CiroAccounts, deployed by governance through the UDC in multicalls of 25."""
+    """`n` fresh CiroAccounts, deployed by governance through the UDC in multicalls of 25, each given
+    ACCOUNT_FEE_FUNDS of the fee token (the devnet charges fees)."""
     from starknet_py.net.udc_deployer.deployer import Deployer
 
     cls = await declare(rig.gov, "CiroAccount")
     ids = [Identity.generate(f"{label}-{i}") for i in range(n)]
     deployer = Deployer(deployer_address=UDC_ADDRESS)
     for i in range(0, n, 25):
-        calls = [deployer.create_contract_deployment_raw(class_hash=cls, salt=ident.public_key,
-                                                         raw_calldata=[ident.public_key]).call
-                 for ident in ids[i:i + 25]]
+        calls = [call for ident in ids[i:i + 25] for call in (
+            deployer.create_contract_deployment_raw(class_hash=cls, salt=ident.public_key,
+                                                    raw_calldata=[ident.public_key]).call,
+            fee_transfer_call(account_address(ident.public_key), ACCOUNT_FEE_FUNDS))]
         await rig.gov.execute(calls, what="Deploying client accounts")
     return [(ident, await ChainClient.connect(url, address=account_address(ident.public_key), identity=ident,
                                               poll_s=0.01)) for ident in ids]
@@ -91,10 +93,10 @@ async def baseline(rig: Rig, n_jobs: int) -> dict[str, Any]:
         jm_worker = JobManager(wchain, rig.net.job_manager)
         steps["result"].append(await timed(wchain, 1, [jm_worker.submit_result_call(job_id, out, 0)], "result",
                                            True, rig.devnet_pid))
-        receipt = sign_receipt(ident, job_id=job_id, model_hash=rig.model_hash, input_commitment=inp,
-                               output_commitment=out, level="receipt").to_dict()
-        steps["finalize"].append(await timed(rig.gov, 1, [jm_gov.finalize_receipt_call(job_id, PAYMENT, receipt)],
-                                             "finalize", True, rig.devnet_pid))
+        (receipt,) = sign_receipts(ident, [JobLeaf(job_id, rig.model_hash, inp, out, "receipt", PAYMENT,
+                                                   hex(rig.client.address))])
+        steps["finalize"].append(await timed(rig.gov, 1, [jm_gov.finalize_receipt_call(
+            job_id, wchain.address, receipt.to_dict())], "finalize", True, rig.devnet_pid))
     per_step = {name: _mean(samples) for name, samples in steps.items()}
     total = Cost()
     for c in per_step.values():
@@ -189,8 +191,9 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
 
 async def today(rig: Rig, chunk: int) -> dict[str, Any]:
     """Today's JobManager steps before finalization, as bench/settlement.py's set-up does them: one escrow
-    multicall of `chunk` jobs (approve + submit_job each) and one worker's claim_job + submit_result multicall of
-    the same jobs; measured (with steps) per job. Finalization comes from the finalize_batch rows."""
+    multicall of `chunk` jobs (approve + submit_job each), governance's assign_job multicall of the same jobs (to
+    one worker) and that worker's submit_result multicall; measured (with steps) per job. Finalization comes from
+    the finalize_batch rows."""
     jm_client = JobManager(rig.client, rig.net.job_manager)
     await rig.gov.execute([CiroToken(rig.gov, rig.net.token).mint_call(rig.client.address, chunk * 10**18)],
                           what="Funding today's flow")
@@ -201,13 +204,14 @@ async def today(rig: Rig, chunk: int) -> dict[str, Any]:
         *(jm_client.submit_job_call(j, rig.model_hash, os.urandom(32).hex(), "receipt", 10**18, deadline)
           for j in ids)], "escrow multicall", True, rig.devnet_pid)
     wchain = rig.workers[0][1]
+    jm_gov = JobManager(rig.gov, rig.net.job_manager)
+    assign = await timed(rig.gov, chunk, [jm_gov.assign_call(j, wchain.address) for j in ids], "assign multicall",
+                         True, rig.devnet_pid)
     jm_worker = JobManager(wchain, rig.net.job_manager)
-    calls = []
-    for j in ids:
-        calls += [jm_worker.claim_call(j), jm_worker.submit_result_call(j, os.urandom(32).hex(), 0)]
-    results = await timed(wchain, chunk, calls, "claim + submit multicall", True, rig.devnet_pid)
+    results = await timed(wchain, chunk, [jm_worker.submit_result_call(j, os.urandom(32).hex(), 0) for j in ids],
+                          "submit multicall", True, rig.devnet_pid)
     out = {}
-    for name, s in (("escrow", escrow), ("result", results)):
+    for name, s in (("escrow", escrow), ("assign", assign), ("result", results)):
         c = Cost()
         c.add(s, 1 / chunk)
         out[name] = c
@@ -222,8 +226,8 @@ def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[
     if finals:
         k, r = finals[-1]
         fin = Cost(r["l2_gas_per_job"], r["l1_data_gas_per_job"], r["fee_per_job_fri"], r.get("steps_per_job", 0.0))
-        table[f"today: escrow + claim/submit multicalls + finalize_batch k={k}"] = \
-            now["escrow"].plus(now["result"]).plus(fin)
+        table[f"today: escrow + assign + submit multicalls + finalize_batch k={k}"] = \
+            now["escrow"].plus(now["assign"]).plus(now["result"]).plus(fin)
     for name, r in ledger.items():
         if name.startswith("ledger_"):
             table[f"ledger, batched k={r['k']} ({r['workers']} workers, {r['clients']} clients)"] = r["total"]
@@ -236,6 +240,7 @@ def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[
               f"{c.l2_gas / ref:.4f} |")
     steps = base["steps"]
     print("baseline per step (L2 gas): " + ", ".join(f"{k} {v['l2_gas']:,.0f}" for k, v in steps.items()))
+    print("today per step (L2 gas/job): " + ", ".join(f"{k} {v.l2_gas:,.0f}" for k, v in now.items()))
     for name, r in ledger.items():
         if name.startswith("ledger_"):
             tx = r["settle_tx"]
