@@ -82,7 +82,7 @@ def test_public_names() -> None:
         "client", "config", "errors", "jobs", "modelstore", "tensors", "local", "demo", "cli", "identity",
         "receipts", "quorum", "auth", "chain", "deployments", "sources", "processing", "tls", "sealing",
         "options", "zk", "zk_verify", "zk_batch", "estimate", "tokenizing", "textmodels", "networks", "plugins", "home",
-        "levels", "procs", "convert",
+        "levels", "procs", "convert", "merkle",
     } | {"__version__"}  # submodules (zk ones load lazily)
     for name in ciro.__all__:
         assert hasattr(ciro, name), name
