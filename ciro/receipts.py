@@ -55,14 +55,9 @@ def receipt_message(*, job_id: str, model_hash: str, input_commitment: str, outp
     """The felt a worker signs: Poseidon over the receipt's fields (see docs/encoding.md)."""
     from starknet_pathfinder_crypto import poseidon_hash_many  # Rust; ~6x faster than poseidon_py
 
-    try:
-        job = int(job_id, 16)
-    except ValueError as exc:
-        raise InputError(f"Job id {job_id!r} is not hex.") from exc
-    if not 0 <= job < 2**128:
-        raise InputError(f"Job id {job_id!r} does not fit 128 bits.")
-    felts = [RECEIPT_DOMAIN, job, *_u256(model_hash, "model hash"), *_u256(input_commitment, "input commitment"),
-             *_u256(output_commitment, "output commitment"), worker_key, short_string(level), timestamp_ms]
+    felts = [RECEIPT_DOMAIN, _job_felt(job_id), *_u256(model_hash, "model hash"),
+             *_u256(input_commitment, "input commitment"), *_u256(output_commitment, "output commitment"),
+             worker_key, short_string(level), timestamp_ms]
     return int(poseidon_hash_many(felts))
 
 
