@@ -150,7 +150,9 @@ class Stream:
 
     def __init__(self, client: CiroClient, model: str) -> None:
         self.client, self.model = client, model
-        self.results: list[tuple[float, str | None]] = []  # (finished at, worker)
+        # (the gateway's finished_at, worker): the batch returns when its last job ends, so a job the killed node
+        # finished before the kill can come back seconds after it, in a batch whose other jobs were re-run.
+        self.results: list[tuple[float, str | None]] = []
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -160,8 +162,8 @@ class Stream:
         while not self._stop.is_set():
             try:
                 for r in self.client.infer_batch(self.model, self.x, timeout=120):
-                    assert r.status.value == "done" and r.outputs is not None
-                    self.results.append((time.time(), r.worker))
+                    assert r.status.value == "done" and r.outputs is not None and r.finished_at is not None
+                    self.results.append((r.finished_at, r.worker))
             except BaseException as exc:  # reported by the test
                 self.errors.append(exc)
                 return

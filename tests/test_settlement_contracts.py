@@ -746,12 +746,12 @@ def test_report_invalid_compute_and_security(world: World) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # 8. Batch finalization
 # ----------------------------------------------------------------------------------------------------------------
-def test_finalize_batch_of_50(world: World) -> None:
+def test_finalize_batch_of_25(world: World) -> None:
     gov, outsider = world.gov, world["outsider"]
     clients = [world[n] for n in CLIENTS]
     workers = [world[n] for n in WORKERS]
     jm = world.jm_address
-    n_jobs = 50
+    n_jobs = 25  # 5 runs of 5 over 3 workers: two workers sign two batches each
 
     def worker_of(job: Job) -> Actor:
         assert job.worker is not None
@@ -783,13 +783,13 @@ def test_finalize_batch_of_50(world: World) -> None:
         await asyncio.gather(*(submit(c) for c in clients))
         await gov.send(*(gov.jm.assign_call(j.job_id, worker_of(j).address) for j in jobs))
         await asyncio.gather(*(results(w) for w in workers))
-        # Each run of 5 jobs is one batch its worker signs once (10 signatures for 50 jobs).
+        # Each run of 5 jobs is one batch its worker signs once (5 signatures for 25 jobs).
         receipts = [rc for k in range(0, n_jobs, 5)
                     for rc in batch_receipts(worker_of(jobs[k]), jobs[k:k + 5], timestamp_ms=1_700_000_000_000 + k)]
         items = [(j.job_id, worker_of(j).address, rc) for j, rc in zip(jobs, receipts, strict=True)]
         parties = [c.address for c in clients] + [w.address for w in workers] + [jm]
 
-        sample = [jobs[0], jobs[7], jobs[20], jobs[-1]]  # a view costs a Cairo call: a sample; events cover all 50
+        sample = [jobs[0], jobs[7], jobs[20], jobs[-1]]  # a view costs a Cairo call: a sample; events cover all 25
 
         async def statuses() -> list[str]:
             return [s.status for s in await asyncio.gather(*(gov.jm.job(j.job_id) for j in sample))]
@@ -815,7 +815,7 @@ def test_finalize_batch_of_50(world: World) -> None:
         assert await world.balances(*parties) == before
         assert await statuses() == ["result_submitted"] * len(sample)
 
-        # All 50 in one transaction.
+        # All 25 in one transaction.
         result = await outsider.send(outsider.jm.finalize_batch_call(items))
         expected = list(before)
         for job, payment in zip(jobs, payments, strict=True):

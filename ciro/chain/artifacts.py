@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["CONTRACTS", "abi", "compiled_dir", "load_class"]
+__all__ = ["CONTRACTS", "abi", "compiled_dir", "load_class", "parsed_abi"]
 
 #: Every contract the chain side uses.
 CONTRACTS = ("CiroAccount", "UniversalDeployer", "CiroToken", "CDCPool", "JobManager", "CiroLedger")
@@ -41,3 +41,31 @@ def load_class(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def abi(name: str) -> list[dict[str, Any]]:
     raw = load_class(name)[0]["abi"]
     return json.loads(raw) if isinstance(raw, str) else list(raw)
+
+
+@functools.cache
+def parsed_abi(name: str) -> Any:
+    """A contract's ABI as starknet-py parses it (its ``ContractData.parsed_abi``), once a process.
+
+    starknet-py parses an ABI again for every ``Contract``, and builds a new Lark grammar for every type in it
+    (~90 ms each, 3-7 s for CDCPool here); every CLI command and client binds several contracts. The types are
+    parsed here with one grammar, built once, the same grammar and transformer starknet-py uses.
+    """
+    from starknet_py.contract import ContractData
+
+    _one_type_grammar()
+    return ContractData.from_abi(0, abi(name), 1).parsed_abi
+
+
+@functools.cache
+def _one_type_grammar() -> None:
+    import lark
+    from starknet_py.abi.v2 import parser_transformer
+    from starknet_py.cairo.v2 import type_parser
+
+    grammar = lark.Lark(grammar=parser_transformer.ABI_EBNF, start="type", parser="earley")
+
+    def parse(code: str, type_identifiers: Any) -> Any:
+        return parser_transformer.ParserTransformer(type_identifiers).transform(grammar.parse(code))
+
+    type_parser.parse = parse  # the name starknet-py's TypeParser calls

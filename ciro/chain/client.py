@@ -133,7 +133,11 @@ class ChainClient:
     async def connect(cls, rpc_url: str, *, address: int, identity: Identity, **kw: Any) -> ChainClient:
         from starknet_py.net.account.account import Account
         from starknet_py.net.full_node_client import FullNodeClient
-        from starknet_py.net.signer.key_pair import KeyPair
+
+        from .fasthash import install
+        from .signer import IdentitySigner
+
+        install()  # starknet-py's Poseidon, from the Rust binding (class and transaction hashes)
 
         node = FullNodeClient(node_url=rpc_url)
         try:
@@ -141,8 +145,8 @@ class ChainClient:
         except Exception as exc:
             raise ChainError(f"No Starknet node answers at {rpc_url} ({exc}). Start the local devnet (`ciro devnet`) "
                              "or set rpc_url to a running node.") from exc
-        account = Account(client=node, address=address, chain=int(chain_id, 16),
-                          key_pair=KeyPair(private_key=identity.private_key, public_key=identity.public_key))
+        chain = int(chain_id, 16)
+        account = Account(client=node, address=address, chain=chain, signer=IdentitySigner(identity, chain))
         return cls(node, account, **kw)
 
     @property

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from ..jobs import VerificationLevel
 from ..receipts import short_string
-from .artifacts import abi
+from .artifacts import abi, parsed_abi
 from .client import ChainClient, TxResult, _revert_error
 
 __all__ = ["CDCPool", "CiroToken", "JobManager", "JobState", "Violation", "u256_of"]
@@ -42,14 +42,17 @@ class _Bound:
     NAME: ClassVar[str]
 
     def __init__(self, chain: ChainClient, address: int) -> None:
-        from starknet_py.contract import Contract
+        from starknet_py.contract import Contract, ContractData
 
         self.chain = chain
         self.address = address
-        self._contract = Contract(address=address, abi=abi(self.NAME), provider=chain.account, cairo_version=1)
+        data = ContractData.from_abi(address, abi(self.NAME), 1)
+        data.__dict__["parsed_abi"] = parsed_abi(self.NAME)  # fills the cached_property: parsed once, shared
+        self._functions = Contract._make_functions(contract_data=data, client=chain.account.client,
+                                                   account=chain.account, cairo_version=1)
 
     def prepare(self, fn: str, *args: Any, **kw: Any) -> Any:
-        return self._contract.functions[fn].prepare_invoke_v3(*args, **kw)
+        return self._functions[fn].prepare_invoke_v3(*args, **kw)
 
     async def invoke(self, fn: str, *args: Any, **kw: Any) -> TxResult:
         return await self.chain.execute([self.prepare(fn, *args, **kw)], what=f"{self.NAME}.{fn}")
@@ -58,7 +61,7 @@ class _Bound:
         from starknet_py.net.client_errors import ClientError
 
         try:
-            out = await self._contract.functions[fn].call(*args, block_number="latest", **kw)
+            out = await self._functions[fn].call(*args, block_number="latest", **kw)
         except ClientError as exc:
             raise _revert_error(f"{exc.message} {exc.data or ''}", f"{self.NAME}.{fn}") from exc
         return out[0] if len(out) == 1 else tuple(out)

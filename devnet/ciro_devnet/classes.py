@@ -84,6 +84,10 @@ def sierra_class_hash(sierra: JsonDict) -> int:
     from starknet_py.hash.sierra_class_hash import compute_sierra_class_hash
     from starknet_py.net.schemas.rpc.contract import SierraCompiledContractSchema
 
+    from ciro.chain.fasthash import install
+
+    install()
+
     contract = SierraCompiledContractSchema().load(sierra)
     return int(compute_sierra_class_hash(contract))
 
@@ -93,6 +97,10 @@ def compiled_class_hash(casm: JsonDict) -> int:
     from starknet_py.common import create_casm_class
     from starknet_py.hash.casm_class_hash import compute_casm_class_hash
     from starknet_py.hash.hash_method import HashMethod
+
+    from ciro.chain.fasthash import install
+
+    install()
 
     return int(compute_casm_class_hash(create_casm_class(json.dumps(casm)), hash_method=HashMethod.POSEIDON))
 

@@ -156,6 +156,9 @@ def _parse(data: dict[str, Any], chain_id: int, expected_type: str | None) -> Pa
 
 def transaction_hash(tx: ParsedTx, chain_id: int) -> int:
     """The v3 transaction hash, computed with starknet-py's own hash functions."""
+    from ciro.chain.fasthash import install
+
+    install()
     from starknet_py.hash.transaction import (
         CommonTransactionV3Fields,
         TransactionHashPrefix,

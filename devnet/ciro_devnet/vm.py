@@ -40,8 +40,11 @@ from starkware.starknet.services.api.contract_class.contract_class import (
 )
 from starkware.starkware_utils.error_handling import StarkException
 
+from ._cairo_math import install as _install_fast_math
 from .felts import describe_felts
 from .state import StateDiff, StateStore
+
+_install_fast_math()  # cairo-lang's modular inverse and square root, faster (same results)
 
 L1 = DataAvailabilityMode.L1
 MAX_STEPS_EXECUTE = VERSIONED_CONSTANTS.invoke_tx_max_n_steps
