@@ -15,19 +15,13 @@ import ray
 from ciro import Config, ConfigError
 
 from .fit import Fit
+from .names import PROVIDER_RESOURCE, provider_key_name
 from .worker import OnnxWorker
 
 __all__ = ["NAMESPACE", "PROVIDER_RESOURCE", "WorkerHandle", "WorkerPool", "provider_key_name"]
 
 log = logging.getLogger("ciro.pool")
 NAMESPACE = "ciro"
-#: Custom Ray resource a provider node advertises (`ciro provider join`): how many worker slots it offers.
-PROVIDER_RESOURCE = "ciro_worker"
-
-
-def provider_key_name(slot: int) -> str:
-    """Name, in the provider node's key store, of the key of its worker in ``slot``."""
-    return f"provider-worker-{slot}"
 
 
 @dataclass

@@ -37,7 +37,7 @@ from ciro.local import ray_env, ray_exe
 from ciro.procs import free_port, process_alive, read_json, spawn, stop, terminate, wait_ready, write_json
 
 from .hardware import Hardware
-from .pool import PROVIDER_RESOURCE, provider_key_name
+from .names import PROVIDER_RESOURCE, provider_key_name
 from .provider_stake import chain_view, fmt_ciro, parse_amount, stake_workers, unstake, withdraw_stakes
 
 __all__ = ["add_stake", "fmt_ciro", "join", "leave", "parse_amount", "ray_address_of", "run_node", "status",
