@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from ciro.procs import free_port
 
 if TYPE_CHECKING:
-    from ciro.chain.client import ChainClient
+    from ciro.chain.client import ChainClient, TxResult
 
-__all__ = ["LIMITS", "Sample", "free_port", "process_cpu_s", "projected_max_k", "simulate", "summarize", "timed",
-           "write_report"]
+__all__ = ["LIMITS", "Sample", "free_port", "process_cpu_s", "projected_max_k", "send_estimated", "simulate",
+           "summarize", "timed", "write_report"]
 
 #: Starknet's per-transaction limits a settlement transaction must fit (https://docs.starknet.io, "Current limits";
 #: cairo-lang 0.14's versioned constants: invoke_tx_max_n_steps, max_n_emitted_events, max_calldata_length; the L2
@@ -55,9 +55,10 @@ class Sample:
     steps: int | None = None  # None: not simulated
 
 
-async def simulate(chain: ChainClient, calls: list[Any]) -> int:
+async def simulate(chain: ChainClient, calls: list[Any]) -> tuple[int, Any]:
     """Cairo steps of validation + execution of `calls` sent now from `chain`'s account (the contracts' VM steps,
-    inner calls included; not the OS's per-syscall and per-transaction steps that the fee adds)."""
+    inner calls included; not the OS's per-syscall and per-transaction steps that the fee adds), and the
+    simulation's fee estimate (validation included, as `starknet_estimateFee` gives it)."""
     nonce = await chain.account.get_nonce()
     tx = await chain.account.sign_invoke_v3(calls, nonce=nonce, resource_bounds=chain._bounds())
     (sim,) = await chain.node.simulate_transactions([tx], block_number="latest")
@@ -68,17 +69,32 @@ async def simulate(chain: ChainClient, calls: list[Any]) -> int:
         if resources is None:  # reverted: execute_invocation is a RevertedFunctionInvocation
             raise RuntimeError(f"simulation reverted: {getattr(inv, 'revert_reason', inv)}")
         steps += int(resources.l2_gas) // 100
-    return steps
+    return steps, sim.fee_estimation
+
+
+async def send_estimated(chain: ChainClient, calls: list[Any], estimate: Any, what: str) -> TxResult:
+    """Send `calls` from `chain`'s account with the bounds `ChainClient.execute` would use (`fee_bounds`: the
+    margins over the estimate), from `estimate`: the fee estimate of a simulation of the same calls on the same
+    state just before, so the node does not run the transaction a third time to estimate it again."""
+    from ciro.chain.client import fee_bounds
+
+    async def send(nonce: int) -> int:
+        sent = await chain.account.execute_v3(list(calls), nonce=nonce, resource_bounds=fee_bounds(estimate))
+        return int(sent.transaction_hash)
+
+    return await chain.submit(send, what=what)
 
 
 async def timed(chain: ChainClient, k: int, calls: list[Any], what: str, steps: bool, devnet_pid: int) -> Sample:
-    """Send `calls` as one transaction of `k` jobs and measure it (simulated first for steps if `steps`)."""
+    """Send `calls` as one transaction of `k` jobs and measure it. With `steps`, simulated first for its steps and
+    sent with the simulation's fee estimate (`send_estimated`: its seconds then leave out a fee estimate);
+    otherwise sent by `ChainClient.execute` (estimate, send, receipt)."""
     from ciro_devnet import fees
 
-    n_steps = await simulate(chain, calls) if steps else None
+    n_steps, estimate = await simulate(chain, calls) if steps else (None, None)
     cpu0 = process_cpu_s(devnet_pid)
     t = time.perf_counter()
-    r = await chain.execute(calls, what=what)
+    r = await (chain.execute(calls, what=what) if estimate is None else send_estimated(chain, calls, estimate, what))
     seconds = time.perf_counter() - t
     cpu1 = process_cpu_s(devnet_pid)
     cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None

@@ -1,7 +1,12 @@
 """Settlement on Starknet (local devnet): JobManager.finalize_batch of k jobs per transaction against one
 finalize_receipt transaction per job.
 
-    python bench/settlement.py [--jobs 200] [--singles 20] [--sizes 1,10,50,100] [--workers 3] [--json OUT]
+    python bench/settlement.py [--jobs 100] [--singles 3] [--sizes 100] [--workers 3] [--json OUT]
+    python bench/settlement.py --jobs 200 --singles 20 --sizes 1,10,50,100 --simulate 3   # the finalize_batch sweep
+
+The default run measures what issue 14 asks for (one finalize_receipt per job, finalize_batch at k = 100 for
+today's flow, the whole-life comparison with CiroLedger k = 10, 100, 1,000 and a dispute for each); the sweep over
+smaller finalize_batch sizes and more single transactions is behind the options above.
 
 Starts a fresh devnet (`python -m ciro_devnet`, StarkWare's Python Cairo VM), deploys CiroToken, CDCPool and
 JobManager, creates a client account and `--workers` worker accounts (registered, staked to min_stake), registers
@@ -21,16 +26,19 @@ its archival part: calldata, signature, events), L1 data gas and fee per job (th
 and `actual_fee`, which the devnet computes from the Cairo resources used) and Cairo steps per job (from
 `starknet_simulateTransactions` run on the same transaction just before it is sent, for the first `--simulate` of
 each size: `validate_invocation` + `execute_invocation` l2_gas / 100, as the devnet's traces count 100 L2 gas per VM
-step, inner calls included; no RPC extension needed). Simulation and signing are outside the timed span. The
-set-up's escrow, assign_job and submit_result multicalls are reported per job too, for context. Results go to
+step, inner calls included; no RPC extension needed); a simulated transaction is then sent with the simulation's
+fee estimate instead of a second one (`common.send_estimated`). Simulation and signing are outside the timed span.
+The set-up's escrow, assign_job and submit_result multicalls are reported per job too, for context; those of its
+first chunk are simulated for steps and make today's flow below. Results go to
 `--json` (default bench/results/settlement.json).
 
 Then a paid job's whole on-chain life (bench/settlement_life.py): `--baseline` jobs with every step its own
-transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (one escrow multicall, one
-governance assign_job multicall and one worker's submit_result multicall of `--chunk` jobs, plus the largest
-finalize_batch above), and CiroLedger's batched flow at each k
-of `--life-sizes` (a deposit per `--jobs-per-client` jobs, one settle_batch of 3 workers' batches and the clients'
-authorizations), and one dispute_equivocation. The last line compares k = 100 with one transaction per step.
+transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (the set-up's first chunk: one escrow
+multicall, one governance assign_job multicall and the workers' submit_result multicalls of `--chunk` jobs, plus
+the largest finalize_batch above), and CiroLedger's batched flow at each k of `--life-sizes` (a deposit per
+`--jobs-per-client` jobs, one settle_batch of 3 workers' batches and the clients' authorizations), and one
+dispute_equivocation per k (a leaf of that batch: its path is as deep as its worker's tree).
+The last line compares k = 100 with one transaction per step.
 """
 
 from __future__ import annotations
@@ -90,6 +98,9 @@ class Rig:
     #: multicalls.
     setup_cost: dict[str, dict[str, float]]
     devnet_pid: int
+    #: The first chunk's escrow, assign and results transactions, simulated for steps: today's flow before
+    #: finalization (bench/settlement_life.py `today`).
+    first_chunk: dict[str, list[Sample]] = field(default_factory=dict)
 
 
 def plan(jobs: int, sizes: Sequence[int]) -> dict[int, int]:
@@ -151,46 +162,56 @@ async def build(dev: DevnetProcess, *, n_jobs: int, n_workers: int, chunk: int) 
     cost: dict[str, dict[str, float]] = {p: {"txs": 0, "jobs": 0, "l2_gas": 0, "fee": 0}
                                          for p in ("escrow", "assign", "results")}
 
-    def count(phase: str, jobs_in_tx: int, r: TxResult) -> None:
+    first: dict[str, list[Sample]] = {"escrow": [], "assign": [], "results": []}
+
+    async def send(phase: str, chain: ChainClient, jobs_in_tx: int, calls: list[Any], what: str, n: int) -> None:
+        """Send one set-up transaction; the first chunk's (n == 0) simulated for steps and kept."""
+        if n == 0:
+            sample = await timed(chain, jobs_in_tx, calls, what, True, dev.process.pid)
+            first[phase].append(sample)
+            count(phase, jobs_in_tx, sample)
+        else:
+            count(phase, jobs_in_tx, await chain.execute(calls, what=what))
+
+    def count(phase: str, jobs_in_tx: int, r: TxResult | Sample) -> None:
         c = cost[phase]
         c["txs"] += 1
         c["jobs"] += jobs_in_tx
         c["l2_gas"] += r.l2_gas
         c["fee"] += r.fee
 
-    for part in _chunks(jobs, chunk):
-        r = await client.execute([tok_client.approve_call(net.job_manager, len(part) * MAX_PAYMENT),
-                                  *(jm_client.submit_job_call(j.job_id, model_hash, j.input_commitment, "receipt",
-                                                              MAX_PAYMENT, deadline) for j in part)], what="Escrow")
-        count("escrow", len(part), r)
+    for n, part in enumerate(_chunks(jobs, chunk)):
+        await send("escrow", client, len(part), [
+            tok_client.approve_call(net.job_manager, len(part) * MAX_PAYMENT),
+            *(jm_client.submit_job_call(j.job_id, model_hash, j.input_commitment, "receipt", MAX_PAYMENT, deadline)
+              for j in part)], "Escrow", n)
     times["escrow"] = time.perf_counter() - t
 
     t = time.perf_counter()
     jm_gov = JobManager(gov, net.job_manager)
-    for part in _chunks(jobs, chunk):
-        r = await gov.execute([jm_gov.assign_call(j.job_id, workers[j.worker][1].address) for j in part],
-                              what="Assign jobs")
-        count("assign", len(part), r)
+    for n, part in enumerate(_chunks(jobs, chunk)):
+        await send("assign", gov, len(part), [jm_gov.assign_call(j.job_id, workers[j.worker][1].address)
+                                              for j in part], "Assign jobs", n)
     times["assign"] = time.perf_counter() - t
 
     t = time.perf_counter()
 
-    async def work(w: int, part: Sequence[Job]) -> None:
+    async def work(w: int, part: Sequence[Job], n: int) -> None:
         chain = workers[w][1]
         mine = [j for j in part if j.worker == w]
         if not mine:
             return
         jm = JobManager(chain, net.job_manager)
         calls = [jm.submit_result_call(j.job_id, j.output_commitment, 0) for j in mine]
-        count("results", len(mine), await chain.execute(calls, what="Submit results"))
+        await send("results", chain, len(mine), calls, "Submit results", n)
 
-    for part in _chunks(jobs, chunk):
-        await asyncio.gather(*(work(w, part) for w in range(n_workers)))
+    for n, part in enumerate(_chunks(jobs, chunk)):
+        await asyncio.gather(*(work(w, part, n) for w in range(n_workers)))
     times["results"] = time.perf_counter() - t
     setup_cost = {phase: {"txs": c["txs"], "jobs_per_tx": c["jobs"] / c["txs"], "s_per_job": times[phase] / c["jobs"],
                           "l2_gas_per_job": c["l2_gas"] / c["jobs"], "fee_per_job_fri": c["fee"] / c["jobs"]}
                   for phase, c in cost.items()}
-    return Rig(net, gov, client, workers, model_hash, jobs, times, setup_cost, dev.process.pid)
+    return Rig(net, gov, client, workers, model_hash, jobs, times, setup_cost, dev.process.pid, first)
 
 
 def sign(rig: Rig, part: Sequence[Job]) -> list[tuple[str, int, dict[str, Any]]]:
@@ -326,7 +347,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             t = time.perf_counter()
             base = await life.baseline(rig, args.baseline)
-            now = await life.today(rig, args.chunk)
+            now = life.today(rig)
             ledger = await life.ledger_flow(rig, dev.url, life_sizes, args.jobs_per_client)
             print(f"whole-life measurements: {time.perf_counter() - t:.0f} s", flush=True)
     rows = {name: summarize(ss) for name, ss in measured["samples"].items() if ss}
@@ -348,17 +369,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=200, help="jobs finalized by finalize_batch, shared out over the sizes")
-    ap.add_argument("--singles", type=int, default=20, help="jobs finalized one finalize_receipt transaction each")
-    ap.add_argument("--sizes", default="1,10,50,100", help="jobs per finalize_batch transaction")
+    ap.add_argument("--jobs", type=int, default=100, help="jobs finalized by finalize_batch, shared out over the sizes")
+    ap.add_argument("--singles", type=int, default=3, help="jobs finalized one finalize_receipt transaction each")
+    ap.add_argument("--sizes", default="100",
+                    help="jobs per finalize_batch transaction (the sweep: 1,10,50,100 with --jobs 200 --singles 20)")
     ap.add_argument("--workers", type=int, default=3, help="worker accounts (2-4 is typical)")
     ap.add_argument("--chunk", type=int, default=50, help="jobs per escrow / assign / submit-result multicall")
     ap.add_argument("--seed", type=int, default=7, help="devnet seed")
-    ap.add_argument("--simulate", type=int, default=3,
-                    help="transactions per size also simulated first, for Cairo steps (0: no step counts)")
+    ap.add_argument("--simulate", type=int, default=1,
+                    help="transactions per size also simulated first, for Cairo steps (0: no step counts; every "
+                         "transaction of a size runs the same code)")
     ap.add_argument("--life-sizes", default="10,100,1000",
                     help="jobs per CiroLedger settle_batch for the whole-life comparison ('' to skip it)")
-    ap.add_argument("--baseline", type=int, default=3, help="jobs settled with one transaction per step")
+    ap.add_argument("--baseline", type=int, default=1,
+                    help="jobs settled with one transaction per step (the same code each time)")
     ap.add_argument("--jobs-per-client", type=int, default=10,
                     help="ledger flow: jobs a client deposit funds (one client per this many jobs of a batch)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "settlement.json")

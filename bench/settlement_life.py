@@ -6,8 +6,9 @@ finalize_batch with Merkle-batched receipts), and CiroLedger's batched flow
 The ledger flow's on-chain life of a job is its share of a client deposit (register key + approve + deposit, one
 transaction per client; `jobs_per_client` jobs a deposit), nothing per result (the worker signs its batch off
 chain), and its share of one `settle_batch` transaction (the batch's jobs spread over the workers, one worker batch
-each, and one spend authorization per client). A dispute (one `dispute_equivocation`) is measured on its own: it is
-only paid when used.
+each, and one spend authorization per client). A dispute (`dispute_equivocation`) is measured on its own, once per
+k (a leaf of that batch, its path as deep as that worker's tree, against a one-leaf batch): it is only paid when
+used.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ciro import Identity, new_job_ids
 from ciro.chain.client import ChainClient
 from ciro.chain.contracts import CiroToken, JobManager
 from ciro.chain.deploy import UDC_ADDRESS, declare
-from ciro.chain.ledger import CiroLedger, Leaf, deploy_ledger, sign_batch, sign_spend
+from ciro.chain.ledger import CiroLedger, Leaf, SignedBatch, deploy_ledger, sign_batch, sign_spend
 from ciro.chain.network import ACCOUNT_FEE_FUNDS, account_address, fee_transfer_call
 from ciro.receipts import JobLeaf, short_string
 from ciro.receipts import sign_batch as sign_receipts
@@ -112,7 +113,7 @@ def _mean(samples: Sequence[Sample]) -> Cost:
 
 
 async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client: int) -> dict[str, Any]:
-    """One settlement per size k (3 workers' batches, ceil(k / jobs_per_client) clients), then one dispute."""
+    """One settlement per size k (3 workers' batches, ceil(k / jobs_per_client) clients), then one dispute per k."""
     gov = rig.gov
     address = await deploy_ledger(gov, token=rig.net.token, pool=rig.net.pool, withdrawal_delay_s=3600,
                                   dispute_window_s=86400)
@@ -125,13 +126,15 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
         await gov.execute([token.mint_call(c.address, jobs_per_client * PAYMENT) for _, c in clients[i:i + 50]],
                           what="Funding ledger clients")
     out: dict[str, Any] = {}
-    kept: dict[str, Any] = {}
+    kept: dict[int, tuple[int, SignedBatch]] = {}
     for batch_id, k in enumerate(sizes, start=1):
         mine, clients = clients[:n_clients[k]], clients[n_clients[k]:]
+        # Governance's bindings prepare every client's calls (a prepared call does not depend on the sending
+        # account): building a binding parses the contract's ABI, ~1 s of CPU each, 3 a client before.
         def deposit_calls(ident: Identity, c: ChainClient) -> list[Any]:
-            return [CiroLedger(c, address).register_client_key_call(ident.public_key),
-                    CiroToken(c, rig.net.token).approve_call(address, jobs_per_client * PAYMENT),
-                    CiroLedger(c, address).deposit_call(jobs_per_client * PAYMENT)]
+            return [ledger.register_client_key_call(ident.public_key),
+                    token.approve_call(address, jobs_per_client * PAYMENT),
+                    ledger.deposit_call(jobs_per_client * PAYMENT)]
 
         # The first client's deposit is measured in full (with steps); the others, the same code, are sent
         # concurrently and counted by their receipts' L2 gas and fee.
@@ -173,47 +176,44 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
             "settle_tx": {"l2_gas": settle.l2_gas, "steps": settle.steps, "events": settle.events,
                           "calldata_felts": calldata, "l1_data_gas": settle.l1_data_gas, "fee": settle.fee},
         }
-        kept[str(k)] = (batch_id, batches[0])
-    # A dispute: worker 0 signs another output for a job of the largest batch; anyone shows both leaves.
-    batch_id, first = kept[str(max(sizes))]
-    leaf0 = first.leaves[0]
-    twin = Leaf(leaf0.job_id, leaf0.model_hash, leaf0.input_commitment, leaf0.output_commitment + 1, leaf0.worker_key,
-                leaf0.level, leaf0.timestamp_ms, 0, 0)
-    other = sign_batch(rig.workers[0][0], first.worker, [twin])
-    await gov.execute([ledger.settle_batch_call(len(sizes) + 1, [other], [])], what="the equivocating batch")
-    dispute = await timed(rig.client, 1, [CiroLedger(rig.client, address).dispute_equivocation_call(
-        first.proof(batch_id, 0), other.proof(len(sizes) + 1, 0))], "dispute_equivocation", True, rig.devnet_pid)
-    assert await ledger.disputed(leaf0.job_id, first.worker)
-    out["dispute"] = {"l2_gas": dispute.l2_gas, "l1_data_gas": dispute.l1_data_gas, "fee": dispute.fee,
-                      "steps": dispute.steps, "path_len": len(first.proof(batch_id, 0).path)}
+        kept[k] = (batch_id, batches[len(kept) % len(batches)])
+    # Disputes: for each k, one worker (another for each k: a slashed worker is banned, so every equivocating batch
+    # is settled first) signs another output for a job of that batch; anyone shows both leaves.
+    twins: dict[int, tuple[int, SignedBatch]] = {}
+    for k, (_, signed) in kept.items():
+        leaf0 = signed.leaves[0]
+        twin = Leaf(leaf0.job_id, leaf0.model_hash, leaf0.input_commitment, leaf0.output_commitment + 1,
+                    leaf0.worker_key, leaf0.level, leaf0.timestamp_ms, 0, 0)
+        ident = next(i for i, c in rig.workers if c.address == signed.worker)
+        other = sign_batch(ident, signed.worker, [twin])
+        twin_id = len(sizes) + 1 + len(twins)
+        await gov.execute([ledger.settle_batch_call(twin_id, [other], [])], what="the equivocating batch")
+        twins[k] = (twin_id, other)
+    disputes = []
+    for k, (batch_id, signed) in kept.items():
+        twin_id, other = twins[k]
+        dispute = await timed(rig.client, 1, [ledger.dispute_equivocation_call(
+            signed.proof(batch_id, 0), other.proof(twin_id, 0))], "dispute_equivocation", True, rig.devnet_pid)
+        assert await ledger.disputed(signed.leaves[0].job_id, signed.worker)
+        disputes.append({"k": k, "leaves": signed.count, "l2_gas": dispute.l2_gas, "l1_data_gas": dispute.l1_data_gas,
+                         "fee": dispute.fee, "steps": dispute.steps, "path_len": len(signed.proof(batch_id, 0).path)})
+    out["disputes"] = disputes
+    out["dispute"] = disputes[-1]  # the largest k: the deepest path
     return out
 
 
-async def today(rig: Rig, chunk: int) -> dict[str, Any]:
-    """Today's JobManager steps before finalization, as bench/settlement.py's set-up does them: one escrow
-    multicall of `chunk` jobs (approve + submit_job each), governance's assign_job multicall of the same jobs (to
-    one worker) and that worker's submit_result multicall; measured (with steps) per job. Finalization comes from
-    the finalize_batch rows."""
-    jm_client = JobManager(rig.client, rig.net.job_manager)
-    await rig.gov.execute([CiroToken(rig.gov, rig.net.token).mint_call(rig.client.address, chunk * 10**18)],
-                          what="Funding today's flow")
-    deadline = (await rig.gov.now()) + 7 * 86400
-    ids = new_job_ids(chunk)
-    escrow = await timed(rig.client, chunk, [
-        CiroToken(rig.client, rig.net.token).approve_call(rig.net.job_manager, chunk * 10**18),
-        *(jm_client.submit_job_call(j, rig.model_hash, os.urandom(32).hex(), "receipt", 10**18, deadline)
-          for j in ids)], "escrow multicall", True, rig.devnet_pid)
-    wchain = rig.workers[0][1]
-    jm_gov = JobManager(rig.gov, rig.net.job_manager)
-    assign = await timed(rig.gov, chunk, [jm_gov.assign_call(j, wchain.address) for j in ids], "assign multicall",
-                         True, rig.devnet_pid)
-    jm_worker = JobManager(wchain, rig.net.job_manager)
-    results = await timed(wchain, chunk, [jm_worker.submit_result_call(j, os.urandom(32).hex(), 0) for j in ids],
-                          "submit multicall", True, rig.devnet_pid)
+def today(rig: Rig) -> dict[str, Cost]:
+    """Today's JobManager steps before finalization, per job, from the set-up's first chunk (bench/settlement.py
+    `build`, simulated for steps): one escrow multicall of `--chunk` jobs (approve + submit_job each), governance's
+    assign_job multicall of the same jobs, and the workers' submit_result multicalls of them (one per worker, the
+    jobs alternating over the workers). Finalization comes from the finalize_batch rows."""
     out = {}
-    for name, s in (("escrow", escrow), ("assign", assign), ("result", results)):
+    for name, phase in (("escrow", "escrow"), ("assign", "assign"), ("result", "results")):
+        samples = rig.first_chunk[phase]
+        jobs = sum(s.k for s in samples)
         c = Cost()
-        c.add(s, 1 / chunk)
+        for s in samples:
+            c.add(s, 1 / jobs)
         out[name] = c
     return out
 
@@ -248,15 +248,15 @@ def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[
                   f"(limit {LIMITS['steps']:,}), {tx['events']} events (limit {LIMITS['events']:,}), "
                   f"{tx['calldata_felts']} calldata felts (limit {LIMITS['calldata_felts']:,}); "
                   f"funding share {r['funding']['l2_gas']:,.0f} + settlement {r['settle']['l2_gas']:,.0f} L2 gas/job")
-    d = ledger["dispute"]
     single = rows.get("single")
-    verdict = ""
-    if single:
-        ok = d["l2_gas"] <= single["l2_gas_per_job"]
-        verdict = (f" vs finalize_receipt {single['l2_gas_per_job']:,.0f}: "
-                   f"{'MET' if ok else 'NOT MET'} (target: no more)")
-    print(f"dispute of one job (dispute_equivocation, paths of {d['path_len']}): {d['l2_gas']:,} L2 gas, "
-          f"{d['steps']:,} steps{verdict}")
+    for d in ledger["disputes"]:
+        verdict = ""
+        if single:
+            ok = d["l2_gas"] <= single["l2_gas_per_job"]
+            verdict = (f" vs finalize_receipt {single['l2_gas_per_job']:,.0f}: "
+                       f"{'MET' if ok else 'NOT MET'} (target: no more)")
+        print(f"dispute of one job (dispute_equivocation, a leaf of the k={d['k']} batch: {d['leaves']} leaves, "
+              f"path of {d['path_len']}): {d['l2_gas']:,} L2 gas, {d['steps']:,} steps{verdict}")
     largest = max((r for n, r in ledger.items() if n.startswith("ledger_")), key=lambda r: r["k"])
     tx = largest["settle_tx"]
     fits = (tx["steps"] <= LIMITS["steps"] and tx["events"] <= LIMITS["events"]

@@ -21,7 +21,7 @@ from ciro import Identity
 from ciro.chain import CDCPool, ChainClient, CiroToken, deploy_network, ensure_account
 from ciro.chain.client import TxResult
 from ciro.chain.ledger import CiroLedger, Leaf, SignedBatch, deploy_ledger, sign_batch, sign_spend, spend_message
-from ciro.errors import ContractRevertedError
+from ciro.errors import ContractRevertedError, InputError
 from ciro.merkle import merkle_path, root_from_path
 from ciro.receipts import short_string
 from ciro_devnet.launch import DevnetProcess
@@ -222,7 +222,8 @@ def test_settlement_pays_exactly_and_jobs_stay_provable(world: World) -> None:
         assert len(ledger_events) == 1
         assert ledger_events[0][2][:4] == [2, 2, 4, sum(prices)]  # workers, clients, jobs, amount.low
         record = await ledger.batch(batch_id, w1.address)
-        assert (record.root, record.count, record.total) == (b1.root, 3, b1.total)
+        block = await world.gov.chain.node.get_block(block_number=result.block_number)
+        assert (record.root, record.count, record.total, record.settled_at) == (b1.root, 3, b1.total, block.timestamp)
         # Any job is provable by its leaf and path; a changed leaf, another index or another worker is not.
         for i, lf in enumerate(b1.leaves):
             path = merkle_path(b1.levels, i)
@@ -323,17 +324,34 @@ def test_disputes_slash_or_fail(world: World) -> None:
         start = await world.state()
         # Failing disputes revert and change nothing.
         await reverts(w1.send(ledger.dispute_equivocation_call(first, a.proof(ida, 1))), "LEDGER: same output")
-        await reverts(w1.send(ledger.dispute_equivocation_call(first, a.proof(ida, 0))), "LEDGER: not the same job")
         bad_path = a.proof(ida, 1)
         bad_path = type(bad_path)(bad_path.batch_id, bad_path.worker, second.leaf, 1, bad_path.path)
         await reverts(w1.send(ledger.dispute_equivocation_call(first, bad_path)), "LEDGER: leaf not in batch")
+        # Two jobs, or two workers, cannot even be put in one call (it names the worker and the job once).
+        with pytest.raises(InputError):
+            ledger.dispute_equivocation_call(first, a.proof(ida, 0))
+        with pytest.raises(InputError):
+            ledger.dispute_equivocation_call(first, type(second)(idb, w1.address, second.leaf, 0, second.path))
+        # The same leaf under w1's name (w1 never signed that root), or the job's other leaf at the wrong index.
         await reverts(w1.send(ledger.dispute_equivocation_call(
-            first, type(second)(idb, w1.address, second.leaf, 0, second.path))), "LEDGER: not the same worker")
+            type(first)(ida, w1.address, first.leaf, 1, first.path),
+            type(second)(idb, w1.address, second.leaf, 0, second.path))), "LEDGER: unknown batch")
+        await reverts(w1.send(ledger.dispute_equivocation_call(
+            type(first)(ida, cheat.address, first.leaf, 0, first.path), second)), "LEDGER: leaf not in batch")
+        # A true leaf shown under another settled batch of the same worker (another root), or under a batch id
+        # that was never settled.
+        await reverts(w1.send(ledger.dispute_equivocation_call(
+            first, type(second)(ida, cheat.address, second.leaf, 0, second.path))), "LEDGER: leaf not in batch")
+        await reverts(w1.send(ledger.dispute_equivocation_call(
+            first, type(second)(10**9, cheat.address, second.leaf, 0, second.path))), "LEDGER: unknown batch")
         assert await world.state() == start
         assert await pool.view("stake_of", cheat.address) == stake
-        # The real one slashes 30% (double signing) and is accepted once.
+        # The real one slashes 30% (double signing), which the pool keeps for governance, and is accepted once.
+        held = int(await pool.view("slashed_balance"))
         await w1.send(ledger.dispute_equivocation_call(first, second))
         assert await pool.view("stake_of", cheat.address) == stake - stake * 30 // 100
+        assert await pool.view("slashed_balance") == held + stake * 30 // 100
+        assert await world.state() == start  # no token moved
         assert await ledger.disputed(job_id, cheat.address)
         await reverts(w1.send(ledger.dispute_equivocation_call(second, first)), "LEDGER: already disputed")
 

@@ -632,6 +632,7 @@ def test_slashing_matrix(world: World) -> None:
         await workers[0].send(workers[0].pool.prepare("request_unstake", pending))
         stakes = {Violation.DOUBLE_SIGNING: (SLASH_STAKE - pending, pending)}
         before = await world.balances(gov.address, pool_addr)
+        held = await gov.pool.slashed_balance()
         result = await gov.send(*(gov.pool.slash_call(w.address, violation, 1000 + violation)
                                   for violation, w in zip(PENALTY, workers, strict=True)))
         now = await world.block_time(result)
@@ -647,7 +648,9 @@ def test_slashing_matrix(world: World) -> None:
                 stake - cut, pend - pend_cut, reputation, banned, False), violation
         # Floors: 30 % of 700e18 + 26 wei is 210e18 + 7 (7.8 floored); 5 % of 1000e18 + 37 is 50e18 + 1.
         assert taken == (210 * CIRO + 7) + (90 * CIRO + 3) + (50 * CIRO + 1) + (500 * CIRO + 18) + SLASH_STAKE
-        assert await world.balances(gov.address, pool_addr) == [before[0] + taken, before[1] - taken]
+        # A slash moves no token: the pool keeps what it took, counted for governance.
+        assert await world.balances(gov.address, pool_addr) == before
+        assert await gov.pool.slashed_balance() == held + taken
         events = [e for e in result.events if e[0] == pool_addr and e[1][0] == get_selector_from_name("Slashed")]
         assert [e[1][1] for e in events] == [w.address for w in workers]
 
@@ -660,11 +663,25 @@ def test_slashing_matrix(world: World) -> None:
         assert (after.stake, after.pending, after.reputation, after.banned_until) == (
             s1.stake - s1.stake * 5 // 100, s1.pending - s1.pending * 5 // 100, 440, s1.banned_until)
         # Nothing left to take from the attacker; its ban stays forever and reputation at 0.
-        gov_balance = (await world.balances(gov.address))[0]
+        held = await gov.pool.slashed_balance()
         await gov.send(gov.pool.slash_call(workers[3].address, Violation.DOWNTIME, 8))
         after = await gov.pool.worker(workers[3].address)
         assert (after.stake, after.reputation, after.banned_until) == (0, 0, BANNED_FOREVER)
-        assert (await world.balances(gov.address))[0] == gov_balance
+        assert await gov.pool.slashed_balance() == held
+
+        # Only governance moves the slashed tokens out, all at once, to the recipient it names; a slashed worker
+        # or an outsider cannot, and the stakes are untouched.
+        balances = await world.balances(gov.address, pool_addr, outsider.address)
+        stakes = [await gov.pool.view("stake_of", w.address) for w in workers]
+        for who in (outsider, workers[0]):
+            await reverts(who.send(who.pool.withdraw_slashed_call(who.address)), "POOL: not governance")
+        assert await world.balances(gov.address, pool_addr, outsider.address) == balances
+        await gov.send(gov.pool.withdraw_slashed_call(outsider.address))
+        assert await world.balances(gov.address, pool_addr, outsider.address) == [
+            balances[0], balances[1] - held, balances[2] + held]
+        assert await gov.pool.slashed_balance() == 0
+        assert [await gov.pool.view("stake_of", w.address) for w in workers] == stakes
+        await reverts(gov.send(gov.pool.withdraw_slashed_call(outsider.address)), "POOL: nothing slashed")
 
         await reverts(gov.send(gov.pool.slash_call(workers[1].address, 5, 0)), "POOL: unknown violation")
         await reverts(gov.send(gov.pool.slash_call(outsider.address, Violation.DOWNTIME, 0)), "POOL: not registered")
@@ -709,11 +726,13 @@ def test_report_invalid_compute_and_security(world: World) -> None:
         assert stake_before == STAKE
 
         before = await world.balances(gov.address, pool_addr, outsider.address)
+        held = await gov.pool.slashed_balance()
         result = await send_report(report)
         now = await world.block_time(result)
         cut = STAKE // 2
-        assert await world.balances(gov.address, pool_addr, outsider.address) == [
-            before[0] + cut, before[1] - cut, before[2]]
+        # The pool keeps the cut for governance (no token moves in a slash).
+        assert await world.balances(gov.address, pool_addr, outsider.address) == before
+        assert await gov.pool.slashed_balance() == held + cut
         state = await gov.pool.worker(dissenter.address)
         assert (state.stake, state.reputation, state.banned_until, state.eligible, state.validator) == (
             STAKE - cut, REPUTATION_START - 75, now + 180 * DAY, False, True)

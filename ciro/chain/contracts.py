@@ -122,6 +122,14 @@ class CDCPool(_Bound):
     def slash_call(self, worker: int, violation: int, evidence: int) -> Any:
         return self.prepare("slash", worker, violation, evidence)
 
+    def withdraw_slashed_call(self, recipient: int) -> Any:
+        """Governance only: move every slashed token the pool holds to ``recipient``."""
+        return self.prepare("withdraw_slashed", recipient)
+
+    async def slashed_balance(self) -> int:
+        """Slashed tokens the pool holds for governance (a slash keeps them in the pool)."""
+        return int(await self.view("slashed_balance"))
+
     def add_validator_call(self, worker: int) -> Any:
         return self.prepare("add_validator", worker)
 

@@ -74,10 +74,18 @@ class Leaf:
                             output_commitment=self.output_commitment, worker_key=self.worker_key, level=self.level,
                             timestamp_ms=self.timestamp_ms, price=self.price, client=self.client)
 
-    def as_cairo(self) -> dict[str, int]:
-        return {"job_id": self.job_id, "model_hash": self.model_hash, "input_commitment": self.input_commitment,
-                "output_commitment": self.output_commitment, "worker_key": self.worker_key, "level": self.level,
-                "timestamp_ms": self.timestamp_ms, "price": self.price, "client": self.client}
+    def as_cairo(self) -> dict[str, Any]:
+        """The contract's ``Leaf``: the job id and the 11 felts hashed after it (``LeafBody``)."""
+        return {"job_id": self.job_id, "body": self.body_as_cairo()}
+
+    def body_as_cairo(self) -> dict[str, int]:
+        """The contract's ``LeafBody``: each 256-bit digest as its low and high halves, then the other fields."""
+        low = (1 << 128) - 1
+        return {"model_low": self.model_hash & low, "model_high": self.model_hash >> 128,
+                "input_low": self.input_commitment & low, "input_high": self.input_commitment >> 128,
+                "output_low": self.output_commitment & low, "output_high": self.output_commitment >> 128,
+                "worker_key": self.worker_key, "level": self.level, "timestamp_ms": self.timestamp_ms,
+                "price": self.price, "client": self.client}
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,12 @@ class LeafProof:
         return {"batch_id": self.batch_id, "worker": self.worker, "leaf": self.leaf.as_cairo(), "index": self.index,
                 "path": list(self.path)}
 
+    def at_cairo(self) -> dict[str, Any]:
+        """The contract's ``LeafAt`` (one side of an equivocation): ``batch_id * 2**64 + index``, the leaf's fields
+        after its job id, the path."""
+        return {"position": (self.batch_id << 64) | self.index, "body": self.leaf.body_as_cairo(),
+                "path": list(self.path)}
+
 
 @dataclass(frozen=True)
 class BatchRecord:
@@ -161,7 +175,18 @@ class CiroLedger(_Bound):
                             [c.as_cairo() for c in clients])
 
     def dispute_equivocation_call(self, first: LeafProof, second: LeafProof) -> Any:
-        return self.prepare("dispute_equivocation", first.as_cairo(), second.as_cairo())
+        """Two leaves of one job by one worker with different outputs; the call names the worker and the job id
+        once (cheaper calldata), so proofs of two workers or two jobs are refused here."""
+        if first.worker != second.worker or first.leaf.job_id != second.leaf.job_id:
+            raise InputError("An equivocation is two leaves of the same job by the same worker: these proofs are "
+                             f"of worker {first.worker:#x} job {first.leaf.job_id:#x} and worker "
+                             f"{second.worker:#x} job {second.leaf.job_id:#x}. Pass two proofs of one job.")
+        for proof in (first, second):
+            if not (0 <= proof.batch_id < 2**64 and 0 <= proof.index < 2**64):
+                raise InputError(f"A batch id and a leaf index fit 64 bits each, got {proof.batch_id} and "
+                                 f"{proof.index}.")
+        return self.prepare("dispute_equivocation", first.worker, first.leaf.job_id, first.at_cairo(),
+                            second.at_cairo())
 
     def dispute_quorum_call(self, accused: LeafProof, f: int, validators: Sequence[LeafProof]) -> Any:
         return self.prepare("dispute_quorum", accused.as_cairo(), f, [v.as_cairo() for v in validators])

@@ -35,6 +35,8 @@ trait ICDCPool<TContractState> {
     fn request_unstake(ref self: TContractState, amount: u256);
     fn withdraw(ref self: TContractState);
     fn slash(ref self: TContractState, worker: ContractAddress, violation: u8, evidence: felt252);
+    fn withdraw_slashed(ref self: TContractState, recipient: ContractAddress);
+    fn slashed_balance(self: @TContractState) -> u256;
     fn add_validator(ref self: TContractState, worker: ContractAddress);
     fn remove_validator(ref self: TContractState, worker: ContractAddress);
     fn set_uptime(ref self: TContractState, worker: ContractAddress, uptime_bps: u16);

@@ -22,8 +22,12 @@ mod CiroLedger {
     use ciro::interfaces::{
         ICiroTokenDispatcher, ICiroTokenDispatcherTrait, ICDCPoolDispatcher, ICDCPoolDispatcherTrait
     };
-    use ciro::ledger_api::{WorkerBatch, SpendAuthorization, Leaf, LeafProof, BatchRecord};
-    use ciro::merkle::{batch_message, receipt_leaf, root_from_path};
+    use ciro::ledger_api::{
+        WorkerBatch, SpendAuthorization, Leaf, LeafBody, LeafAt, LeafProof, BatchRecord
+    };
+    use integer::{u128_safe_divmod, u128_as_non_zero};
+    use traits::TryInto;
+    use ciro::merkle::{batch_message, receipt_leaf_felts, root_from_path};
     use ciro::signature::{KeyPoint, key_point, verify};
 
     const SPEND_DOMAIN: felt252 = 'CIRO_SPEND_V1';
@@ -44,14 +48,14 @@ mod CiroLedger {
         client_keys: LegacyMap<ContractAddress, KeyPoint>,
         // CDCPool keys never change once registered: cached with the sign of y that verified last.
         worker_keys: LegacyMap<ContractAddress, KeyPoint>,
-        // A settled batch per (batch id, worker): its root and settlement time apart from its count and total, so
-        // that a dispute reads two slots a leaf.
+        // A settled batch per (batch id, worker): its root, its count and total, and the end of its dispute window
+        // keyed by (batch id, worker, root), so that a dispute reads one slot a leaf (0: no such settled root).
         batch_roots: LegacyMap<(u64, ContractAddress), felt252>,
-        batch_times: LegacyMap<(u64, ContractAddress), u64>,
         batch_sizes: LegacyMap<(u64, ContractAddress), (u64, u128)>,
+        dispute_ends: LegacyMap<(u64, ContractAddress, felt252), u64>,
         // Batch messages already paid: a worker's signed batch is paid once, whatever the batch id.
         settled_messages: LegacyMap<felt252, bool>,
-        disputes: LegacyMap<(u128, ContractAddress), bool>,
+        disputes: LegacyMap<(felt252, ContractAddress), bool>,
     }
 
     #[event]
@@ -185,7 +189,7 @@ mod CiroLedger {
         ) {
             assert(get_caller_address() == self.operator_addr.read(), 'LEDGER: not operator');
             assert(workers.len() != 0, 'LEDGER: no worker batch');
-            let now = get_block_timestamp();
+            let ends = get_block_timestamp() + self.window.read();
             let pool = self._pool();
             let mut paid: u256 = 0;
             let mut jobs: u64 = 0;
@@ -197,7 +201,7 @@ mod CiroLedger {
                         break;
                     },
                 };
-                self._settle_worker(batch_id, wb, now, pool);
+                self._settle_worker(batch_id, wb, ends, pool);
                 paid += wb.total.into();
                 jobs += wb.count;
             };
@@ -244,22 +248,28 @@ mod CiroLedger {
             };
         }
 
-        // Two leaves of one job with different outputs under roots the same worker signed: double signing.
-        fn dispute_equivocation(ref self: ContractState, first: LeafProof, second: LeafProof) {
-            assert(first.worker == second.worker, 'LEDGER: not the same worker');
-            assert(first.leaf.job_id == second.leaf.job_id, 'LEDGER: not the same job');
+        // Two leaves of one job with different outputs under roots the same worker signed: double signing. The
+        // worker and the job id are given once, so both leaves are of that worker and that job by construction.
+        fn dispute_equivocation(
+            ref self: ContractState,
+            worker: ContractAddress,
+            job_id: felt252,
+            first: LeafAt,
+            second: LeafAt
+        ) {
             assert(
-                first.leaf.output_commitment != second.leaf.output_commitment,
+                first.body.output_low != second.body.output_low
+                    || first.body.output_high != second.body.output_high,
                 'LEDGER: same output'
             );
-            let t1 = self._prove(first);
-            let t2 = self._prove(second);
-            let latest = if t1 > t2 {
-                t1
+            let e1 = self._prove_at(worker, job_id, first);
+            let e2 = self._prove_at(worker, job_id, second);
+            let latest = if e1 > e2 {
+                e1
             } else {
-                t2
+                e2
             };
-            self._punish(first.worker, first.leaf.job_id, latest, DOUBLE_SIGNING);
+            self._punish(worker, job_id, latest, DOUBLE_SIGNING);
         }
 
         // A 'quorum' job whose leaf from `accused` has another output than the leaves of at least 2f + 1 distinct
@@ -271,10 +281,10 @@ mod CiroLedger {
             assert(pool.validator_count() >= 3 * f + 1, 'LEDGER: too few validators');
             assert(validators.len() >= 2 * f + 1, 'LEDGER: no quorum');
             let job = accused.leaf;
-            assert(job.level == 'quorum', 'LEDGER: not a quorum job');
-            let settled_at = self._prove(accused);
+            assert(job.body.level == 'quorum', 'LEDGER: not a quorum job');
+            let ends = self._prove(accused);
             let mut seen: Array<ContractAddress> = ArrayTrait::new();
-            let mut agreed: u256 = 0;
+            let mut agreed: (felt252, felt252) = (0, 0);
             let mut vs = validators.span();
             loop {
                 let v = match vs.pop_front() {
@@ -287,19 +297,30 @@ mod CiroLedger {
                 assert(pool.is_validator(v.worker), 'LEDGER: not a validator');
                 assert(!contains(seen.span(), v.worker), 'LEDGER: duplicate validator');
                 seen.append(v.worker);
+                let mine = v.leaf.body;
+                let theirs = job.body;
                 assert(v.leaf.job_id == job.job_id, 'LEDGER: not the same job');
-                assert(v.leaf.level == 'quorum', 'LEDGER: not a quorum job');
-                assert(v.leaf.model_hash == job.model_hash, 'LEDGER: other model');
-                assert(v.leaf.input_commitment == job.input_commitment, 'LEDGER: other input');
+                assert(mine.level == 'quorum', 'LEDGER: not a quorum job');
+                assert(
+                    mine.model_low == theirs.model_low && mine.model_high == theirs.model_high,
+                    'LEDGER: other model'
+                );
+                assert(
+                    mine.input_low == theirs.input_low && mine.input_high == theirs.input_high,
+                    'LEDGER: other input'
+                );
+                let output = (mine.output_low, mine.output_high);
                 if seen.len() == 1 {
-                    agreed = v.leaf.output_commitment;
-                    assert(agreed != job.output_commitment, 'LEDGER: same output');
+                    agreed = output;
+                    assert(
+                        output != (theirs.output_low, theirs.output_high), 'LEDGER: same output'
+                    );
                 } else {
-                    assert(v.leaf.output_commitment == agreed, 'LEDGER: validators disagree');
+                    assert(output == agreed, 'LEDGER: validators disagree');
                 }
                 self._prove(v);
             };
-            self._punish(accused.worker, job.job_id, settled_at, INVALID_COMPUTE);
+            self._punish(accused.worker, job.job_id, ends, INVALID_COMPUTE);
         }
 
         fn job_in_batch(
@@ -311,7 +332,7 @@ mod CiroLedger {
             path: Span<felt252>
         ) -> bool {
             let record = self._record(batch_id, worker);
-            if record.settled_at == 0 || index >= record.count {
+            if record.root == 0 || index >= record.count {
                 return false;
             }
             if index >= pow2(path.len()) {
@@ -345,7 +366,7 @@ mod CiroLedger {
         }
 
         fn disputed(self: @ContractState, job_id: u128, worker: ContractAddress) -> bool {
-            self.disputes.read((job_id, worker))
+            self.disputes.read((job_id.into(), worker))
         }
 
         fn operator(self: @ContractState) -> ContractAddress {
@@ -400,12 +421,15 @@ mod CiroLedger {
         out
     }
 
-    fn leaf_hash(leaf: Leaf) -> felt252 {
-        receipt_leaf(
-            leaf.job_id,
-            leaf.model_hash,
-            leaf.input_commitment,
-            leaf.output_commitment,
+    fn leaf_hash(job_id: felt252, leaf: LeafBody) -> felt252 {
+        receipt_leaf_felts(
+            job_id,
+            leaf.model_high,
+            leaf.model_low,
+            leaf.input_high,
+            leaf.input_low,
+            leaf.output_high,
+            leaf.output_low,
             leaf.worker_key,
             leaf.level,
             leaf.timestamp_ms,
@@ -425,13 +449,11 @@ mod CiroLedger {
         }
 
         fn _settle_worker(
-            ref self: ContractState, batch_id: u64, wb: WorkerBatch, now: u64, pool: ICDCPoolDispatcher
+            ref self: ContractState, batch_id: u64, wb: WorkerBatch, ends: u64, pool: ICDCPoolDispatcher
         ) {
             assert(wb.count != 0, 'LEDGER: empty batch');
-            assert(
-                self.batch_times.read((batch_id, wb.worker)) == 0,
-                'LEDGER: batch exists'
-            );
+            assert(wb.root != 0, 'LEDGER: zero root');
+            assert(self.batch_roots.read((batch_id, wb.worker)) == 0, 'LEDGER: batch exists');
             assert(pool.is_eligible(wb.worker), 'LEDGER: worker not eligible');
             let key = self._worker_key(wb.worker);
             let message = batch_message(wb.root, key.x, wb.count, wb.total);
@@ -443,7 +465,7 @@ mod CiroLedger {
             }
             self.settled_messages.write(message, true);
             self.batch_roots.write((batch_id, wb.worker), wb.root);
-            self.batch_times.write((batch_id, wb.worker), now);
+            self.dispute_ends.write((batch_id, wb.worker, wb.root), ends);
             self.batch_sizes.write((batch_id, wb.worker), (wb.count, wb.total));
         }
 
@@ -492,35 +514,66 @@ mod CiroLedger {
 
         fn _record(self: @ContractState, batch_id: u64, worker: ContractAddress) -> BatchRecord {
             let (count, total) = self.batch_sizes.read((batch_id, worker));
-            BatchRecord {
-                root: self.batch_roots.read((batch_id, worker)),
-                count,
-                total,
-                settled_at: self.batch_times.read((batch_id, worker))
-            }
+            let root = self.batch_roots.read((batch_id, worker));
+            let settled_at = if root == 0 {
+                0
+            } else {
+                self.dispute_ends.read((batch_id, worker, root)) - self.window.read()
+            };
+            BatchRecord { root, count, total, settled_at }
         }
 
         // Checks that the leaf is in the root its worker signed for that batch (a padding leaf is 0, which no
-        // Poseidon leaf hash is in practice); returns the batch's settlement time.
+        // Poseidon leaf hash is in practice): one storage read, the end of that root's dispute window, which only a
+        // settled (batch, worker, root) has; returns it.
         fn _prove(ref self: ContractState, proof: LeafProof) -> u64 {
-            let settled_at = self.batch_times.read((proof.batch_id, proof.worker));
-            assert(settled_at != 0, 'LEDGER: unknown batch');
-            let root = root_from_path(leaf_hash(proof.leaf), proof.index, proof.path);
-            assert(root == self.batch_roots.read((proof.batch_id, proof.worker)), 'LEDGER: leaf not in batch');
-            settled_at
+            let leaf = leaf_hash(proof.leaf.job_id, proof.leaf.body);
+            self._ends(proof.batch_id, proof.worker, leaf, proof.index, proof.path)
+        }
+
+        fn _prove_at(
+            ref self: ContractState, worker: ContractAddress, job_id: felt252, at: LeafAt
+        ) -> u64 {
+            let (batch_id, index) = u128_safe_divmod(at.position, u128_as_non_zero(0x10000000000000000));
+            self
+                ._ends(
+                    batch_id.try_into().unwrap(),
+                    worker,
+                    leaf_hash(job_id, at.body),
+                    index.try_into().unwrap(),
+                    at.path
+                )
+        }
+
+        fn _ends(
+            ref self: ContractState,
+            batch_id: u64,
+            worker: ContractAddress,
+            leaf: felt252,
+            index: u64,
+            path: Span<felt252>
+        ) -> u64 {
+            let root = root_from_path(leaf, index, path);
+            let ends = self.dispute_ends.read((batch_id, worker, root));
+            if ends == 0 {
+                // The failure path only: say which check failed.
+                assert(self.batch_roots.read((batch_id, worker)) != 0, 'LEDGER: unknown batch');
+                panic_with_felt252('LEDGER: leaf not in batch');
+            }
+            ends
         }
 
         fn _punish(
             ref self: ContractState,
             worker: ContractAddress,
-            job_id: u128,
-            settled_at: u64,
+            job_id: felt252,
+            ends: u64,
             violation: u8
         ) {
-            assert(get_block_timestamp() <= settled_at + self.window.read(), 'LEDGER: dispute window over');
+            assert(get_block_timestamp() <= ends, 'LEDGER: dispute window over');
             assert(!self.disputes.read((job_id, worker)), 'LEDGER: already disputed');
             self.disputes.write((job_id, worker), true);
-            self._pool().slash(worker, violation, job_id.into());
+            self._pool().slash(worker, violation, job_id);
         }
     }
 }

@@ -25,17 +25,28 @@ struct SpendAuthorization {
     s: felt252,
 }
 
-// The 9 fields of a receipt leaf (`merkle::receipt_leaf`).
+// The 9 fields of a receipt leaf (`merkle::receipt_leaf`) as the 12 felts it hashes, in the calldata order of
+// the typed fields (a 256-bit digest travels low, high; job id u128, time u64 and price u128 as felts). They are not
+// range-checked: a leaf counts only if it hashes into a root its worker signed, so its fields are the worker's.
 #[derive(Copy, Drop, Serde)]
 struct Leaf {
-    job_id: u128,
-    model_hash: u256,
-    input_commitment: u256,
-    output_commitment: u256,
+    job_id: felt252,
+    body: LeafBody,
+}
+
+// A leaf's fields after its job id (11 felts).
+#[derive(Copy, Drop, Serde)]
+struct LeafBody {
+    model_low: felt252,
+    model_high: felt252,
+    input_low: felt252,
+    input_high: felt252,
+    output_low: felt252,
+    output_high: felt252,
     worker_key: felt252,
     level: felt252,
-    timestamp_ms: u64,
-    price: u128,
+    timestamp_ms: felt252,
+    price: felt252,
     client: felt252,
 }
 
@@ -46,6 +57,15 @@ struct LeafProof {
     worker: ContractAddress,
     leaf: Leaf,
     index: u64,
+    path: Span<felt252>,
+}
+
+// One of the two leaves of an equivocation (whose worker and job id the dispute names once): where it lies,
+// `batch_id * 2**64 + index` in one felt, its fields after the job id, and its Merkle path.
+#[derive(Copy, Drop, Serde)]
+struct LeafAt {
+    position: u128,
+    body: LeafBody,
     path: Span<felt252>,
 }
 
@@ -70,7 +90,13 @@ trait ICiroLedger<TContractState> {
         workers: Array<WorkerBatch>,
         clients: Array<SpendAuthorization>
     );
-    fn dispute_equivocation(ref self: TContractState, first: LeafProof, second: LeafProof);
+    fn dispute_equivocation(
+        ref self: TContractState,
+        worker: ContractAddress,
+        job_id: felt252,
+        first: LeafAt,
+        second: LeafAt
+    );
     fn dispute_quorum(
         ref self: TContractState, accused: LeafProof, f: u32, validators: Array<LeafProof>
     );

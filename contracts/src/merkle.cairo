@@ -6,6 +6,7 @@ use array::{ArrayTrait, SpanTrait};
 use option::OptionTrait;
 use poseidon::{hades_permutation, poseidon_hash_span};
 use traits::Into;
+use integer::{u64_safe_divmod, u64_as_non_zero};
 
 fn hash2(left: felt252, right: felt252) -> felt252 {
     let (s0, _s1, _s2) = hades_permutation(left, right, 2);
@@ -15,17 +16,19 @@ fn hash2(left: felt252, right: felt252) -> felt252 {
 // The root that `leaf` at `index` hashes up to along `path`; panics 'MERKLE: index' when the
 // index does not fit the path (index >= 2 ** path.len()).
 fn root_from_path(leaf: felt252, index: u64, mut path: Span<felt252>) -> felt252 {
+    let two = u64_as_non_zero(2);
     let mut node = leaf;
     let mut i = index;
     loop {
         match path.pop_front() {
             Option::Some(sibling) => {
-                if i % 2 == 1 {
+                let (half, bit) = u64_safe_divmod(i, two);
+                if bit == 1 {
                     node = hash2(*sibling, node);
                 } else {
                     node = hash2(node, *sibling);
                 }
-                i = i / 2;
+                i = half;
             },
             Option::None(()) => {
                 break;
@@ -49,21 +52,46 @@ fn receipt_leaf(
     price: u128,
     client: felt252
 ) -> felt252 {
-    let mut felts: Array<felt252> = ArrayTrait::new();
-    felts.append('CIRO_LEAF_V1');
-    felts.append(job_id.into());
-    felts.append(model_hash.high.into());
-    felts.append(model_hash.low.into());
-    felts.append(input_commitment.high.into());
-    felts.append(input_commitment.low.into());
-    felts.append(output_commitment.high.into());
-    felts.append(output_commitment.low.into());
-    felts.append(worker_key);
-    felts.append(level);
-    felts.append(timestamp_ms.into());
-    felts.append(price.into());
-    felts.append(client);
-    poseidon_hash_span(felts.span())
+    receipt_leaf_felts(
+        job_id.into(),
+        model_hash.high.into(),
+        model_hash.low.into(),
+        input_commitment.high.into(),
+        input_commitment.low.into(),
+        output_commitment.high.into(),
+        output_commitment.low.into(),
+        worker_key,
+        level,
+        timestamp_ms.into(),
+        price.into(),
+        client
+    )
+}
+
+// `receipt_leaf` over the 12 felts as hashed (each digest high, low): poseidon_hash_span's sponge unrolled (two
+// felts a permutation, then the 13th with the padding 1), the same hash without building an array.
+fn receipt_leaf_felts(
+    job_id: felt252,
+    model_high: felt252,
+    model_low: felt252,
+    input_high: felt252,
+    input_low: felt252,
+    output_high: felt252,
+    output_low: felt252,
+    worker_key: felt252,
+    level: felt252,
+    timestamp_ms: felt252,
+    price: felt252,
+    client: felt252
+) -> felt252 {
+    let (s0, s1, s2) = hades_permutation('CIRO_LEAF_V1', job_id, 0);
+    let (s0, s1, s2) = hades_permutation(s0 + model_high, s1 + model_low, s2);
+    let (s0, s1, s2) = hades_permutation(s0 + input_high, s1 + input_low, s2);
+    let (s0, s1, s2) = hades_permutation(s0 + output_high, s1 + output_low, s2);
+    let (s0, s1, s2) = hades_permutation(s0 + worker_key, s1 + level, s2);
+    let (s0, s1, s2) = hades_permutation(s0 + timestamp_ms, s1 + price, s2);
+    let (s0, _s1, _s2) = hades_permutation(s0 + client, s1 + 1, s2);
+    s0
 }
 
 // What a worker signs for a batch: its root, its key, the number of real leaves and the sum of their prices.

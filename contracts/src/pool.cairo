@@ -1,15 +1,20 @@
 // CDCPool: worker registration (Stark public keys), staking in CiroToken, unstaking with a
 // cooldown, reputation, uptime, the validator set and slashing.
 //
-// Slashing matrix (percentages apply to the active stake AND the pending unstake; slashed tokens go
-// to governance; a ban never shortens an existing one):
+// Slashing matrix (percentages apply to the active stake AND the pending unstake; a ban never shortens an
+// existing one). Slashed tokens stay in the pool, counted in `slashed_balance` (no token call in a slash, which
+// keeps a dispute cheap); only governance moves them out, with `withdraw_slashed`:
 //   1 double signing       30%   reputation -50   banned 90 days
 //   2 downtime (> 6 h)      5%   reputation -10   banned 30 days
 //   3 invalid compute      50%   reputation -75   banned 180 days
 //   4 coordinated attack  100%   reputation = 0   banned forever (banned_until = 2**64 - 1)
 #[starknet::contract]
 mod CDCPool {
-    use starknet::{ContractAddress, get_caller_address, get_contract_address, get_block_timestamp};
+    use starknet::{
+        ContractAddress, get_caller_address, get_contract_address, get_block_timestamp, get_execution_info
+    };
+    use box::BoxTrait;
+    use integer::{u128_safe_divmod, u128_as_non_zero};
     use zeroable::Zeroable;
     use traits::Into;
     use ciro::interfaces::{ICiroTokenDispatcher, ICiroTokenDispatcherTrait};
@@ -41,6 +46,8 @@ mod CDCPool {
         validator_at: LegacyMap<u32, ContractAddress>,
         validator_pos: LegacyMap<ContractAddress, u32>,
         n_validators: u32,
+        // Slashed tokens held for governance (part of this pool's token balance, owed to no worker).
+        slashed: u256,
     }
 
     #[event]
@@ -51,6 +58,7 @@ mod CDCPool {
         UnstakeRequested: UnstakeRequested,
         Withdrawn: Withdrawn,
         Slashed: Slashed,
+        SlashedWithdrawn: SlashedWithdrawn,
         ValidatorAdded: ValidatorAdded,
         ValidatorRemoved: ValidatorRemoved,
         JobManagerSet: JobManagerSet,
@@ -98,6 +106,13 @@ mod CDCPool {
         violation: u8,
         amount: u256,
         evidence: felt252,
+    }
+
+    #[derive(Drop, starknet::Event)]
+    struct SlashedWithdrawn {
+        #[key]
+        recipient: ContractAddress,
+        amount: u256,
     }
 
     #[derive(Drop, starknet::Event)]
@@ -200,39 +215,61 @@ mod CDCPool {
         }
 
         fn slash(ref self: ContractState, worker: ContractAddress, violation: u8, evidence: felt252) {
-            self._only_slasher();
+            // One execution-info syscall for the caller and the block time.
+            let info = get_execution_info().unbox();
+            self._only_slasher(info.caller_address);
             assert(self.keys.read(worker) != 0, 'POOL: not registered');
             let (pct, reputation_loss, ban_seconds) = penalty(violation);
 
+            // A slot whose cut is 0 is left as it is (no write).
             let stake = self.stakes.read(worker);
             let stake_cut = percent_of(stake, pct);
+            if stake_cut != 0 {
+                self.stakes.write(worker, stake - stake_cut);
+            }
             let pending = self.pending_amount.read(worker);
             let pending_cut = percent_of(pending, pct);
-            self.stakes.write(worker, stake - stake_cut);
-            self.pending_amount.write(worker, pending - pending_cut);
+            if pending_cut != 0 {
+                self.pending_amount.write(worker, pending - pending_cut);
+            }
 
             let reputation = self.reputation.read(worker);
             if reputation > reputation_loss {
                 self.reputation.write(worker, reputation - reputation_loss);
-            } else {
+            } else if reputation != 0 {
                 self.reputation.write(worker, 0);
             }
 
             let until = if ban_seconds == BANNED_FOREVER {
                 BANNED_FOREVER
             } else {
-                get_block_timestamp() + ban_seconds
+                info.block_info.unbox().block_timestamp + ban_seconds
             };
             if until > self.ban_until.read(worker) {
                 self.ban_until.write(worker, until);
             }
 
             let amount = stake_cut + pending_cut;
-            self.emit(Event::Slashed(Slashed { worker, violation, amount, evidence }));
             if amount != 0 {
-                let ok = self._token().transfer(self.governance_addr.read(), amount);
-                assert(ok, 'POOL: transfer failed');
+                self.slashed.write(self.slashed.read() + amount);
             }
+            self.emit(Event::Slashed(Slashed { worker, violation, amount, evidence }));
+        }
+
+        // Governance moves every slashed token held so far to `recipient`.
+        fn withdraw_slashed(ref self: ContractState, recipient: ContractAddress) {
+            self._only_governance();
+            assert(!recipient.is_zero(), 'POOL: recipient is zero');
+            let amount = self.slashed.read();
+            assert(amount != 0, 'POOL: nothing slashed');
+            self.slashed.write(0);
+            self.emit(Event::SlashedWithdrawn(SlashedWithdrawn { recipient, amount }));
+            let ok = self._token().transfer(recipient, amount);
+            assert(ok, 'POOL: transfer failed');
+        }
+
+        fn slashed_balance(self: @ContractState) -> u256 {
+            self.slashed.read()
         }
 
         fn add_validator(ref self: ContractState, worker: ContractAddress) {
@@ -265,7 +302,7 @@ mod CDCPool {
         }
 
         fn set_uptime(ref self: ContractState, worker: ContractAddress, uptime_bps: u16) {
-            self._only_slasher();
+            self._only_slasher(get_caller_address());
             assert(uptime_bps <= MAX_BPS, 'POOL: uptime above 10000');
             self.downtime_bps.write(worker, MAX_BPS - uptime_bps);
             self.emit(Event::UptimeSet(UptimeSet { worker, uptime_bps }));
@@ -359,7 +396,7 @@ mod CDCPool {
     }
 
     // (percent of the stake, reputation loss, ban in seconds or BANNED_FOREVER) of a violation.
-    fn penalty(violation: u8) -> (u256, u16, u64) {
+    fn penalty(violation: u8) -> (u128, u16, u64) {
         if violation == 1 {
             (30, 50, 90 * DAY) // double signing
         } else if violation == 2 {
@@ -373,9 +410,15 @@ mod CDCPool {
         }
     }
 
-    // floor(amount * pct / 100) without the intermediate product (which could overflow a u256).
-    fn percent_of(amount: u256, pct: u256) -> u256 {
-        amount / 100 * pct + (amount % 100) * pct / 100
+    // floor(amount * pct / 100) for pct <= 100, without the intermediate product (which could overflow): in u128
+    // arithmetic (one divmod) when the amount fits 128 bits, as every real stake does.
+    fn percent_of(amount: u256, pct: u128) -> u256 {
+        if amount.high == 0 {
+            let (q, r) = u128_safe_divmod(amount.low, u128_as_non_zero(100));
+            return u256 { low: q * pct + r * pct / 100, high: 0 };
+        }
+        let p: u256 = pct.into();
+        amount / 100 * p + (amount % 100) * p / 100
     }
 
     #[generate_trait]
@@ -388,18 +431,18 @@ mod CDCPool {
             assert(get_caller_address() == self.governance_addr.read(), 'POOL: not governance');
         }
 
-        // The job manager or the ledger (once set) or governance.
-        fn _only_slasher(self: @ContractState) {
-            let caller = get_caller_address();
-            if caller == self.governance_addr.read() {
-                return;
-            }
+        // The ledger (once set) or the job manager (once set) or governance; the ledger, which slashes on
+        // disputes anyone sends, is checked first (one storage read).
+        fn _only_slasher(self: @ContractState, caller: ContractAddress) {
             let ledger = self.ledger_addr.read();
             if !ledger.is_zero() && caller == ledger {
                 return;
             }
             let job_manager = self.job_manager_addr.read();
-            assert(!job_manager.is_zero() && caller == job_manager, 'POOL: not authorized');
+            if !job_manager.is_zero() && caller == job_manager {
+                return;
+            }
+            assert(caller == self.governance_addr.read(), 'POOL: not authorized');
         }
     }
 }
