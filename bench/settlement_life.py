@@ -130,7 +130,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
     for batch_id, k in enumerate(sizes, start=1):
         mine, clients = clients[:n_clients[k]], clients[n_clients[k]:]
         # Governance's bindings prepare every client's calls (a prepared call does not depend on the sending
-        # account): building a binding parses the contract's ABI, ~1 s of CPU each, 3 a client before.
+        # account), so no client builds bindings of its own.
         def deposit_calls(ident: Identity, c: ChainClient) -> list[Any]:
             return [ledger.register_client_key_call(ident.public_key),
                     token.approve_call(address, jobs_per_client * PAYMENT),

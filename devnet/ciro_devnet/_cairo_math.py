@@ -5,7 +5,7 @@ Tonelli-Shanks over all roots (the Stark prime has 2-adicity 192, so that is slo
 ~20 % of a transaction in them: every EC operation of an account's signature check (the ec_op builtin, the
 ``random_ec_point`` hint) divides, and the VM divides to deduce operands. :func:`install` replaces them, for the
 Stark prime only, with Python's built-in modular inverse and Cipolla's square root, returning exactly what the
-originals return (tests/test_devnet.py compares them on random inputs); any other modulus goes to the original.
+originals return (tests/test_devnet_math.py compares them on random inputs); any other modulus goes to the original.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .felts import FIELD_PRIME as PRIME
+
 __all__ = ["PRIME", "div_mod", "install", "is_quad_residue", "sqrt"]
 
-PRIME = 2**251 + 17 * 2**192 + 1
 _HALF = (PRIME - 1) // 2
 _originals: dict[str, Callable[..., Any]] = {}
 

@@ -79,14 +79,19 @@ def _int(value: int | str) -> int:
     return value if isinstance(value, int) else int(value, 16)
 
 
+def fast_hashes() -> None:
+    """starknet-py's Poseidon from the Rust binding (``ciro.chain.fasthash``: same hashes, ~8x faster), once."""
+    from ciro.chain.fasthash import install
+
+    install()
+
+
 def sierra_class_hash(sierra: JsonDict) -> int:
     """Starknet's class hash of a Sierra class in RPC form."""
     from starknet_py.hash.sierra_class_hash import compute_sierra_class_hash
     from starknet_py.net.schemas.rpc.contract import SierraCompiledContractSchema
 
-    from ciro.chain.fasthash import install
-
-    install()
+    fast_hashes()
 
     contract = SierraCompiledContractSchema().load(sierra)
     return int(compute_sierra_class_hash(contract))
@@ -98,9 +103,7 @@ def compiled_class_hash(casm: JsonDict) -> int:
     from starknet_py.hash.casm_class_hash import compute_casm_class_hash
     from starknet_py.hash.hash_method import HashMethod
 
-    from ciro.chain.fasthash import install
-
-    install()
+    fast_hashes()
 
     return int(compute_casm_class_hash(create_casm_class(json.dumps(casm)), hash_method=HashMethod.POSEIDON))
 

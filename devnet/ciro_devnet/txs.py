@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .classes import sierra_class_hash, sierra_rpc_form
+from .classes import fast_hashes, sierra_class_hash, sierra_rpc_form
 from .errors import INVALID_PARAMS, UNSUPPORTED_TX_VERSION, RpcError
 from .felts import parse_felt, parse_felts
 
@@ -156,9 +156,7 @@ def _parse(data: dict[str, Any], chain_id: int, expected_type: str | None) -> Pa
 
 def transaction_hash(tx: ParsedTx, chain_id: int) -> int:
     """The v3 transaction hash, computed with starknet-py's own hash functions."""
-    from ciro.chain.fasthash import install
-
-    install()
+    fast_hashes()
     from starknet_py.hash.transaction import (
         CommonTransactionV3Fields,
         TransactionHashPrefix,
