@@ -295,6 +295,14 @@ def scaling_runs_of(raw: dict[str, Any], ciro: dict[str, Any]) -> list[dict[str,
     return runs
 
 
+def batched_runs_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """This run's batched circuits beside their one-row circuits, in the form `ciro estimate --batch` fits."""
+    return [{"model": name, "batch": b["batch"], "logrows": b["logrows"], "num_rows": b["num_rows"],
+             "single_logrows": r["logrows"], "single_num_rows": r["num_rows"], "prove_s": b["seconds"]["prove"],
+             "single_prove_s": r["seconds"]["witness"] + r["seconds"]["prove"]}
+            for name, r in raw.items() for b in r["batched"].values()]
+
+
 def estimate_accuracy(models: dict[str, Path], raw: dict[str, Any], ciro: dict[str, Any],
                       fit_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """`ciro estimate` of each model (its calibration measured now, the rest fitted to the OTHER models' runs, so
@@ -325,19 +333,25 @@ def estimate_accuracy(models: dict[str, Path], raw: dict[str, Any], ciro: dict[s
     return out
 
 
-def batched_summary(models: dict[str, Path], raw: dict[str, Any], fit_runs: list[dict[str, Any]]) -> dict[str, Any]:
+def batched_summary(models: dict[str, Path], raw: dict[str, Any], fit_runs: list[dict[str, Any]],
+                    fit_batched: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Part 5: per-inference proving time of each batched circuit beside one job's proof, `ciro estimate --batch B`
-    and the tech-stack page's claim; the B = 16 figures of each model (for the last line)."""
-    from ciro.estimate import available_memory, circuit, predict
+    and the tech-stack page's claim; the B = 16 figures of each model (for the last line). ``fit_batched`` None:
+    each batched circuit's fill factor is fitted to this run's OTHER batched circuits (leave-one-out)."""
+    from ciro.estimate import available_memory, circuit, fill_rows, predict
 
     out: dict[str, Any] = {}
     lo, hi = CLAIM_MS
+    these = batched_runs_of(raw)
     for name in BATCHED:
         r = raw[name]
         single = r["seconds"]["witness"] + r["seconds"]["prove"]
         for b in r["batched"].values():
             c = circuit(models[name].read_bytes(), batch=b["batch"])
             est = predict(c, fit_runs, cores=os.cpu_count() or 1, memory_bytes=available_memory(), srs_is_cached=True)
+            others = fit_batched if fit_batched is not None else [
+                x for x in these if (x["model"], x["batch"]) != (name, b["batch"])]
+            fill_rows(est, r["num_rows"], others)
             per, ratio = b["per_inference_s"], b["per_inference_s"] / single
             verdict = "met" if ratio <= BATCH_TARGET else "NOT met"
             met = "" if b["batch"] != 16 else f" (target <= {BATCH_TARGET:.2f}: {verdict})"
@@ -345,9 +359,9 @@ def batched_summary(models: dict[str, Path], raw: dict[str, Any], fit_runs: list
             print(f"batch {name:20s} B={b['batch']:<3d} per-inference {per:.3f} s vs single {single:.3f} s: ratio "
                   f"{ratio:.3f}{met}; tech-stack page +{lo}-{hi} ms: {1000 * per:.0f} ms is {1000 * per / hi:.1f}-"
                   f"{1000 * per / lo:.0f}x that; ciro estimate --batch {b['batch']}: prove {est['prove_s']:.1f} s "
-                  f"vs measured {b['seconds']['prove']:.1f} s ({100 * err:+.0f}%)",
+                  f"vs measured {b['seconds']['prove']:.1f} s ({100 * err:+.0f}%, rows x{est['fill']:.2f})",
                   flush=True)
-            b.update(single_s=single, ratio=ratio, estimate_prove_s=est["prove_s"])
+            b.update(single_s=single, ratio=ratio, estimate_prove_s=est["prove_s"], estimate_error=err)
             if b["batch"] == 16:
                 out[name] = b
     return out
@@ -367,7 +381,8 @@ def machine() -> str:
     return f"{name}{vm}, {os.cpu_count()} cores, {mem:.0f} GiB"
 
 
-def write_scaling(runs: list[dict[str, Any]], acc: dict[str, Any], load: dict[str, float]) -> None:
+def write_scaling(runs: list[dict[str, Any]], acc: dict[str, Any], load: dict[str, float],
+                  batched: list[dict[str, Any]], batched_error: float) -> None:
     import ezkl
 
     path = ROOT / "ciro" / "zk_scaling.json"
@@ -375,7 +390,8 @@ def write_scaling(runs: list[dict[str, Any]], acc: dict[str, Any], load: dict[st
               "prove": abs(worst(acc, ("prove_s",)))}
     path.write_text(json.dumps({"source": "bench/proofs.py --write-scaling", "date": time.strftime("%Y-%m-%d"),
                                 "ezkl": getattr(ezkl, "__version__", "?"), "machine": machine(), "load": load,
-                                "leave_one_out_error": errors, "runs": runs}, indent=1) + "\n")
+                                "leave_one_out_error": errors, "runs": runs, "batched": batched,
+                                "batched_error": batched_error}, indent=1) + "\n")
     print(f"written {path}")
 
 
@@ -392,7 +408,7 @@ def main() -> None:
     ap.add_argument("--batch64", action="store_true", help="also prove the MLP 64-32-10 over 64 rows (~+2 minutes)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "proofs.json")
     args = ap.parse_args()
-    from ciro.estimate import scaling_runs
+    from ciro.estimate import scaling, scaling_runs
 
     if args.batch64:
         BATCHED["mlp-64-32-10"] = (16, 64)
@@ -403,9 +419,11 @@ def main() -> None:
         ciro = through_ciro(models, raw, args.jobs, load, Path(tmp), (1, 2) if args.concurrency else (1,))
         runs = scaling_runs_of(raw, ciro)
         acc = estimate_accuracy(models, raw, ciro, runs if args.write_scaling else scaling_runs())
-        batched = batched_summary(models, raw, runs if args.write_scaling else scaling_runs())
+        batched = batched_summary(models, raw, runs if args.write_scaling else scaling_runs(),
+                                  None if args.write_scaling else scaling().get("batched") or [])
+    batch_errs = [b["estimate_error"] for r in raw.values() for b in r["batched"].values()]
     if args.write_scaling:
-        write_scaling(runs, acc, load.summary())
+        write_scaling(runs, acc, load.summary(), batched_runs_of(raw), max(map(abs, batch_errs)))
     wall = time.perf_counter() - started
     lo = load.summary()
     write_report(args.json, {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "load": lo, "raw": raw,
@@ -414,6 +432,8 @@ def main() -> None:
           f"alone: about 2); {wall / 60:.1f} minutes")
     print(f"ciro estimate: worst error set-up {100 * worst(acc, ('setup_s',)):+.0f}% prove "
           f"{100 * worst(acc, ('job_s', 'prove_s')):+.0f}% (target {100 * TARGET:.0f}%)")
+    print(f"ciro estimate --batch: worst error prove {100 * max(batch_errs, key=abs):+.0f}% "
+          f"(target {100 * TARGET:.0f}%)")
     b = max(batched.values(), key=lambda m: m["ratio"])
     print(f"batched zk B=16: per-inference {b['per_inference_s']:.3f} s vs single {b['single_s']:.3f} s "
           f"(ratio {b['ratio']:.3f})")

@@ -15,7 +15,11 @@ set-up, key generation and proving time track ``2**logrows`` whatever the layers
 224k-row MLP at logrows 18 used the same CPU time). Fitted times are scaled by the ratio of CPU cores (EZKL
 proving scales close to linearly with cores). The output names the runs' machine and date and the
 leave-one-out error measured on the bench models. With ``batch`` B (``ciro estimate --batch B``) the circuit is the
-one over B rows that proves B jobs at once (``ciro.zk_batch``), and ``per_inference_s`` is its proof time / B.
+one over B rows that proves B jobs at once (``ciro.zk_batch``), and ``per_inference_s`` is its proof time / B. At
+a fixed logrows a proof still takes longer as the circuit fills its rows (the MLP 64-32-10 over 16 rows: 26,688 of
+2^15 rows used against 2,852 for one row, 1.9x the proof time), which ``2**logrows`` alone misses: a batched
+estimate multiplies the proof by ``1 + c * (rows_B - rows_1) / 2**logrows``, ``c`` fitted to the batched runs of
+bench/proofs.py (``batched`` in ``ciro/zk_scaling.json``).
 The fit has no term for machine load: on a busy machine, times come out longer (the output says when it is busy).
 """
 
@@ -35,8 +39,8 @@ from .config import Config
 from .errors import InputError, InvalidModelError
 from .modelstore import _spec, read_model_file
 
-__all__ = ["available_memory", "calibration_sample", "circuit", "estimate", "fit", "predict", "scaling",
-           "scaling_runs"]
+__all__ = ["available_memory", "calibration_sample", "circuit", "estimate", "fill_factor", "fill_rows", "fit",
+           "predict", "scaling", "scaling_runs"]
 
 _SCALING = Path(__file__).with_name("zk_scaling.json")
 #: Fitted per run of bench/proofs.py: development SRS generation, the rest of a Ciro set-up once calibration and
@@ -86,6 +90,28 @@ def fit(runs: Sequence[dict[str, Any]], metric: str, logrows: int, cores: int) -
             return float(a + b * 2.0**logrows)
     b = float(np.sum(size * w) / np.sum((size * w) ** 2))  # through the origin, relative error
     return b * 2.0**logrows
+
+
+def fill_factor(batched: Sequence[dict[str, Any]]) -> float:
+    """``c`` of a batched proof's ``1 + c * (rows_B - rows_1) / 2**logrows``: how much longer a proof at one logrows
+    takes as its circuit fills more rows, fitted through the origin (least squares on the measured ratios) to the
+    batched runs ``{logrows, num_rows, single_num_rows, prove_s, single_prove_s}`` of one machine. Runs whose
+    batched circuit grew to another logrows say nothing about a fixed logrows and are left out; 0 without data."""
+    pts = [((r["num_rows"] - r["single_num_rows"]) / 2.0 ** r["logrows"], r["prove_s"] / r["single_prove_s"] - 1)
+           for r in batched if r["logrows"] == r["single_logrows"] and r["prove_s"] > 0 and r["single_prove_s"] > 0]
+    den = sum(du * du for du, _ in pts)
+    return max(0.0, sum(du * dr for du, dr in pts) / den) if den > 0 else 0.0
+
+
+def fill_rows(out: dict[str, Any], single_num_rows: int, batched: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Scale a batched prediction (``out`` from :func:`predict` for a B-row circuit) for the rows it fills beyond the
+    one-row circuit's ``single_num_rows``: proof and job time grow by ``prove_s * c * extra rows / 2**logrows``."""
+    fill = 1 + fill_factor(batched) * max(0, out["num_rows"] - single_num_rows) / 2.0 ** out["logrows"]
+    extra = out["prove_s"] * (fill - 1)
+    out.update(prove_s=out["prove_s"] + extra, job_s=out["job_s"] + extra, fill=fill)
+    batch = int(out.get("batch", 1))
+    out["per_inference_s"], out["job_per_inference_s"] = out["prove_s"] / batch, out["job_s"] / batch
+    return out
 
 
 def calibration_sample(model: bytes) -> list[np.ndarray]:
@@ -210,6 +236,13 @@ def estimate(model: str | os.PathLike[str] | bytes, *, runs: Sequence[dict[str, 
     out = predict(c, runs, cores=cores or os.cpu_count() or 1, memory_bytes=memory_bytes or available_memory(),
                   srs_is_cached=srs_is_cached)
     out["basis"] = _basis(runs, meta)
+    if batch > 1:  # the rows the B-row circuit fills beyond one row's (see the module's docstring)
+        one = circuit(data, inputs=inputs, outputs=outputs, batch=1)
+        fill_rows(out, one["num_rows"], meta.get("batched") or [])
+        err = meta.get("batched_error")
+        out["basis"] += (f"; a batched proof x{out['fill']:.2f} for the rows it fills ({c['num_rows']:,} against "
+                         f"{one['num_rows']:,} for one row)" + (
+                             f", within {100 * err:.0f}% of measured on the bench's batched circuits" if err else ""))
     out["load"] = os.getloadavg()[0]
     if out["load"] > out["cores"] / 2:  # the fitted times are an idle machine's
         out["message"] += (f"; this machine is busy now (1-minute load {out['load']:.1f} on {out['cores']} cores): "
