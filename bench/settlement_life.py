@@ -6,9 +6,9 @@ finalize_batch with Merkle-batched receipts), and CiroLedger's batched flow
 The ledger flow's on-chain life of a job is its share of a client deposit (register key + approve + deposit, one
 transaction per client; `jobs_per_client` jobs a deposit), nothing per result (the worker signs its batch off
 chain), and its share of one `settle_batch` transaction (the batch's jobs spread over the workers, one worker batch
-each, and one spend authorization per client). A dispute (`dispute_equivocation`) is measured on its own, once per
-k (a leaf of that batch, its path as deep as that worker's tree, against a one-leaf batch): it is only paid when
-used.
+each, and one charge per client: its signed cumulative cap and the amount charged). A dispute
+(`dispute_equivocation`) is measured on its own, once per k (a leaf of that batch, its path as deep as that
+worker's tree, against a one-leaf batch): it is only paid when used.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ciro import Identity, new_job_ids
 from ciro.chain.client import ChainClient
 from ciro.chain.contracts import CiroToken, JobManager
 from ciro.chain.deploy import UDC_ADDRESS, declare
-from ciro.chain.ledger import CiroLedger, Leaf, SignedBatch, deploy_ledger, sign_batch, sign_spend
+from ciro.chain.ledger import Charge, CiroLedger, Leaf, SignedBatch, deploy_ledger, sign_batch, sign_spend
 from ciro.chain.network import ACCOUNT_FEE_FUNDS, account_address, fee_transfer_call
 from ciro.receipts import JobLeaf, short_string
 from ciro.receipts import sign_batch as sign_receipts
@@ -155,9 +155,9 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
                                   1_700_000_000_000, PAYMENT, mine[ci][1].address))
         batches = [sign_batch(ident, chain.address, lv) for (ident, chain), lv in zip(rig.workers, leaves, strict=True)
                    if lv]
-        auths = [sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address, cumulative=owed[i])
-                 for i, (ident, c) in enumerate(mine)]
-        call = ledger.settle_batch_call(batch_id, batches, auths)
+        charges = [Charge(sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address,
+                                     cumulative=owed[i]), owed[i]) for i, (ident, c) in enumerate(mine)]
+        call = ledger.settle_batch_call(batch_id, batches, charges)
         settle = await timed(gov, k, [call], f"settle_batch({k})", True, rig.devnet_pid)
         calldata = len(call.calldata)
         # Spot check: the last job of the first worker is provable by its leaf and path.

@@ -1,5 +1,5 @@
 """CiroLedger (settlement v2) on the real local devnet: deposits and the withdrawal delay, per-batch settlement of
-worker-signed roots against client-signed cumulative authorizations, every refusal with the balances unchanged,
+worker-signed roots against charges within client-signed cumulative caps, every refusal with the balances unchanged,
 jobs provable by leaf + path, and disputes that slash through CDCPool (and ones that fail).
 
 One devnet serves the module (as tests/test_settlement_contracts.py); real Stark signatures from ``ciro.identity``,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +20,17 @@ from starknet_py.net.http_client import RpcHttpClient
 from ciro import Identity
 from ciro.chain import CDCPool, ChainClient, CiroToken, deploy_network, ensure_account
 from ciro.chain.client import TxResult
-from ciro.chain.ledger import CiroLedger, Leaf, SignedBatch, deploy_ledger, sign_batch, sign_spend, spend_message
+from ciro.chain.ledger import (
+    Charge,
+    CiroLedger,
+    Leaf,
+    SignedBatch,
+    SpendAuthorization,
+    deploy_ledger,
+    sign_batch,
+    sign_spend,
+    spend_message,
+)
 from ciro.errors import ContractRevertedError, InputError
 from ciro.merkle import merkle_path, root_from_path
 from ciro.receipts import short_string
@@ -82,9 +92,13 @@ class World:
         self.next_batch += 1
         return self.next_batch
 
-    def spend(self, client: Actor, cumulative: int) -> Any:
+    def spend(self, client: Actor, cumulative: int) -> SpendAuthorization:
         return sign_spend(client.identity, chain_id=self.chain_id, ledger=self.ledger.address, client=client.address,
                           cumulative=cumulative)
+
+    def charge(self, client: Actor, cumulative: int, amount: int) -> Charge:
+        """The client signs the cap ``cumulative``; the operator charges ``amount`` under it."""
+        return Charge(self.spend(client, cumulative), amount)
 
     async def state(self) -> list[int]:
         """Every token balance, every ledger balance and charge: what a refused call must leave as it was."""
@@ -180,7 +194,7 @@ def test_deposit_and_withdrawal_delay(world: World) -> None:
         # During the delay the operator still settles work the client authorized before it asked to leave.
         job = leaf(w1, price=50 * CIRO, client=c1)
         await world.gov.send(ledger.settle_batch_call(world.batch_id(), [batch_of(w1, [job])],
-                                                      [world.spend(c1, 50 * CIRO)]))
+                                                      [world.charge(c1, 50 * CIRO, 50 * CIRO)]))
         assert await ledger.balance_of(c1.address) == 50 * CIRO
         await world.advance(DELAY_S + 1)
         # Only what is left is paid out (50 of the 60 requested).
@@ -211,7 +225,7 @@ def test_settlement_pays_exactly_and_jobs_stay_provable(world: World) -> None:
         w_before = [await token.balance_of(w.address) for w in (w1, w2)]
         batch_id = world.batch_id()
         result = await world.gov.send(ledger.settle_batch_call(batch_id, [b1, b2],
-                                                               [world.spend(c, owed[c]) for c in (c2, c3)]))
+                                                               [world.charge(c, owed[c], owed[c]) for c in (c2, c3)]))
         assert [await token.balance_of(w.address) for w in (w1, w2)] == [w_before[0] + b1.total,
                                                                           w_before[1] + b2.total]
         for c in (c2, c3):
@@ -234,9 +248,10 @@ def test_settlement_pays_exactly_and_jobs_stay_provable(world: World) -> None:
         assert not await ledger.job_in_batch(batch_id, w1.address, b1.leaves[0].hash(), 1, path0)
         assert not await ledger.job_in_batch(batch_id, w2.address, b1.leaves[0].hash(), 0, path0)
         assert not await ledger.job_in_batch(batch_id, w1.address, b1.leaves[0].hash(), 3, path0)
-        # A later authorization charges only the difference.
+        # A later, larger authorization is charged the amount the operator names (here all of its headroom).
         b3 = batch_of(w2, [leaf(w2, price=CIRO, client=c2)])
-        await world.gov.send(ledger.settle_batch_call(world.batch_id(), [b3], [world.spend(c2, owed[c2] + CIRO)]))
+        await world.gov.send(ledger.settle_batch_call(world.batch_id(), [b3],
+                                                      [world.charge(c2, owed[c2] + CIRO, CIRO)]))
         assert await ledger.charged_of(c2.address) == owed[c2] + CIRO
         assert await ledger.balance_of(c2.address) == 200 * CIRO - owed[c2] - CIRO
 
@@ -251,7 +266,7 @@ def test_attacks_revert_and_change_nothing(world: World) -> None:
         charged = await ledger.charged_of(c2.address)
         job = leaf(w1, price=4 * CIRO, client=c2)
         good = batch_of(w1, [job])
-        auth = world.spend(c2, charged + 4 * CIRO)
+        auth = world.charge(c2, charged + 4 * CIRO, 4 * CIRO)
         start = await world.state()
 
         async def refused(sender: Actor, call: Any, message: str) -> None:
@@ -262,22 +277,30 @@ def test_attacks_revert_and_change_nothing(world: World) -> None:
         # An outsider, a client or a worker cannot settle, even with valid signatures.
         for who in (outsider, c2, w1):
             await refused(who, ledger.settle_batch_call(bid, [good], [auth]), "LEDGER: not operator")
-        # The client signs less than the leaves' prices: the sums differ.
-        await refused(gov, ledger.settle_batch_call(bid, [good], [world.spend(c2, charged + 4 * CIRO - 1)]),
+        # The client signs less than the leaves' prices: the price does not fit its cap, and a charge that fits
+        # does not cover the workers' totals.
+        short = world.spend(c2, charged + 4 * CIRO - 1)
+        await refused(gov, ledger.settle_batch_call(bid, [good], [Charge(short, 4 * CIRO)]),
+                      "LEDGER: over authorization")
+        await refused(gov, ledger.settle_batch_call(bid, [good], [Charge(short, 4 * CIRO - 1)]),
                       "LEDGER: charges != payments")
-        # A replayed (old) authorization charges nothing new.
-        await refused(gov, ledger.settle_batch_call(bid, [good], [world.spend(c2, charged)]),
-                      "LEDGER: stale authorization")
+        # A replayed (old) authorization has no headroom left.
+        await refused(gov, ledger.settle_batch_call(bid, [good], [world.charge(c2, charged, 4 * CIRO)]),
+                      "LEDGER: over authorization")
         # An authorization signed by someone else, or for another client.
         forged = sign_spend(c3.identity, chain_id=world.chain_id, ledger=ledger.address, client=c2.address,
                             cumulative=charged + 4 * CIRO)
-        await refused(gov, ledger.settle_batch_call(bid, [good], [forged]), "LEDGER: bad spend signature")
+        await refused(gov, ledger.settle_batch_call(bid, [good], [Charge(forged, 4 * CIRO)]),
+                      "LEDGER: bad spend signature")
+        # The amount is not signed, but the signature is still checked for the cap the charge claims.
+        raised = auth.as_cairo() | {"cumulative": charged + 9 * CIRO}
+        await refused(gov, ledger.settle_batch_call(bid, [good], [raised]), "LEDGER: bad spend signature")
         # The worker (or operator) claims more than the leaves: a total the client did not authorize ...
         greedy = sign_batch(w1.identity, w1.address, [job], total=5 * CIRO)
         await refused(gov, ledger.settle_batch_call(bid, [greedy], [auth]), "LEDGER: charges != payments")
         # ... or a total other than the one the worker signed.
         await refused(gov, ledger.settle_batch_call(bid, [good.as_cairo() | {"total": 5 * CIRO}],
-                                                    [world.spend(c2, charged + 5 * CIRO)]),
+                                                    [world.charge(c2, charged + 5 * CIRO, 5 * CIRO)]),
                       "LEDGER: bad batch signature")
         # A second worker's signature for the first worker's root: under w1's name, or under its own (the
         # message covers the key, so a signature over w1's key does not verify as w2's).
@@ -287,7 +310,8 @@ def test_attacks_revert_and_change_nothing(world: World) -> None:
                       "LEDGER: bad batch signature")
         # More than the deposit.
         big = batch_of(w1, [leaf(w1, price=1_000 * CIRO, client=c2)])
-        await refused(gov, ledger.settle_batch_call(bid, [big], [world.spend(c2, charged + 1_000 * CIRO)]),
+        await refused(gov, ledger.settle_batch_call(bid, [big], [world.charge(c2, charged + 1_000 * CIRO,
+                                                                               1_000 * CIRO)]),
                       "LEDGER: insufficient deposit")
         # A worker that is not staked (the outsider) cannot be paid.
         await refused(gov, ledger.settle_batch_call(bid, [batch_of(outsider, [job])], [auth]),
@@ -296,13 +320,82 @@ def test_attacks_revert_and_change_nothing(world: World) -> None:
         # The honest settlement goes through once; the same signed batch is never paid twice.
         await gov.send(ledger.settle_batch_call(bid, [good], [auth]))
         after = await world.state()
-        await reverts(gov.send(ledger.settle_batch_call(bid, [good], [world.spend(c2, charged + 8 * CIRO)])),
+        await reverts(gov.send(ledger.settle_batch_call(bid, [good], [world.charge(c2, charged + 8 * CIRO, 4 * CIRO)])),
                       "LEDGER: batch exists")
         await reverts(gov.send(ledger.settle_batch_call(world.batch_id(), [good],
-                                                        [world.spend(c2, charged + 8 * CIRO)])),
+                                                        [world.charge(c2, charged + 8 * CIRO, 4 * CIRO)])),
                       "LEDGER: batch already paid")
         assert await world.state() == after
         assert await ledger.charged_of(c2.address) == charged + 4 * CIRO
+
+    world.run(body())
+
+
+def test_authorizations_are_caps(world: World) -> None:
+    """The client signs a cumulative cap; the operator names each charge; the chain keeps every client's total
+    charged within its latest signed cap, whatever the operator names."""
+    c3, w1, w2, ledger, gov = world["c3"], world["w1"], world["w2"], world.ledger, world.gov
+
+    async def refused(call: Any, message: str) -> None:
+        start = await world.state()
+        await reverts(gov.send(call), message)
+        assert await world.state() == start
+
+    async def settled(call: Any, amount: int) -> None:
+        """The settlement goes through and charges c3 exactly ``amount``."""
+        charged, balance = await ledger.charged_of(c3.address), await ledger.balance_of(c3.address)
+        await gov.send(call)
+        assert await ledger.charged_of(c3.address) == charged + amount
+        assert await ledger.balance_of(c3.address) == balance - amount
+
+    def one_job(worker: Actor, price: int) -> SignedBatch:
+        return batch_of(worker, [leaf(worker, price=price, client=c3)])
+
+    async def body() -> None:
+        base = await ledger.charged_of(c3.address)
+        # Amounts the contract's u128 cannot hold, or a zero charge, are refused before anything is sent ...
+        for amount in (0, -1, 2**128):
+            with pytest.raises(InputError, match="positive and fit 128 bits"):
+                Charge(world.spend(c3, base + CIRO), amount)
+        # ... and on chain, a zero charge reverts (here with no worker to pay, so that the sums agree).
+        free = batch_of(w1, [leaf(w1, price=0, client=None)])
+        await refused(ledger.settle_batch_call(world.batch_id(), [free],
+                                               [asdict(world.spend(c3, base + CIRO)) | {"amount": 0}]),
+                      "LEDGER: zero charge")
+
+        # The operator charges above the client's cap: the worker signed 5, the client capped at 4 more.
+        cap4 = world.spend(c3, base + 4 * CIRO)
+        await refused(ledger.settle_batch_call(world.batch_id(), [one_job(w1, 5 * CIRO)], [Charge(cap4, 5 * CIRO)]),
+                      "LEDGER: over authorization")
+
+        # One authorization serves two settlements while it has headroom: 4, then the remaining 6 of a cap of 10.
+        cap10 = world.spend(c3, base + 10 * CIRO)
+        await settled(ledger.settle_batch_call(world.batch_id(), [one_job(w1, 4 * CIRO)], [Charge(cap10, 4 * CIRO)]),
+                      4 * CIRO)
+        await refused(ledger.settle_batch_call(world.batch_id(), [one_job(w2, 7 * CIRO)], [Charge(cap10, 7 * CIRO)]),
+                      "LEDGER: over authorization")
+        await settled(ledger.settle_batch_call(world.batch_id(), [one_job(w2, 6 * CIRO)], [Charge(cap10, 6 * CIRO)]),
+                      6 * CIRO)
+        assert await ledger.charged_of(c3.address) == base + 10 * CIRO
+        # Neither that authorization nor an older, smaller one (cap4, never used) leaves any headroom now.
+        for old in (cap10, cap4):
+            await refused(ledger.settle_batch_call(world.batch_id(), [one_job(w1, 1)], [Charge(old, 1)]),
+                          "LEDGER: over authorization")
+
+        # Pipelined requests: the client signs c1 = p, c2 = 2p, c3 = 3p (over what it was charged so far) before
+        # its jobs end; job 2 fails, so no worker leaf covers it. The operator settles jobs 1 and 3 under the c3
+        # authorization with amount 2p: the client pays exactly the two prices.
+        p = 2 * CIRO
+        start = base + 10 * CIRO
+        auths = [world.spend(c3, start + i * p) for i in (1, 2, 3)]
+        jobs = batch_of(w1, [leaf(w1, price=p, client=c3), leaf(w1, price=p, client=c3)])
+        w1_before = await world.token.balance_of(w1.address)
+        await settled(ledger.settle_batch_call(world.batch_id(), [jobs], [Charge(auths[2], 2 * p)]), 2 * p)
+        assert await world.token.balance_of(w1.address) == w1_before + 2 * p
+        # It can never be charged more than 3p in total under those authorizations: p + 1 more does not fit.
+        for auth in auths:
+            await refused(ledger.settle_batch_call(world.batch_id(), [one_job(w2, p + 1)], [Charge(auth, p + 1)]),
+                          "LEDGER: over authorization")
 
     world.run(body())
 

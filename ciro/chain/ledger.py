@@ -3,9 +3,11 @@ worker-signed Merkle roots, and disputes. The contract is ``contracts/src/ledger
 the flow, the formats and the threat model.
 
 - A client registers its Stark key and deposits; with each request it signs :func:`spend_message` over the
-  cumulative amount it owes to date (:func:`sign_spend`).
+  cumulative amount it owes to date (:func:`sign_spend`): a cap on what it may ever be charged in total.
+- The operator names what each settlement charges (:class:`Charge`: an authorization and an amount); the chain
+  charges exactly that amount while the client's total charged stays within the signed cap.
 - A worker signs one batch message per batch (:func:`sign_batch`, ``ciro.merkle.batch_message``).
-- The operator settles many worker batches and client authorizations in one ``settle_batch`` transaction.
+- The operator settles many worker batches and client charges in one ``settle_batch`` transaction.
 - Anyone proves a job later with its leaf and path (``job_in_batch``) or disputes within the window.
 """
 
@@ -23,8 +25,8 @@ from .client import ChainClient
 from .contracts import _Bound
 from .deploy import declare, deploy
 
-__all__ = ["CiroLedger", "Leaf", "LeafProof", "SignedBatch", "SpendAuthorization", "deploy_ledger", "sign_batch",
-           "sign_spend", "spend_message"]
+__all__ = ["Charge", "CiroLedger", "Leaf", "LeafProof", "SignedBatch", "SpendAuthorization", "deploy_ledger",
+           "sign_batch", "sign_spend", "spend_message"]
 
 SPEND_DOMAIN = short_string("CIRO_SPEND_V1")
 
@@ -40,13 +42,31 @@ def spend_message(*, chain_id: int, ledger: int, client: int, cumulative: int) -
 
 @dataclass(frozen=True)
 class SpendAuthorization:
+    """What a client signs: its cumulative spend to date, the most it may ever be charged in total."""
+
     client: int
     cumulative: int
     r: int
     s: int
 
+
+@dataclass(frozen=True)
+class Charge:
+    """What the operator charges a client in one settlement: ``amount`` under ``authorization``'s cap (the
+    contract's ``SpendAuthorization`` with its ``amount``). The chain refuses a charge that would take the client's
+    total charged above the signed cumulative."""
+
+    authorization: SpendAuthorization
+    amount: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.amount < 2**128:
+            raise InputError(f"A charge's amount must be positive and fit 128 bits, got {self.amount}: charge what "
+                             "the client's settled jobs cost (leave out a client with nothing to pay).")
+
     def as_cairo(self) -> dict[str, int]:
-        return {"client": self.client, "cumulative": self.cumulative, "r": self.r, "s": self.s}
+        a = self.authorization
+        return {"client": a.client, "cumulative": a.cumulative, "amount": self.amount, "r": a.r, "s": a.s}
 
 
 def sign_spend(identity: Identity, *, chain_id: int, ledger: int, client: int, cumulative: int) -> SpendAuthorization:
@@ -169,10 +189,12 @@ class CiroLedger(_Bound):
         return self.prepare("withdraw")
 
     def settle_batch_call(self, batch_id: int, workers: Sequence[SignedBatch | dict[str, int]],
-                          clients: Sequence[SpendAuthorization]) -> Any:
+                          charges: Sequence[Charge | dict[str, int]]) -> Any:
+        """One settlement: the workers' signed batches and what to charge each client (a dict is passed as is:
+        only tests of the contract send raw fields)."""
         return self.prepare("settle_batch", batch_id,
                             [w.as_cairo() if isinstance(w, SignedBatch) else w for w in workers],
-                            [c.as_cairo() for c in clients])
+                            [c.as_cairo() if isinstance(c, Charge) else c for c in charges])
 
     def dispute_equivocation_call(self, first: LeafProof, second: LeafProof) -> Any:
         """Two leaves of one job by one worker with different outputs; the call names the worker and the job id

@@ -1,7 +1,8 @@
 // CiroLedger: settlement v2. Clients deposit CIRO and register a Stark key; each request they send carries a signed
-// cumulative spend authorization; the operator settles a batch in one transaction: per worker, the Merkle root of
-// its receipt leaves with its signature over (root, key, count, total); per client, its latest authorization. The
-// chain charges each client exactly `cumulative - charged` (monotonic, never more than signed), pays each worker
+// cumulative spend authorization, a cap on what it may ever be charged in total; the operator settles a batch in
+// one transaction: per worker, the Merkle root of its receipt leaves with its signature over (root, key, count,
+// total); per client, an authorization and the amount to charge now. The chain charges each client exactly that
+// amount while its total charged stays within the signed cap (never more than signed), pays each worker
 // exactly its signed total, and requires the two sums to be equal. One event per batch; roots are kept per
 // (batch id, worker) so any job is provable later by its leaf and path. Within `dispute_window` of a settlement
 // anyone can show a worker's equivocation (two leaves of one job with different outputs) or a quorum job whose
@@ -478,14 +479,15 @@ mod CiroLedger {
             if flipped {
                 self.client_keys.write(auth.client, KeyPoint { x: key.x, y: -key.y });
             }
-            let before = self.charged.read(auth.client);
-            let cumulative: u256 = auth.cumulative.into();
-            assert(cumulative > before, 'LEDGER: stale authorization');
-            let charge = cumulative - before;
+            assert(auth.amount != 0, 'LEDGER: zero charge');
+            let charge: u256 = auth.amount.into();
+            let cap: u256 = auth.cumulative.into();
+            let after = self.charged.read(auth.client) + charge;
+            assert(after <= cap, 'LEDGER: over authorization');
             let balance = self.balances.read(auth.client);
             assert(charge <= balance, 'LEDGER: insufficient deposit');
             self.balances.write(auth.client, balance - charge);
-            self.charged.write(auth.client, cumulative);
+            self.charged.write(auth.client, after);
             charge
         }
 

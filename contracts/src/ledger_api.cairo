@@ -15,12 +15,15 @@ struct WorkerBatch {
     s: felt252,
 }
 
-// A client's spend authorization: the cumulative amount it owes to date, signed with its registered key over
-// `spend_message(client, cumulative)`. A settlement charges `cumulative - charged_of(client)`.
+// A charge to a client under its spend authorization: `cumulative` is the cap the client signed with its
+// registered key over `spend_message(client, cumulative)` (the most it may ever be charged in total); `amount` is
+// what the operator charges now (not signed by the client). A settlement charges exactly `amount`, and only while
+// `charged_of(client) + amount <= cumulative`.
 #[derive(Copy, Drop, Serde)]
 struct SpendAuthorization {
     client: ContractAddress,
     cumulative: u128,
+    amount: u128,
     r: felt252,
     s: felt252,
 }
