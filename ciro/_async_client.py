@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ._payments import deposit, escrow, payer_chain, spend_header
 from ._transport import _BaseClient
 from ._wire import _checked, _dep, _job_id, _normalize
 from .config import Config
 from .deployments import Deployment
 from .errors import (
-    ConfigError,
     InputError,
     JobTimeoutError,
 )
@@ -37,7 +37,16 @@ _DEPLOYMENT_SETTINGS = ("verification", "replicas", "max_batch_size", "gpu", "gp
                         "max_payment", "metadata")
 #: Keyword arguments the SDK takes next to the job options (named in the unknown-option message).
 _SDK_ARGS = {"max_payment": "CIRO base units escrowed per job", "verification": "none, receipt, quorum or zk",
-             "timeout": "seconds to wait"}
+             "timeout": "seconds to wait", "prepaid": "pay from your CiroLedger deposit (True)"}
+
+
+def _prepaid_flag(value: Any, max_payment: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"prepaid must be True or False, got {value!r}.")
+    if value and max_payment is not None:
+        raise InputError("A job is paid one way: prepaid=True (from your CiroLedger deposit) or max_payment= (an "
+                         "escrow per job), not both.")
+    return value
 
 
 class AsyncCiroClient(_BaseClient):
@@ -50,10 +59,12 @@ class AsyncCiroClient(_BaseClient):
         self.verification = VerificationLevel.parse(
             verification if verification is not None else self.config.verification)
         self.default_options = dict(options or {})
-        check_options({k: v for k, v in self.default_options.items() if k != "max_payment"}, extra=_SDK_ARGS)
+        check_options({k: v for k, v in self.default_options.items() if k not in ("max_payment", "prepaid")},
+                      extra=_SDK_ARGS)
         self._models: dict[str, ModelInfo] = {}
         self._processors: dict[str, Processor] = {}
         self._chain: Any = None  # (chain info, ChainClient) once escrow is used
+        self._spending = asyncio.Lock()  # one prepaid request at a time: each signs the caps after the last one
 
     # -- service ---------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
@@ -213,10 +224,17 @@ class AsyncCiroClient(_BaseClient):
         info = await self.model(model)
         options = {**self.default_options, **options}
         max_payment = options.pop("max_payment", None)
+        prepaid = _prepaid_flag(options.pop("prepaid", False), max_payment)
         options = check_options(options, extra=_SDK_ARGS)
         spec = JobSpec(model=info.hash, inputs=_normalize(info, inputs),
                        verification=VerificationLevel(self._level(verification)), options=options)
         wait = min(wait, MAX_SERVER_WAIT_S)  # longer waits continue in `wait()`
+        if prepaid:
+            async with self._spending:
+                out: dict[str, Any] = await self._request("POST", "/v1/jobs", json=spec.to_wire(),
+                                                          params={"wait": wait}, read_timeout=wait,
+                                                          headers=await spend_header(self, 1))
+            return out
         if max_payment is not None:
             job = await self._request("POST", "/v1/jobs", json=spec.to_wire(), params={"escrow": "true"})
             await self._escrow([job], int(max_payment))
@@ -240,28 +258,30 @@ class AsyncCiroClient(_BaseClient):
         """The key whose Starknet account pays for escrowed jobs: the signing key, else ``client_key``."""
         return self.identity or KeyStore(self.config.paths.keys).get_or_create(self.config.client_key)
 
+    async def _payer_chain(self, purpose: str) -> tuple[dict[str, Any], Any]:
+        """The gateway's chain info and a ChainClient on :meth:`payer`'s account (made once)."""
+        if self._chain is None:
+            self._chain = await payer_chain(self, purpose)
+        return self._chain
+
+    async def deposit(self, amount: int) -> str:
+        """Deposit ``amount`` CIRO base units into CiroLedger from :meth:`payer`'s account (registering its key
+        the first time), for prepaid jobs (``prepaid=True``); returns the transaction hash. Withdrawing takes a
+        request and the ledger's withdrawal delay (docs/settlement.md)."""
+        return await deposit(self, int(amount))
+
+    async def ledger_account(self) -> dict[str, Any]:
+        """:meth:`payer`'s standing with this gateway's ledger: price per job, last accepted cap (``authorized``),
+        ``charged``, ``balance`` (deposit left) and the key it registered."""
+        from .chain import account_address
+
+        result: dict[str, Any] = await self._request(
+            "GET", f"/v1/ledger/{account_address(self.payer().public_key):#x}")
+        return result
+
     async def _escrow(self, jobs: list[dict[str, Any]], max_payment: int) -> str:
         """Escrow ``max_payment`` for each job in ONE transaction from the payer's account, then tell the gateway."""
-        from .chain import ChainClient, CiroToken, JobManager, account_address
-
-        if self._chain is None:
-            info = await self.chain_info()
-            if not info.get("enabled"):
-                raise ConfigError("This gateway does not settle on chain, so there is nothing to escrow. Drop "
-                                  "max_payment, or use a gateway with a deployment (ciro devnet, then ciro up).")
-            payer = self.payer()
-            self._chain = (info, await ChainClient.connect(info["rpc_url"], address=account_address(payer.public_key),
-                                                           identity=payer))
-        info, chain = self._chain
-        jm, token = JobManager(chain, int(info["job_manager"], 16)), CiroToken(chain, int(info["token"], 16))
-        deadline = await chain.now() + int(2 * float(info["escrow_window_s"])) + 3600
-        calls = [token.approve_call(jm.address, max_payment * len(jobs))] + [
-            jm.submit_job_call(j["id"], j["model_hash"], j["input_commitment"], j["verification"], max_payment,
-                               deadline) for j in jobs]
-        tx = await chain.execute(calls, what="Escrowing the jobs' payment")
-        await self._request("POST", "/v1/jobs/escrow", json={"job_ids": [j["id"] for j in jobs],
-                                                            "tx_hash": tx.tx_hex})
-        return tx.tx_hex
+        return await escrow(self, jobs, max_payment)
 
     async def submit_batch(self, model: str, items: Sequence[Any] | np.ndarray | Mapping[str, Any], *,
                            rows_per_job: int = 1, verification: VerificationLevel | str | bool | None = None,
@@ -294,6 +314,7 @@ class AsyncCiroClient(_BaseClient):
         job_options = {**self.default_options, **(options or {})}
         default_payment = job_options.pop("max_payment", None)
         max_payment = max_payment if max_payment is not None else default_payment
+        prepaid = _prepaid_flag(job_options.pop("prepaid", False), max_payment)
         job_options = check_options(job_options, extra=_SDK_ARGS)
         params: dict[str, Any] = {"wait": min(wait, MAX_SERVER_WAIT_S)}
         if max_payment is not None:
@@ -303,13 +324,19 @@ class AsyncCiroClient(_BaseClient):
             params.update(model=info.hash, rows_per_job=rows_per_job, verification=level)
             if job_options:
                 params["options"] = orjson.dumps(job_options, option=orjson.OPT_SORT_KEYS).decode()
-            result: dict[str, Any] = await self._request(
-                "POST", "/v1/jobs/batch/binary", data=encode_binary(stacked), params=params,
-                headers={"content-type": BINARY_CONTENT_TYPE}, read_timeout=wait)
+            rows = {a.shape[0] if a.ndim else 0 for a in stacked.values()}
+            request: dict[str, Any] = {"data": encode_binary(stacked), "headers": {"content-type": BINARY_CONTENT_TYPE}}
+            path, jobs = "/v1/jobs/batch/binary", max(rows) // rows_per_job if rows else 0
         else:
             body = {"model": info.hash, "items": [encode_json(_normalize(info, x)) for x in items],
                     "verification": level, "options": job_options}
-            result = await self._request("POST", "/v1/jobs/batch", json=body, params=params, read_timeout=wait)
+            request, path, jobs = {"json": body, "headers": {}}, "/v1/jobs/batch", len(body["items"])
+        if prepaid:
+            async with self._spending:
+                request["headers"].update(await spend_header(self, jobs))
+                result: dict[str, Any] = await self._request("POST", path, params=params, read_timeout=wait, **request)
+        else:
+            result = await self._request("POST", path, params=params, read_timeout=wait, **request)
         if max_payment is not None:
             await self._escrow(result["jobs"], int(max_payment))
             result["results"] = None
@@ -337,8 +364,9 @@ class AsyncCiroClient(_BaseClient):
                     f"(ciro.wait(job_id, timeout=...)) or cancel it.", detail={"job_id": job_id})
 
     async def wait_settled(self, job_id: str, *, timeout: float | None = None) -> JobResult:
-        """Wait until a paid job's settlement is final on chain: ``paid`` (``on_chain_verified``), ``refunded`` or
-        ``error``. A job that was not paid on chain (no ``max_payment``) has nothing to wait for: InputError."""
+        """Wait until a paid job's settlement is final on chain: ``paid`` (``on_chain_verified``), ``refunded``,
+        ``uncharged`` (prepaid, ended without a result) or ``error``. A job that was not paid on chain (neither
+        ``max_payment`` nor ``prepaid``) has nothing to wait for: InputError."""
         loop = asyncio.get_running_loop()
         limit = timeout if timeout is not None else self.timeout
         deadline = loop.time() + limit
@@ -348,9 +376,9 @@ class AsyncCiroClient(_BaseClient):
                 chain = await self.chain_info()
                 raise InputError(f"Job {job_id} was not paid on chain, so nothing settles: "
                                  + ("this gateway does not settle on chain." if not chain.get("enabled") else
-                                    "submit it with max_payment= to escrow and settle it."),
+                                    "submit it with max_payment= (escrow) or prepaid=True to settle it."),
                                  detail={"job_id": job_id})
-            if result.settlement in ("paid", "refunded", "error"):
+            if result.settlement in ("paid", "refunded", "uncharged", "error"):
                 return result
             if loop.time() >= deadline:
                 raise JobTimeoutError(f"Job {job_id} is still {result.settlement} on chain after {limit:.0f}s. "

@@ -1,4 +1,5 @@
-"""`ciro devnet`, `ciro fund` and `ciro keys`: the local chain and this home's key pairs."""
+"""`ciro devnet`, `ciro fund`, `ciro deposit` and `ciro keys`: the local chain, prepaid deposits and this home's key
+pairs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from . import local
-from ._cli_base import _cfg, cli, handle_errors
+from ._cli_base import _cfg, _client, cli, handle_errors
 from .config import Config
 from .errors import InputError
 
@@ -122,3 +123,28 @@ def keys_list(ctx: click.Context) -> None:
     """List key pairs (names and public keys)."""
     for ident in _keystore(ctx).list():
         click.echo(f"{ident.name:<24} {ident.public_hex}")
+
+
+@cli.command("deposit")
+@click.argument("amount")
+@click.pass_context
+@handle_errors
+def deposit(ctx: click.Context, amount: str) -> None:
+    """Deposit AMOUNT CIRO into the gateway's CiroLedger for prepaid jobs (`ciro infer --prepaid`, or
+    `prepaid=True` in the SDK), from your payer key's account; registers the key the first time. Shows the
+    ledger's standing afterwards."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        units = int(Decimal(amount) * 10**18)
+    except InvalidOperation:
+        raise InputError(f"{amount!r} is not an amount of CIRO (e.g. 25 or 0.5).") from None
+    if units <= 0:
+        raise InputError(f"Deposit a positive amount of CIRO, not {amount}.")
+    with _client(ctx) as client:
+        tx = client.deposit(units)
+        s = client.ledger_account()
+    click.echo(f"deposited {Decimal(units) / 10**18:f} CIRO in {tx}; ledger {s['ledger']} account {s['client']}: "
+               f"balance {Decimal(int(s['balance'])) / 10**18:f} CIRO, charged {Decimal(int(s['charged'])) / 10**18:f},"
+               f" last cap {Decimal(int(s['authorized'])) / 10**18:f}, price per job "
+               f"{Decimal(int(s['price_per_job'])) / 10**18:f}")

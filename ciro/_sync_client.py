@@ -120,6 +120,10 @@ class CiroClient:
     def config(self) -> Config:
         return self._async.config
 
+    def payer(self) -> Identity:
+        """The key whose Starknet account pays for escrowed and prepaid jobs (see ``AsyncCiroClient.payer``)."""
+        return self._async.payer()
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         out = self._loop.run(coro)
         for r in out if isinstance(out, list) else [out]:
@@ -157,6 +161,8 @@ class CiroClient:
     submit_batch = _blocking(AsyncCiroClient.submit_batch)
     infer_batch = _blocking(AsyncCiroClient.infer_batch)
     chain_info = _blocking(AsyncCiroClient.chain_info)
+    deposit = _blocking(AsyncCiroClient.deposit)
+    ledger_account = _blocking(AsyncCiroClient.ledger_account)
     wait = _blocking(AsyncCiroClient.wait)
     wait_settled = _blocking(AsyncCiroClient.wait_settled)
     status = _blocking(AsyncCiroClient.status)

@@ -205,17 +205,17 @@ def _print_job(r: JobResult) -> None:
               help="Verification level: receipt (default), none, quorum or zk (model deployed with --zk).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the result.")
 @click.option("--fresh", is_flag=True, help="Run it even if the gateway's result cache holds this job's result.")
+@click.option("--prepaid", is_flag=True, help="Pay the gateway's price from your CiroLedger deposit (`ciro deposit`).")
 @click.pass_context
 @handle_errors
 def infer(ctx: click.Context, model: str, input_path: Path, out: Path | None, verification: str | None,
-          timeout: float | None, fresh: bool) -> None:
+          timeout: float | None, fresh: bool, prepaid: bool) -> None:
     """Run one job of MODEL (hash, hash prefix or name) on an input file and print the result."""
     inputs = _load_input(input_path)
+    # job options only when asked (an unset option leaves the gateway's default)
+    extra: dict[str, Any] = {k: True for k, on in (("fresh", fresh), ("prepaid", prepaid)) if on}
     with _client(ctx) as client:
-        if fresh:  # the job option, only when asked (an unset option leaves the gateway's default)
-            result = client.infer(model, inputs, verification=verification, timeout=timeout, fresh=True)
-        else:
-            result = client.infer(model, inputs, verification=verification, timeout=timeout)
+        result = client.infer(model, inputs, verification=verification, timeout=timeout, **extra)
     if out:
         _write_output(out, result)
         click.echo(f"job {result.job_id}: done, output written to {out}")
@@ -287,7 +287,9 @@ def demo(ctx: click.Context, n_jobs: int, concurrency: int) -> None:
 
     report, paid = asyncio.run(go())
     if paid is not None:
-        click.echo("demo: paid jobs: each escrowed on the local devnet, run, verified and settled in a batch")
+        click.echo("demo: paid jobs: prepaid from one deposit in CiroLedger on the local devnet, run, and settled per "
+                   "worker batch" if paid.how == "prepaid" else
+                   "demo: paid jobs: each escrowed on the local devnet, run, verified and settled in a batch")
         click.echo(paid.table())
     click.echo(f"demo: {report.matched}/{report.jobs} outputs match onnxruntime")
     if report.matched != report.jobs or (paid is not None and paid.paid != paid.jobs):

@@ -179,6 +179,8 @@ class PaidReport:
     #: (who, before, after) in CIRO base units.
     balances: list[tuple[str, int, int]]
     settlement_txs: list[str]
+    #: How they were paid: "prepaid" (a CiroLedger deposit, settled per worker batch) or "escrowed" (JobManager).
+    how: str = "escrowed"
 
     def table(self) -> str:
         lines = [f"  paid jobs: {self.paid}/{self.jobs} settled on chain at {self.price / 1e18:g} CIRO each "
@@ -191,7 +193,8 @@ class PaidReport:
 
 async def run_paid_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int = 10,
                         timeout_s: float = 120.0) -> PaidReport | None:
-    """Escrow, run and settle a few jobs on the gateway's chain; None when it has none."""
+    """Pay, run and settle a few jobs on the gateway's chain; None when it has none. With a CiroLedger in the
+    deployment they are prepaid (one deposit, settled per worker batch), else escrowed one by one (JobManager)."""
     info = await client.chain_info()
     if not info.get("enabled"):
         return None
@@ -201,13 +204,19 @@ async def run_paid_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int 
     model = await client.deploy(model_path, name="digits-demo")
     workers = [w for w in await client.workers() if w.get("admitted") and w.get("worker_key")]
     payer = client.payer()
-    who = {"client (you)": account_address(payer.public_key), "JobManager (escrow)": int(info["job_manager"], 16),
+    prepaid = bool(info.get("ledger"))
+    holder = ("CiroLedger (deposits)", info["ledger"]) if prepaid else ("JobManager (escrow)", info["job_manager"])
+    who = {"client (you)": account_address(payer.public_key), holder[0]: int(holder[1], 16),
            **{f"worker {w['id']}": account_address(int(w["worker_key"], 16)) for w in workers}}
     chain = await ChainClient.connect(info["rpc_url"], address=account_address(payer.public_key), identity=payer)
     token = CiroToken(chain, int(info["token"], 16))
     before = {k: await token.balance_of(a) for k, a in who.items()}
     x = digits_inputs()[:jobs]
-    results = await client.infer_batch(model.hash, x, max_payment=2 * price)
+    if prepaid:
+        await client.deposit(jobs * price)
+        results = await client.infer_batch(model.hash, x, prepaid=True)
+    else:
+        results = await client.infer_batch(model.hash, x, max_payment=2 * price)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = [await client.status(r.job_id) for r in results]
@@ -217,4 +226,5 @@ async def run_paid_demo(client: AsyncCiroClient, model_path: Path, *, jobs: int 
     after = {k: await token.balance_of(a) for k, a in who.items()}
     return PaidReport(jobs=len(rows), paid=sum(r.settlement == "paid" for r in rows), price=price,
                       balances=[(k, before[k], after[k]) for k in who],
-                      settlement_txs=sorted({r.settlement_tx for r in rows if r.settlement_tx}))
+                      settlement_txs=sorted({r.settlement_tx for r in rows if r.settlement_tx}),
+                      how="prepaid" if prepaid else "escrowed")

@@ -190,11 +190,13 @@ JOB_RECORD: tuple[JobField, ...] = (
     JobField("options", dict[str, Any], "its checked options (quorum policy, hardware)"),
     JobField("client", str | None, "public key that signed the submission (None: unsigned, from the gateway's own "
                                    "machine)"),
-    JobField("settlement", str | None, "on-chain payment: escrowed, paid, refunded or error (None: not escrowed)"),
+    JobField("settlement", str | None, "on-chain payment: escrowed or prepaid (waiting), paid, refunded, "
+             "uncharged (a prepaid job that ended without a result) or error (None: unpaid)"),
     JobField("settlement_tx", str | None, "the transaction that paid or refunded it"),
     JobField("payment", str | None, "what the worker was paid, in CIRO base units (a decimal string)"),
     JobField("on_chain_verified", bool, "True once the JobManager accepted its settlement after Cairo checked the "
-                                        "receipt's (or 2f+1 votes') signature"),
+                                        "receipt's (or 2f+1 votes') signature; for a prepaid job, once CiroLedger "
+                                        "paid its worker batch and its job_in_batch confirmed the job's leaf"),
     JobField("cached", bool, "True when the gateway answered it from its result cache: the outputs and evidence "
                              "are those of job cached_from, done earlier for the same submitter"),
     JobField("cached_from", str | None, "the job whose run this result reuses (its receipt and proof name that "

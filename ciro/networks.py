@@ -34,7 +34,7 @@ __all__ = ["BUILTIN", "STRK", "NetworkProfile", "check_gateway", "profile", "set
 #: STRK, the fee token of Starknet's public networks (the same address on Sepolia and mainnet).
 STRK = "0x4718f5a0fc34cc1af16a1cdee98ffb20c31f5cd61d6ab07201858f4287c938d"
 _CONTRACTS = ("token", "pool", "job_manager")
-_KEYS = ("gateway_url", "rpc_url", "chain_id", "fee_token", *_CONTRACTS, "governance")
+_KEYS = ("gateway_url", "rpc_url", "chain_id", "fee_token", *_CONTRACTS, "ledger", "governance")
 #: What a gateway needs of a profile to settle on its network (beyond the built-in chain id and fee token).
 _SETTLE = ("rpc_url", *_CONTRACTS, "governance")
 
@@ -53,12 +53,14 @@ class NetworkProfile:
     token: str | None = None
     pool: str | None = None
     job_manager: str | None = None
+    #: CiroLedger (prepaid jobs, settlement v2); optional: without it jobs are paid through JobManager escrows only.
+    ledger: str | None = None
     #: The operator's (governance) account on that network: a gateway settles with it.
     governance: str | None = None
 
     def contracts(self) -> dict[str, str]:
         """The contract addresses the profile pins (normalised hex), if any."""
-        return {k: _hex(getattr(self, k), f"{self.name}.{k}") for k in _CONTRACTS if getattr(self, k)}
+        return {k: _hex(getattr(self, k), f"{self.name}.{k}") for k in (*_CONTRACTS, "ledger") if getattr(self, k)}
 
 
 BUILTIN = {
@@ -141,5 +143,6 @@ def settlement_record(p: NetworkProfile, cfg: Config) -> dict[str, str | None] |
             f"({cfg.operator_key!r})\nor use the local devnet (--network local).")
     record: dict[str, str | None] = {k: _hex(getattr(p, k), f"{p.name}.{k}") for k in (*_CONTRACTS, "governance")}
     record.update(network=p.name, rpc_url=p.rpc_url, chain_id=p.chain_id,
-                  fee_token=_hex(p.fee_token or STRK, f"{p.name}.fee_token"))
+                  fee_token=_hex(p.fee_token or STRK, f"{p.name}.fee_token"),
+                  ledger=_hex(p.ledger, f"{p.name}.ledger") if p.ledger else None)
     return record

@@ -59,6 +59,8 @@ class Network:
     network: str | None = None
     #: The chain id the node must report (None: not checked).
     chain_id: str | None = None
+    #: CiroLedger (settlement v2: deposits, signed spend caps, one transaction a batch); None where not deployed.
+    ledger: int | None = None
 
     def save(self, home: Path) -> Path:
         path = home / CHAIN_FILE
@@ -77,7 +79,7 @@ class Network:
             return cls(rpc_url=str(d["rpc_url"]), token=int(d["token"], 16), pool=int(d["pool"], 16),
                        job_manager=int(d["job_manager"], 16), governance=int(d["governance"], 16),
                        fee_token=int(d.get("fee_token", STRK), 16), network=d.get("network"),
-                       chain_id=d.get("chain_id"))
+                       chain_id=d.get("chain_id"), ledger=int(d["ledger"], 16) if d.get("ledger") else None)
         except FileNotFoundError as exc:
             raise ConfigError(f"No Ciro deployment recorded in {path}. Start the local devnet (`ciro devnet`), or "
                               "write the addresses of your deployment there.") from exc
@@ -121,7 +123,8 @@ def settle_on(cfg: Config) -> Network | None:
                               f"{p.chain_id!r} as network {p.name!r} is. Point rpc_url at a {p.name} node.")
     net = Network(rpc_url=rpc_url, token=int(str(record["token"]), 16), pool=int(str(record["pool"]), 16),
                   job_manager=int(str(record["job_manager"]), 16), governance=int(str(record["governance"]), 16),
-                  fee_token=int(str(record["fee_token"]), 16), network=p.name, chain_id=p.chain_id)
+                  fee_token=int(str(record["fee_token"]), 16), network=p.name, chain_id=p.chain_id,
+                  ledger=int(str(record["ledger"]), 16) if record.get("ledger") else None)
     net.save(cfg.home)
     return net
 

@@ -8,10 +8,12 @@ state folder a restart finds the contracts already there and reuses them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ciro import KeyStore
 from ciro.chain import ChainClient, Network, deploy_network, ensure_account
+from ciro.chain.ledger import deploy_ledger
 from ciro.home import HomePaths
 
 from .accounts import PredeployedAccount
@@ -27,6 +29,10 @@ FAUCET = 10_000 * CIRO
 #: STRK (fri) a funded key's account gets for fees: with its ACCOUNT_FEE_FUNDS, enough for a provider wallet to
 #: give many worker accounts theirs.
 FEE_FAUCET = 1_000 * 10**18
+#: CiroLedger's constructor values on the devnet: a client's withdrawal waits an hour (the operator can still settle
+#: work it authorized before), and a settled batch can be disputed for a day.
+WITHDRAWAL_DELAY_S = 3600
+DISPUTE_WINDOW_S = 24 * 3600
 
 
 async def bootstrap(url: str, governance: PredeployedAccount, home: Path, *,
@@ -38,6 +44,9 @@ async def bootstrap(url: str, governance: PredeployedAccount, home: Path, *,
     gov = await ChainClient.connect(url, address=governance.address, identity=gov_id)
     net = await deploy_network(gov, rpc_url=url, supply=SUPPLY, min_stake=MIN_STAKE,
                                unstake_cooldown_s=UNSTAKE_COOLDOWN_S)
+    net = replace(net, ledger=await deploy_ledger(gov, token=net.token, pool=net.pool,
+                                                  withdrawal_delay_s=WITHDRAWAL_DELAY_S,
+                                                  dispute_window_s=DISPUTE_WINDOW_S))
     token, fee_token = net.token_on(gov), net.fee_token_on(gov)
     for name in fund:
         address = await ensure_account(gov, keys.get_or_create(name))

@@ -128,6 +128,12 @@ def _batch_limit(serving: Serving, max_batch_size: int) -> int:
     return min(max_batch_size, serving.max_batch_size or max_batch_size)
 
 
+def prepaid(p: Pending) -> bool:
+    """Prepaid jobs (CiroLedger) run in worker batches of their own: the ledger pays a worker's signed batch whole, so
+    no job paid another way may share its signed total."""
+    return p.settlement == "prepaid"
+
+
 def _leading(queue: Sequence[Pending], n: int, same: Callable[[Pending], bool]) -> tuple[Pending, ...]:
     """Up to ``n`` jobs from the head of ``queue`` while they belong to the batch."""
     return tuple(itertools.takewhile(same, itertools.islice(queue, n)))
@@ -156,7 +162,8 @@ def choose_batch(queue: Sequence[Pending], deployed: Serving, workers: Workers, 
         due = head.enqueued_at + batch_timeout_s - (time.monotonic() if now is None else now)
         if due > 0:
             return due
-    jobs = _leading(queue, limit, lambda p: p.verification != VerificationLevel.QUORUM and job_fit(deployed, p) == fit)
+    jobs = _leading(queue, limit, lambda p: p.verification != VerificationLevel.QUORUM and job_fit(deployed, p) == fit
+                    and prepaid(p) == prepaid(head))
     return Choice(jobs, (worker,))
 
 
@@ -176,7 +183,8 @@ def _other_fit(queue: Sequence[Pending], deployed: Serving, blocked: Fit, worker
         if worker is None:
             continue
         jobs = [x for x in itertools.islice(queue, i, i + LOOKAHEAD)
-                if x.verification != VerificationLevel.QUORUM and job_fit(deployed, x) == fit]
+                if x.verification != VerificationLevel.QUORUM and job_fit(deployed, x) == fit
+                and prepaid(x) == prepaid(p)]
         return Choice(tuple(jobs[:_batch_limit(serving, max_batch_size)]), (worker,))
     return None
 

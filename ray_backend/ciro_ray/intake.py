@@ -15,10 +15,12 @@ from prometheus_client import Counter
 
 from ciro import (
     Config,
+    InputError,
     JobNotFoundError,
     JobStatus,
     ModelInfo,
     ModelStore,
+    VerificationLevel,
     canonical_bytes,
     check_options,
     new_job_ids,
@@ -29,6 +31,7 @@ from .fit import Fit
 from .groupcommit import GroupCommitter
 from .jobstore import JobRow, JobStore, NewJob
 from .metrics import Metrics
+from .prepaid import check_level
 from .records import job_from_outcome, job_from_row
 from .resultcache import cache_keys
 from .runtime import Runtime
@@ -65,15 +68,32 @@ class JobIntake:
                                   registry=metrics.registry)
 
     async def accept(self, model_ref: str, items: list[Tensors], verification: str, options: dict[str, Any],
-                     *, batch_id: str | None = None, client: str | None = None, escrow: bool = False) -> Accepted:
+                     *, batch_id: str | None = None, client: str | None = None, escrow: bool = False,
+                     spend: str | None = None) -> Accepted:
         """Admit and store one job per item (durable before this returns). A job the result cache answers is
         stored done; the others are not queued yet: an escrowed job waits for its escrow, the others for
-        :meth:`wait_for`. An escrowed job, or one with ``fresh``, is never answered from the cache."""
+        :meth:`wait_for`. An escrowed or prepaid (``spend``: the ``x-ciro-spend`` header) job, or one with
+        ``fresh``, is never answered from the cache."""
         options = check_options(options)
+        if spend is not None:  # before the level's own admission, which would name another fix
+            check_level(VerificationLevel.parse(verification))
         info = self.models.resolve(model_ref)
         zk = self.models.zk_status(info.hash)
-        level = admit_jobs(self.cfg, self.live, info, items, verification, options, escrow=escrow,
+        level = admit_jobs(self.cfg, self.live, info, items, verification, options, escrow=escrow or spend is not None,
                            zk_ready=zk is not None)
+        if spend is None:
+            return await self._store(info, items, level, options, zk, batch_id, client, escrow, None)
+        prepaid = self.live.settlement.prepaid if self.live.settlement is not None else None
+        if escrow or prepaid is None:
+            raise InputError("A job is escrowed (escrow=true) or prepaid (x-ciro-spend), not both." if escrow else
+                             "This gateway settles no prepaid jobs (no CiroLedger in its deployment, or settlement=off)"
+                             ". Drop the x-ciro-spend header, or pay with max_payment= (a JobManager escrow).")
+        async with prepaid.authorize(spend, len(items), level) as records:
+            return await self._store(info, items, level, options, zk, batch_id, client, False, records)
+
+    async def _store(self, info: ModelInfo, items: list[Tensors], level: VerificationLevel, options: dict[str, Any],
+                     zk: dict[str, Any] | None, batch_id: str | None, client: str | None, escrow: bool,
+                     prepaid: list[dict[str, Any]] | None) -> Accepted:
         if escrow and self.live.settlement is not None:  # the client's escrow names the model: register it
             await self.live.settlement.ensure_model(info.hash, zk["vk_hash"] if zk else None)
         keys = cache_keys(scope=client, model_hash=info.hash, level=level, options=options, zk=zk,
@@ -81,19 +101,21 @@ class JobIntake:
                           ) if self.store.results.enabled else None
         new: list[NewJob] = []
         tensors: dict[str, Tensors] = {}
-        for job_id, inputs in zip(new_job_ids(len(items)), items, strict=True):
+        for i, (job_id, inputs) in enumerate(zip(new_job_ids(len(items)), items, strict=True)):
             info.check_inputs(inputs)
             blob = canonical_bytes(inputs)  # stored as is; its SHA-256 is the input commitment
             ic = hashlib.sha256(blob).hexdigest()
             new.append(NewJob(job_id, info.hash, level.value, options, ic, blob, batch_id, client,
                               JobStatus.AWAITING_ESCROW if escrow else JobStatus.QUEUED,
-                              cache_key=keys(ic) if keys else None))
+                              cache_key=keys(ic) if keys else None, prepaid=prepaid[i] if prepaid else None))
             tensors[job_id] = inputs
-        if keys and not escrow and not options.get("fresh"):
+        if keys and not escrow and prepaid is None and not options.get("fresh"):
             new = self._reuse(new)
         submitted = await self.committer.insert(new)  # durable before we answer
         pending = [Pending(j.id, j.model_hash, tensors[j.id], j.input_commitment, j.verification, submitted,
-                           options, client=client, settlement="escrowed" if escrow else None)
+                           options, client=client, settlement="escrowed" if escrow else
+                           "prepaid" if j.prepaid else None, price=int(j.prepaid["price"]) if j.prepaid else 0,
+                           payer=str(j.prepaid["client"]) if j.prepaid else "0x0")
                    for j in new if j.reuses is None]
         reused = self.store.get_many([j.id for j in new if j.reuses is not None])
         self.metrics.jobs_submitted.labels(info.hash[:12]).inc(len(new))

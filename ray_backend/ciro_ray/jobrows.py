@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS faults (
     slash_tx TEXT
 );
 CREATE INDEX IF NOT EXISTS faults_worker ON faults(worker_key);
+CREATE TABLE IF NOT EXISTS spend_caps (
+    client TEXT PRIMARY KEY,
+    cumulative TEXT NOT NULL,
+    r TEXT NOT NULL,
+    s TEXT NOT NULL
+);
 """
 
 
@@ -81,6 +87,9 @@ class NewJob:
     cache_key: str | None = None
     #: A done job (read with its outputs) whose result answers this one: stored done at once, ``cached_from`` it.
     reuses: JobRow | None = None
+    #: A prepaid job's payment record (``prepaid.Prepaid.authorize``: price, client, cap), stored as its escrow
+    #: with settlement "prepaid"; None for the others.
+    prepaid: dict[str, Any] | None = None
 
 
 @dataclass

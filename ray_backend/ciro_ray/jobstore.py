@@ -110,6 +110,8 @@ class JobStore:
                 [self._new_row(j, now) for j in jobs])
             db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)",
                            [(j.id, self._seal(j.id, "inputs", j.inputs)) for j in jobs])
+            db.executemany("UPDATE jobs SET escrow=?, settlement='prepaid' WHERE id=?",
+                           [(json.dumps(j.prepaid), j.id) for j in jobs if j.prepaid is not None])
         return now
 
     def _new_row(self, j: NewJob, now: float) -> tuple[Any, ...]:
@@ -231,6 +233,22 @@ class JobStore:
         """Finished jobs whose escrow still waits: done ones to pay, failed or cancelled ones to refund."""
         return self._select("WHERE settlement='escrowed' AND status IN ('done','failed','cancelled') "
                             "ORDER BY finished_at LIMIT ?", (limit,), with_inputs=False)
+
+    def prepaid_final(self, limit: int) -> list[JobRow]:
+        """Finished prepaid jobs not settled yet (``prepaid.Prepaid.settle_once``), oldest first."""
+        return self._select("WHERE settlement='prepaid' AND status IN ('done','failed','cancelled') "
+                            "ORDER BY finished_at LIMIT ?", (limit,), with_inputs=False)
+
+    def spend_cap(self, client: str) -> tuple[int, str, str] | None:
+        """The highest spend cap (cumulative, r, s) this gateway accepted from a client account, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT cumulative, r, s FROM spend_caps WHERE client=?", (client,)).fetchone()
+        return (int(row[0]), str(row[1]), str(row[2])) if row else None
+
+    def set_spend_cap(self, client: str, cumulative: int, r: str, s: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO spend_caps VALUES (?,?,?,?) ON CONFLICT(client) DO UPDATE SET "
+                       "cumulative=excluded.cumulative, r=excluded.r, s=excluded.s", (client, str(cumulative), r, s))
 
     def settled(self, items: Sequence[tuple[str, str, str | None, int | None]]) -> None:
         """Record (id, settlement state, transaction hash, payment) after a settlement transaction."""

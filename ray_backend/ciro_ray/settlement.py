@@ -38,6 +38,7 @@ from ciro.receipts import MERKLE_SCHEME, short_string
 
 from .background import Background
 from .jobstore import JobRow, JobStore
+from .prepaid import Prepaid
 from .providers import ProviderStore, downtime_evidence, evidence_felt
 
 __all__ = ["Settlement"]
@@ -93,6 +94,8 @@ class Settlement(Background):
         self.providers = providers
         self._seated: set[int] = set()
         self._seating = asyncio.Lock()
+        #: Prepaid jobs through CiroLedger, where the deployment has one.
+        self.prepaid = Prepaid(cfg, store, network, operator) if network.ledger else None
 
     @classmethod
     async def open(cls, cfg: Config, store: JobStore, *, providers: ProviderStore | None = None,
@@ -116,7 +119,8 @@ class Settlement(Background):
         n = self.network
         return {"enabled": True, "required": self.cfg.settlement == "required", "rpc_url": n.rpc_url,
                 "token": hex(n.token), "pool": hex(n.pool), "job_manager": hex(n.job_manager),
-                "governance": hex(n.governance), "price_per_job": str(self.cfg.price_per_job),
+                "governance": hex(n.governance), "ledger": hex(n.ledger) if n.ledger else None,
+                "price_per_job": str(self.cfg.price_per_job),
                 "escrow_window_s": self.cfg.escrow_window_s}
 
     # -- before a job runs ---------------------------------------------------------------
@@ -234,6 +238,8 @@ class Settlement(Background):
         """Settle up to ``settle_batch`` finished jobs and file pending slashes; returns how many changed state."""
         rows = self.store.to_settle(self.cfg.settle_batch)
         changed = await self._slash() + await self._slash_downtime()
+        if self.prepaid is not None:
+            changed += await self.prepaid.settle_once()
         if not rows:
             return changed
         done = [r for r in rows if r.status.value == "done"]

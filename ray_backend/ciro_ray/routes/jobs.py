@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from ciro import BINARY_CONTENT_TYPE, InputError, JobStatus, ModelStore, decode_binary, decode_json
@@ -29,6 +29,9 @@ Tensors = dict[str, np.ndarray]
 _JOB_ID = Path(pattern=r"^[0-9a-f]{32}$", description="the job id: 32 hex characters")
 _ESCROW_DOC = ("hold the job until its payment is escrowed on chain (then POST /v1/jobs/escrow with the "
                "transaction); it is then paid to the worker once verified")
+_SPEND_DOC = ("prepaid jobs (CiroLedger): JSON {\"client\": \"0x<account>\", \"caps\": [{\"cumulative\": N, \"r\": "
+              "\"0x..\", \"s\": \"0x..\"}, ...]}, one cap per job, each the last accepted cap plus the price per "
+              "job (GET /v1/ledger/{account}), signed by the account's ledger key")
 _BINARY_BODY = {"requestBody": {"required": True, "content": {
     BINARY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}}
 
@@ -63,12 +66,13 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
 
     @api.post("/v1/jobs", response_model=JobOut, status_code=202, responses=ERRORS)
     async def submit_job(body: JobRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
-                         escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
+                         escrow: bool = Query(False, description=_ESCROW_DOC),
+                         spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds.
         A job asking exactly what a done job of the same submitter asked is done at once with that job's result
         (``cached``, ``cached_from``), unless it is escrowed or its options say ``fresh``."""
         accepted = await intake.accept(body.model, [_tensors(body.inputs)], body.verification, body.options,
-                                       client=request.state.account, escrow=escrow)
+                                       client=request.state.account, escrow=escrow, spend=spend)
         if escrow:
             return json_response(job_from_row(intake.row(accepted.ids[0]), outputs=False), 202)
         return await _submitted(accepted, wait)
@@ -78,11 +82,12 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
     async def submit_job_binary(request: Request, model: str = Query(..., max_length=200),
                                 verification: str = Query("receipt", max_length=16),
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
-                                options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC)
+                                options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC),
+                                spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)
                                 ) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
         accepted = await intake.accept(model, [decode_binary(await request.body())], verification,
-                                       _json_options(options), client=request.state.account)
+                                       _json_options(options), client=request.state.account, spend=spend)
         return await _submitted(accepted, wait)
 
     async def _submitted(accepted: Accepted, wait: float) -> Response:
@@ -94,14 +99,16 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
 
     @api.post("/v1/jobs/batch", response_model=BatchResponse, status_code=202, responses=ERRORS)
     async def submit_batch(body: BatchRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
-                           escrow: bool = Query(False, description=_ESCROW_DOC)) -> Response:
+                           escrow: bool = Query(False, description=_ESCROW_DOC),
+                           spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)) -> Response:
         """Submit many jobs in one request: ``items`` (one input dict each) or stacked ``inputs``. Each job may be
         answered from the result cache, as for ``POST /v1/jobs``."""
         if (body.items is None) == (body.inputs is None):
             raise InputError('Give exactly one of "items" (a list of input dicts) or "inputs" (stacked tensors).')
         items = ([_tensors(i) for i in body.items] if body.items is not None
                  else _split_stacked(_tensors(body.inputs or {}), body.rows_per_job))
-        return await _batch(body.model, items, body.verification, body.options, wait, request.state.account, escrow)
+        return await _batch(body.model, items, body.verification, body.options, wait, request.state.account, escrow,
+                            spend)
 
     @api.post("/v1/jobs/batch/binary", response_model=BatchResponse, status_code=202, responses=ERRORS,
               openapi_extra=_BINARY_BODY)
@@ -110,17 +117,19 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
                                   verification: str = Query("receipt", max_length=16),
                                   wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                                   escrow: bool = Query(False, description=_ESCROW_DOC),
-                                  options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC)
+                                  options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC),
+                                  spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)
                                   ) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)
-        return await _batch(model, items, verification, _json_options(options), wait, request.state.account, escrow)
+        return await _batch(model, items, verification, _json_options(options), wait, request.state.account, escrow,
+                            spend)
 
     async def _batch(model: str, items: list[Tensors], verification: str, options: dict[str, Any],
-                     wait: float, client: str | None, escrow: bool = False) -> Response:
+                     wait: float, client: str | None, escrow: bool = False, spend: str | None = None) -> Response:
         batch_id = uuid.uuid4().hex
         accepted = await intake.accept(model, items, verification, options, batch_id=batch_id, client=client,
-                                       escrow=escrow)
+                                       escrow=escrow, spend=spend)
         if escrow:
             jobs = [job_from_row(intake.row(i), outputs=False) for i in accepted.ids]
             return json_response({"batch_id": batch_id, "job_ids": accepted.ids, "results": None, "jobs": jobs}, 202)

@@ -1,18 +1,20 @@
-"""The service itself: ``/healthz``, ``/metrics`` (Prometheus) and ``/v1/chain`` (where it settles)."""
+"""The service itself: ``/healthz``, ``/metrics`` (Prometheus), ``/v1/chain`` (where it settles) and
+``/v1/ledger/{account}`` (a prepaid client's standing)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from ciro import Config, __version__
+from ciro import Config, InputError, __version__
 
 from ..metrics import Metrics
 from ..records import json_response
 from ..runtime import Runtime
+from ..schemas import ERRORS
 
 __all__ = ["router"]
 
@@ -42,5 +44,19 @@ def router(cfg: Config, live: Runtime, stats: Metrics) -> APIRouter:
     async def chain_info() -> Response:
         """Where this gateway settles: the network's addresses and the price per job; {"enabled": false} if none."""
         return json_response(live.settlement.info() if live.settlement else {"enabled": False})
+
+    @api.get("/v1/ledger/{account}", responses=ERRORS)
+    async def ledger_account(account: str = Path(pattern=r"^0x[0-9a-fA-F]{1,64}$",
+                                                 description="the client's account address (0x-hex)")) -> Response:
+        """What a prepaid client signs its next caps from: the price per job, the last cap this gateway accepted
+        (``authorized``), what the ledger has charged, the deposit left and the key the account registered."""
+        prepaid = live.settlement.prepaid if live.settlement else None
+        if prepaid is None:
+            raise InputError("This gateway settles no prepaid jobs (no CiroLedger in its deployment, or "
+                             "settlement=off).")
+        address = int(account, 16)
+        if address >= 2**251:
+            raise InputError(f"{account} is not a Starknet address (below 2**251). Pass the client's account address.")
+        return json_response(await prepaid.account(address))
 
     return api

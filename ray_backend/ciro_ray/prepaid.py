@@ -1,0 +1,226 @@
+"""Prepaid jobs (settlement v2, CiroLedger): a client deposits once and signs a spend cap with each request; the
+gateway settles whole worker batches, many in one transaction.
+
+Admission (:meth:`Prepaid.authorize`): a request carries, in the ``x-ciro-spend`` header, the paying account and
+one signed cap per job, ``{"client": "0x..", "caps": [{"cumulative": "N", "r": "0x..", "s": "0x.."}, ...]}``. The
+caps must climb from the last one this gateway accepted from that account (or from what the ledger has charged it,
+the first time) by exactly the gateway's price per job, each signed by the key the account registered in the
+ledger, and the account's deposit must cover every cap not charged yet. Anything else is refused with nothing
+stored. Only receipt and zk jobs are prepaid: their worker signs one Merkle leaf per job with the price and the
+client; a quorum job would have k workers sign the price (pay it through a JobManager escrow instead).
+
+Settlement (:meth:`Prepaid.settle_once`): the scheduler keeps prepaid jobs in batches of their own, so a worker's
+signed batch is settled whole once all of its jobs are done: ``settle_batch`` with each worker's root, size, total
+and signature, and for each client the amount its leaves in those batches cost under its latest signed cap. The
+ledger checks the signatures, the caps and that charges equal payments; afterwards each job's leaf is checked
+against its batch's stored root by the ledger's own ``job_in_batch``, and only then is the job ``paid`` (and
+``on_chain_verified``). A batch that never completes (a job in it failed, e.g. a zk proof contradicted the worker)
+is not settled: its done jobs end ``error`` after ``escrow_window_s`` and nobody is charged or paid for them.
+A prepaid job that ends without a result is ``uncharged``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ciro import Config, VerificationLevel
+from ciro.chain import ChainClient, Network, account_address
+from ciro.chain.ledger import Charge, CiroLedger, SpendAuthorization, spend_message
+from ciro.errors import InputError, InsufficientEscrowError
+from ciro.identity import verify_felt
+
+from .jobstore import JobRow, JobStore
+
+__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "check_level", "parse_spend"]
+
+log = logging.getLogger("ciro.prepaid")
+SPEND_HEADER = "x-ciro-spend"
+PREPAID_LEVELS = (VerificationLevel.RECEIPT, VerificationLevel.ZKML)
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value, 16) if isinstance(value, str) and value.lower().startswith("0x") else int(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{SPEND_HEADER}: {what} must be an integer (decimal or 0x-hex), got {value!r}.") from exc
+
+
+def parse_spend(header: str) -> tuple[int, list[SpendAuthorization]]:
+    """The paying account and its signed caps from the ``x-ciro-spend`` header's JSON."""
+    try:
+        d = json.loads(header)
+        client, caps = d["client"], d["caps"]
+        if not isinstance(caps, list) or not caps:
+            raise TypeError("caps is not a non-empty list")
+        account = _int(client, "client")
+        auths = [SpendAuthorization(account, _int(c["cumulative"], "cumulative"), _int(c["r"], "r"), _int(c["s"], "s"))
+                 for c in caps]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{SPEND_HEADER} is malformed ({exc}): send JSON {{\"client\": \"0x<account>\", \"caps\": "
+                         "[{\"cumulative\": N, \"r\": \"0x..\", \"s\": \"0x..\"}, ...]}, one cap per job (the SDK does "
+                         "it with prepaid=True).") from exc
+    for a in auths:
+        if not 0 < a.cumulative < 2**128:
+            raise InputError(f"{SPEND_HEADER}: a cumulative cap is a positive 128-bit amount, got {a.cumulative}.")
+    return account, auths
+
+
+def check_level(level: VerificationLevel) -> None:
+    if level not in PREPAID_LEVELS:
+        raise InputError(f"A prepaid job is a receipt or zk job (its worker signs the price in one leaf); this one is "
+                         f"{level.value}. Pay a quorum job with max_payment= (a JobManager escrow), or run it unpaid.")
+
+
+class Prepaid:
+    def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
+        if network.ledger is None:
+            raise InputError("This deployment has no CiroLedger (chain.json has no ledger).")
+        self.cfg = cfg
+        self.store = store
+        self.network = network
+        self.ledger = CiroLedger(operator, network.ledger)
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._chain_id: int | None = None
+
+    async def account(self, client: int) -> dict[str, Any]:
+        """What a client needs to sign its next cap: the price, the last cap accepted, and its ledger account."""
+        charged, balance = await self.ledger.charged_of(client), await self.ledger.balance_of(client)
+        last = self.store.spend_cap(hex(client))
+        return {"ledger": hex(self.ledger.address), "chain_id": hex(await self._chain()), "client": hex(client),
+                "price_per_job": str(self.cfg.price_per_job), "authorized": str(last[0] if last else charged),
+                "charged": str(charged), "balance": str(balance),
+                "registered_key": hex(int(await self.ledger.view("client_key", client)))}
+
+    async def _chain(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = await self.ledger.chain_id()
+        return self._chain_id
+
+    @contextlib.asynccontextmanager
+    async def authorize(self, header: str, jobs: int, level: VerificationLevel) -> AsyncIterator[list[dict[str, Any]]]:
+        """Check a request's caps for ``jobs`` jobs at ``level``; yields each job's payment record. The caps are
+        recorded as accepted only if the body of the ``async with`` (storing the jobs) succeeds; one account's
+        requests are checked one at a time."""
+        client, auths = parse_spend(header)
+        check_level(level)
+        if len(auths) != jobs:
+            raise InputError(f"{SPEND_HEADER} has {len(auths)} caps for {jobs} jobs: sign one cap per job.")
+        async with self._locks[client]:
+            last = self.store.spend_cap(hex(client))
+            charged = await self.ledger.charged_of(client)
+            start = last[0] if last else charged
+            price = self.cfg.price_per_job
+            want = [start + price * (i + 1) for i in range(jobs)]
+            if [a.cumulative for a in auths] != want:
+                raise InsufficientEscrowError(
+                    f"The caps must be the last accepted cap ({start}) plus the price per job ({price}) for each job: "
+                    f"expected {want[:3]}{'...' if jobs > 3 else ''}, got {[a.cumulative for a in auths][:3]}. Ask "
+                    f"GET /v1/ledger/{hex(client)} for the last cap and sign again (the SDK does it).",
+                    detail={"expected_first": str(want[0]), "price_per_job": str(price)})
+            key = int(await self.ledger.view("client_key", client))
+            if key == 0:
+                raise InsufficientEscrowError(f"Account {hex(client)} has no key registered in CiroLedger "
+                                              f"{hex(self.ledger.address)}: deposit first (client.deposit(amount) or "
+                                              "`ciro deposit AMOUNT`, which registers it).")
+            chain_id = await self._chain()
+            bad = [a.cumulative for a in auths if not verify_felt(key, spend_message(
+                chain_id=chain_id, ledger=self.ledger.address, client=client, cumulative=a.cumulative), a.r, a.s)]
+            if bad:
+                raise InsufficientEscrowError(f"The caps for {bad[:3]} are not signed by the key account {hex(client)} "
+                                              "registered in the ledger. Sign them with that key.")
+            balance = await self.ledger.balance_of(client)
+            if want[-1] - charged > balance:
+                raise InsufficientEscrowError(
+                    f"Account {hex(client)}'s deposit ({balance}) does not cover its unsettled caps "
+                    f"({want[-1] - charged}). Deposit more (client.deposit(amount) or `ciro deposit AMOUNT`).",
+                    detail={"balance": str(balance), "needed": str(want[-1] - charged)})
+            records = [{"prepaid": True, "client": hex(client), "price": str(price), "cumulative": str(c)}
+                       for c in want]
+            yield records
+            top = auths[-1]
+            self.store.set_spend_cap(hex(client), top.cumulative, hex(top.r), hex(top.s))
+
+    # -- settling ------------------------------------------------------------------------
+    async def settle_once(self) -> int:
+        """Settle the complete worker batches of done prepaid jobs (up to ``settle_batch`` jobs); returns how many
+        jobs changed state."""
+        rows = self.store.prepaid_final(self.cfg.settle_batch * 4)
+        if not rows:
+            return 0
+        ended = [r for r in rows if r.status.value != "done"]
+        self.store.settled([(r.id, "uncharged", None, None) for r in ended])
+        groups: dict[tuple[str, str], list[JobRow]] = defaultdict(list)
+        for r in rows:
+            if r.status.value == "done":
+                rec = (r.evidence or {}).get("receipt") or {}
+                groups[(str(rec.get("worker_key")), str(rec.get("root")))].append(r)
+        ready, stale = [], []
+        cutoff = time.time() - self.cfg.escrow_window_s
+        for rs in groups.values():
+            size = int(_receipt(rs[0]).get("batch_size", 0))
+            if len(rs) == size:
+                ready.append(rs)
+            elif all((r.finished_at or 0) < cutoff for r in rs):
+                stale.extend(rs)
+        if stale:
+            log.warning("%d prepaid job(s) are in worker batches that never completed: not charged", len(stale))
+            self.store.settled([(r.id, "error", None, None) for r in stale])
+        picked, count = [], 0
+        for rs in ready:
+            if count and count + len(rs) > self.cfg.settle_batch:
+                break
+            picked.append(rs)
+            count += len(rs)
+        return len(ended) + len(stale) + (await self._settle(picked) if picked else 0)
+
+    async def _settle(self, batches: list[list[JobRow]]) -> int:
+        amounts: dict[str, int] = defaultdict(int)
+        workers = []
+        for rs in batches:
+            rec = _receipt(rs[0])
+            workers.append({"worker": account_address(int(rec["worker_key"], 16)), "root": int(rec["root"], 16),
+                            "count": int(rec["batch_size"]), "total": int(rec["batch_total"]),
+                            "r": int(rec["signature"][0], 16), "s": int(rec["signature"][1], 16)})
+            for r in rs:
+                rr = _receipt(r)
+                if int(rr["price"]):
+                    amounts[hex(int(rr["client"], 16))] += int(rr["price"])
+        charges = []
+        for client, amount in amounts.items():
+            cap = self.store.spend_cap(client)
+            if cap is None:
+                log.error("no accepted cap for client %s; its jobs cannot be charged", client)
+                return 0
+            charges.append(Charge(SpendAuthorization(int(client, 16), cap[0], int(cap[1], 16), int(cap[2], 16)),
+                                  amount))
+        batch_id = time.time_ns() // 1_000_000
+        tx = await self.ledger.chain.execute([self.ledger.settle_batch_call(batch_id, workers, charges)],
+                                             what="CiroLedger.settle_batch")
+        done = []
+        for rs, wb in zip(batches, workers, strict=True):
+            for r in rs:
+                rr = _receipt(r)
+                ok = await self.ledger.job_in_batch(batch_id, wb["worker"], _leaf(r), int(rr["leaf_index"]),
+                                                    [int(p, 16) for p in rr["path"]])
+                done.append((r.id, "paid" if ok else "error", tx.tx_hex, int(rr["price"]) if ok else None))
+        self.store.settled(done)
+        log.info("settled %d prepaid job(s) of %d worker batch(es) in %s", len(done), len(batches), tx.tx_hex)
+        return len(done)
+
+
+def _receipt(row: JobRow) -> dict[str, Any]:
+    rec: dict[str, Any] = (row.evidence or {}).get("receipt") or {}
+    return rec
+
+
+def _leaf(row: JobRow) -> int:
+    from ciro.receipts import Receipt
+
+    return Receipt.from_dict(_receipt(row)).leaf()
