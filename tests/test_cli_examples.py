@@ -78,10 +78,15 @@ def test_up_demo_down_on_a_fresh_home_starts_its_own_ray(tmp_path: Path) -> None
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert proc.stdout.rstrip().splitlines()[-1] == "demo: 300/300 outputs match onnxruntime"
         assert "throughput" in proc.stdout and "latency p99" in proc.stdout
-        # the embedded default's chain: the paid jobs were escrowed, run and settled; balances moved
+        # the embedded default's chain: the paid jobs were prepaid from one CiroLedger deposit, run and settled per
+        # worker batch; the deposit went to the workers in full (the ledger keeps nothing)
         assert "paid jobs: 10/10 settled on chain" in proc.stdout, proc.stdout + proc.stderr
+        assert "prepaid from one deposit in CiroLedger" in proc.stdout
         moved = {line.split()[0]: line for line in proc.stdout.splitlines() if " CIRO (" in line}
-        assert "(-0.0100)" in moved["client"] and "(+0.0000)" in moved["JobManager"]
+        assert "(-0.0100)" in moved["client"] and "(+0.0000)" in moved["CiroLedger"]
+        paid_workers = [line for line in proc.stdout.splitlines() if " CIRO (" in line and line.split()[0] == "worker"]
+        earned = sum(float(line.rsplit("(", 1)[1].rstrip(")")) for line in paid_workers)
+        assert paid_workers and round(earned, 4) == 0.01
     finally:
         down = subprocess.run([CIRO, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert "gateway" in down.stdout and "ray head" in down.stdout and "devnet" in down.stdout

@@ -33,12 +33,12 @@ from typing import Any
 from ciro import Config, VerificationLevel
 from ciro.chain import ChainClient, Network, account_address
 from ciro.chain.ledger import Charge, CiroLedger, SpendAuthorization, spend_message
-from ciro.errors import InputError, InsufficientEscrowError
+from ciro.errors import ChainError, InputError, InsufficientEscrowError
 from ciro.identity import verify_felt
 
 from .jobstore import JobRow, JobStore
 
-__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "check_level", "parse_spend"]
+__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "batch_fault", "check_level", "parse_spend"]
 
 log = logging.getLogger("ciro.prepaid")
 SPEND_HEADER = "x-ciro-spend"
@@ -86,6 +86,7 @@ class Prepaid:
         self.store = store
         self.network = network
         self.ledger = CiroLedger(operator, network.ledger)
+        self.pool = network.pool_on(operator)
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._chain_id: int | None = None
 
@@ -172,13 +173,19 @@ class Prepaid:
         if stale:
             log.warning("%d prepaid job(s) are in worker batches that never completed: not charged", len(stale))
             self.store.settled([(r.id, "error", None, None) for r in stale])
+        bad = [(rs, why) for rs in ready if (why := batch_fault([_receipt(r) for r in rs])) is not None]
+        for rs, why in bad:
+            log.warning("worker batch %s of worker %s is not settled: %s", _receipt(rs[0]).get("root"),
+                        _receipt(rs[0]).get("worker_key"), why)
+        self.store.settled([(r.id, "error", None, None) for rs, _ in bad for r in rs])
+        ready = [rs for rs in ready if all(rs is not b for b, _ in bad)]
         picked, count = [], 0
         for rs in ready:
             if count and count + len(rs) > self.cfg.settle_batch:
                 break
             picked.append(rs)
             count += len(rs)
-        return len(ended) + len(stale) + (await self._settle(picked) if picked else 0)
+        return len(ended) + len(stale) + sum(len(rs) for rs, _ in bad) + (await self._settle(picked) if picked else 0)
 
     async def _settle(self, batches: list[list[JobRow]]) -> int:
         amounts: dict[str, int] = defaultdict(int)
@@ -200,9 +207,24 @@ class Prepaid:
                 return 0
             charges.append(Charge(SpendAuthorization(int(client, 16), cap[0], int(cap[1], 16), int(cap[2], 16)),
                                   amount))
+        for w, rs in zip(workers, batches, strict=True):
+            if not await self.pool.is_eligible(w["worker"]):  # slashed or banned since it ran: never paid
+                log.warning("worker %s is no longer eligible in CDCPool; its batch is not settled", hex(w["worker"]))
+                self.store.settled([(r.id, "error", None, None) for r in rs])
+                return len(rs)
         batch_id = time.time_ns() // 1_000_000
-        tx = await self.ledger.chain.execute([self.ledger.settle_batch_call(batch_id, workers, charges)],
-                                             what="CiroLedger.settle_batch")
+        try:
+            tx = await self.ledger.chain.execute([self.ledger.settle_batch_call(batch_id, workers, charges)],
+                                                 what="CiroLedger.settle_batch")
+        except ChainError as exc:
+            if len(batches) > 1:  # find the batch the ledger refuses: each alone, the others still settle
+                log.warning("settling %d worker batches together failed (%s); settling each alone", len(batches),
+                            exc.message)
+                return sum([await self._settle([rs]) for rs in batches])
+            log.warning("the ledger refuses worker batch %s: %s; its jobs are not charged", workers[0]["root"],
+                        exc.message)
+            self.store.settled([(r.id, "error", None, None) for r in batches[0]])
+            return len(batches[0])
         done = []
         for rs, wb in zip(batches, workers, strict=True):
             for r in rs:
@@ -213,6 +235,33 @@ class Prepaid:
         self.store.settled(done)
         log.info("settled %d prepaid job(s) of %d worker batch(es) in %s", len(done), len(batches), tx.tx_hex)
         return len(done)
+
+
+def batch_fault(receipts: list[dict[str, Any]]) -> str | None:
+    """Why one worker batch's receipts (every job of it) must not be settled, or None: each receipt verifies (leaf,
+    path, root, signature), they agree on the batch (root, size, total, signature, worker), they are all its jobs at
+    distinct indices, and the signed total is the sum of their prices. A worker who signed a total above its leaves'
+    prices, or a size it did not fill, would make ``settle_batch`` revert for every batch settled with it."""
+    from ciro.receipts import Receipt
+
+    try:
+        parsed = [Receipt.from_dict(r) for r in receipts]
+    except InputError as exc:
+        return f"malformed receipt ({exc})"
+    head = parsed[0]
+    for rc in parsed:
+        if (why := rc.problem()) is not None:
+            return f"job {rc.job_id}: {why}"
+        if (rc.root, rc.batch_size, rc.batch_total, rc.signature, rc.worker_key) != (
+                head.root, head.batch_size, head.batch_total, head.signature, head.worker_key):
+            return "its receipts disagree on the batch (root, size, total, signature or worker)"
+    if sorted(rc.leaf_index for rc in parsed) != list(range(head.batch_size)):
+        return (f"{len(parsed)} receipts at indices {sorted(rc.leaf_index for rc in parsed)[:8]} do not make the "
+                f"signed batch of {head.batch_size}")
+    prices = sum(rc.price for rc in parsed)
+    if prices != head.batch_total:
+        return f"the signed total {head.batch_total} is not the sum of its jobs' prices {prices}"
+    return None
 
 
 def _receipt(row: JobRow) -> dict[str, Any]:

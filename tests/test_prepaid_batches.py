@@ -1,0 +1,56 @@
+"""The settler's check of a worker batch before CiroLedger pays it whole (``prepaid.batch_fault``), on receipts
+signed with real keys: a worker who signs a total above its leaves' prices, a size it did not fill, or leaves that
+do not hash to its root would make the ledger refuse the whole settlement transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ciro.identity import Identity
+from ciro.receipts import JobLeaf, Receipt, batch_message, sign_batch
+from ciro_ray.prepaid import batch_fault
+
+PRICE = 10**15
+CLIENT = "0x" + "ab" * 20
+
+
+def _jobs(n: int, price: int = PRICE) -> list[JobLeaf]:
+    return [JobLeaf(f"{i:032x}", "11" * 32, f"{i + 1:064x}", f"{i + 2:064x}", "receipt", price, CLIENT)
+            for i in range(n)]
+
+
+def _dicts(receipts: list[Receipt]) -> list[dict]:  # type: ignore[type-arg]
+    return [r.to_dict() for r in receipts]
+
+
+def test_an_honest_batch_passes() -> None:
+    rcs = sign_batch(Identity.generate("w"), _jobs(3))
+    assert batch_fault(_dicts(rcs)) is None
+    assert batch_fault(_dicts(list(reversed(rcs)))) is None  # any order
+
+
+def test_a_validly_signed_total_above_the_prices_is_refused() -> None:
+    worker = Identity.generate("w")
+    rcs = sign_batch(worker, _jobs(3))
+    inflated = 3 * PRICE + 1
+    r, s = worker.sign(batch_message(root=int(rcs[0].root, 16), worker_key=worker.public_key, count=3,
+                                     total=inflated))
+    forged = [dataclasses.replace(rc, batch_total=inflated, signature=(hex(r), hex(s))) for rc in rcs]
+    assert all(rc.problem() is None for rc in forged)  # each receipt on its own verifies
+    assert "not the sum of its jobs' prices" in (batch_fault(_dicts(forged)) or "")
+
+
+def test_a_batch_missing_a_job_or_repeating_one_is_refused() -> None:
+    rcs = sign_batch(Identity.generate("w"), _jobs(3))
+    assert "do not make the signed batch of 3" in (batch_fault(_dicts(rcs[:2])) or "")
+    assert "do not make the signed batch of 3" in (batch_fault(_dicts([rcs[0], rcs[0], rcs[2]])) or "")
+
+
+def test_a_changed_leaf_or_a_mix_of_batches_is_refused() -> None:
+    worker = Identity.generate("w")
+    rcs = sign_batch(worker, _jobs(3))
+    cheaper = [dataclasses.replace(rcs[0], price=PRICE - 1), *rcs[1:]]
+    assert "hash to root" in (batch_fault(_dicts(cheaper)) or "")
+    other = sign_batch(worker, _jobs(3, price=2 * PRICE))
+    assert "disagree on the batch" in (batch_fault(_dicts([rcs[0], other[1], rcs[2]])) or "")
+    assert "malformed" in (batch_fault([{"job_id": "x"}]) or "")
