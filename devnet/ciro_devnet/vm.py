@@ -41,10 +41,12 @@ from starkware.starknet.services.api.contract_class.contract_class import (
 from starkware.starkware_utils.error_handling import StarkException
 
 from ._cairo_math import install as _install_fast_math
+from ._cairo_runs import install as _install_run_caches
 from .felts import describe_felts
 from .state import StateDiff, StateStore
 
 _install_fast_math()  # cairo-lang's modular inverse and square root, faster (same results)
+_install_run_caches()  # hints compiled once, builtin security checks walk memory once (same checks)
 
 L1 = DataAvailabilityMode.L1
 MAX_STEPS_EXECUTE = VERSIONED_CONSTANTS.invoke_tx_max_n_steps
