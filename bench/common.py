@@ -85,13 +85,17 @@ async def send_estimated(chain: ChainClient, calls: list[Any], estimate: Any, wh
     return await chain.submit(send, what=what)
 
 
-async def timed(chain: ChainClient, k: int, calls: list[Any], what: str, steps: bool, devnet_pid: int) -> Sample:
+async def timed(chain: ChainClient, k: int, calls: list[Any], what: str, steps: bool, devnet_pid: int,
+                estimate: Any = None) -> Sample:
     """Send `calls` as one transaction of `k` jobs and measure it. With `steps`, simulated first for its steps and
-    sent with the simulation's fee estimate (`send_estimated`: its seconds then leave out a fee estimate);
-    otherwise sent by `ChainClient.execute` (estimate, send, receipt)."""
+    sent with the simulation's fee estimate (`send_estimated`: its seconds then leave out a fee estimate); else with
+    `estimate` when given (one from a simulation of the same code with at least as many calls); otherwise sent by
+    `ChainClient.execute` (estimate, send, receipt)."""
     from ciro_devnet import fees
 
-    n_steps, estimate = await simulate(chain, calls) if steps else (None, None)
+    n_steps = None
+    if steps:
+        n_steps, estimate = await simulate(chain, calls)
     cpu0 = process_cpu_s(devnet_pid)
     t = time.perf_counter()
     r = await (chain.execute(calls, what=what) if estimate is None else send_estimated(chain, calls, estimate, what))

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from common import LIMITS, Sample, timed
+from common import LIMITS, Sample, send_estimated, simulate, timed
 from settlement import PAYMENT, Rig
 
 from ciro import Identity, new_job_ids
@@ -56,18 +57,22 @@ class Cost:
 
 async def _accounts(rig: Rig, url: str, n: int, label: str) -> list[tuple[Identity, ChainClient]]:
     """`n` fresh CiroAccounts, deployed by governance through the UDC in multicalls of 25, each given
-    ACCOUNT_FEE_FUNDS of the fee token (the devnet charges fees)."""
+    ACCOUNT_FEE_FUNDS of the fee token (the devnet charges fees). Each multicall is sent with the fee estimate of a
+    simulation of the first (the same code, at least as many calls), so the devnet runs it once."""
     from starknet_py.net.udc_deployer.deployer import Deployer
 
     cls = await declare(rig.gov, "CiroAccount")
     ids = [Identity.generate(f"{label}-{i}") for i in range(n)]
     deployer = Deployer(deployer_address=UDC_ADDRESS)
+    estimate: Any = None
     for i in range(0, n, 25):
         calls = [call for ident in ids[i:i + 25] for call in (
             deployer.create_contract_deployment_raw(class_hash=cls, salt=ident.public_key,
                                                     raw_calldata=[ident.public_key]).call,
             fee_transfer_call(account_address(ident.public_key), ACCOUNT_FEE_FUNDS))]
-        await rig.gov.execute(calls, what="Deploying client accounts")
+        if estimate is None:
+            _, estimate = await simulate(rig.gov, calls)
+        await send_estimated(rig.gov, calls, estimate, "Deploying client accounts")
     return [(ident, await ChainClient.connect(url, address=account_address(ident.public_key), identity=ident,
                                               poll_s=0.01)) for ident in ids]
 
@@ -115,16 +120,19 @@ def _mean(samples: Sequence[Sample]) -> Cost:
 async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client: int) -> dict[str, Any]:
     """One settlement per size k (3 workers' batches, ceil(k / jobs_per_client) clients), then one dispute per k."""
     gov = rig.gov
+    t = time.perf_counter()
     address = await deploy_ledger(gov, token=rig.net.token, pool=rig.net.pool, withdrawal_delay_s=3600,
                                   dispute_window_s=86400)
     ledger = CiroLedger(gov, address)
     chain_id = await ledger.chain_id()
     n_clients = {k: -(-k // jobs_per_client) for k in sizes}
+    t = rig.lap("ledger deploy", t)
     clients = await _accounts(rig, url, sum(n_clients.values()), "ledger-client")
     token = CiroToken(gov, rig.net.token)
     for i in range(0, len(clients), 50):
         await gov.execute([token.mint_call(c.address, jobs_per_client * PAYMENT) for _, c in clients[i:i + 50]],
                           what="Funding ledger clients")
+    t = rig.lap("ledger clients' accounts", t)
     out: dict[str, Any] = {}
     kept: dict[int, tuple[int, SignedBatch]] = {}
     for batch_id, k in enumerate(sizes, start=1):
@@ -136,13 +144,18 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
                     token.approve_call(address, jobs_per_client * PAYMENT),
                     ledger.deposit_call(jobs_per_client * PAYMENT)]
 
-        # The first client's deposit is measured in full (with steps); the others, the same code, are sent
-        # concurrently and counted by their receipts' L2 gas and fee.
-        first = await timed(mine[0][1], 1, deposit_calls(*mine[0]), "deposit", True, rig.devnet_pid)
-        rest = await asyncio.gather(*(c.execute(deposit_calls(i, c), what="deposit") for i, c in mine[1:]))
+        # The first client's deposit is measured in full (simulated for steps, then sent with the simulation's fee
+        # estimate); the others, the same code on a fresh account, are sent concurrently with that estimate (the
+        # devnet runs each once) and counted by their receipts' L2 gas and fee.
+        n_steps, estimate = await simulate(mine[0][1], deposit_calls(*mine[0]))
+        first = await timed(mine[0][1], 1, deposit_calls(*mine[0]), "deposit", False, rig.devnet_pid, estimate)
+        first.steps = n_steps
+        rest = await asyncio.gather(*(send_estimated(c, deposit_calls(i, c), estimate, "deposit")
+                                      for i, c in mine[1:]))
         deposit = Cost(l2_gas=(first.l2_gas + sum(r.l2_gas for r in rest)) / len(mine),
                        l1_data_gas=first.l1_data_gas, fee=(first.fee + sum(r.fee for r in rest)) / len(mine),
                        steps=first.steps or 0.0)
+        t = rig.lap(f"deposits k={k}", t)
         leaves: list[list[Leaf]] = [[] for _ in rig.workers]
         owed = [0] * len(mine)
         for n, job_id in enumerate(new_job_ids(k)):
@@ -158,6 +171,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
         charges = [Charge(sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address,
                                      cumulative=owed[i]), owed[i]) for i, (ident, c) in enumerate(mine)]
         call = ledger.settle_batch_call(batch_id, batches, charges)
+        t = rig.lap(f"signing k={k}", t)
         settle = await timed(gov, k, [call], f"settle_batch({k})", True, rig.devnet_pid)
         calldata = len(call.calldata)
         # Spot check: the last job of the first worker is provable by its leaf and path.
@@ -177,6 +191,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
                           "calldata_felts": calldata, "l1_data_gas": settle.l1_data_gas, "fee": settle.fee},
         }
         kept[k] = (batch_id, batches[len(kept) % len(batches)])
+        t = rig.lap(f"settle_batch k={k}", t)
     # Disputes: for each k, one worker (another for each k: a slashed worker is banned, so every equivocating batch
     # is settled first) signs another output for a job of that batch; anyone shows both leaves.
     twins: dict[int, tuple[int, SignedBatch]] = {}
@@ -197,6 +212,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
         assert await ledger.disputed(signed.leaves[0].job_id, signed.worker)
         disputes.append({"k": k, "leaves": signed.count, "l2_gas": dispute.l2_gas, "l1_data_gas": dispute.l1_data_gas,
                          "fee": dispute.fee, "steps": dispute.steps, "path_len": len(signed.proof(batch_id, 0).path)})
+    rig.lap("disputes", t)
     out["disputes"] = disputes
     out["dispute"] = disputes[-1]  # the largest k: the deepest path
     return out

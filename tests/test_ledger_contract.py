@@ -333,7 +333,8 @@ def test_attacks_revert_and_change_nothing(world: World) -> None:
 
 def test_authorizations_are_caps(world: World) -> None:
     """The client signs a cumulative cap; the operator names each charge; the chain keeps every client's total
-    charged within its latest signed cap, whatever the operator names."""
+    charged within the cap of the authorization each charge is made under (never above the largest it signed),
+    whatever the operator names."""
     c3, w1, w2, ledger, gov = world["c3"], world["w1"], world["w2"], world.ledger, world.gov
 
     async def refused(call: Any, message: str) -> None:
