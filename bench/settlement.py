@@ -42,8 +42,8 @@ Then a paid job's whole on-chain life (bench/settlement_life.py): `--baseline` j
 transaction (escrow, assign_job, submit_result, finalize_receipt), today's flow (the set-up's first chunk: one escrow
 multicall, one governance assign_job multicall and the workers' submit_result multicalls of `--chunk` jobs, plus
 the largest finalize_batch above), and CiroLedger's batched flow at each k of `--life-sizes` (a deposit per
-`--jobs-per-client` jobs, one settle_batch of 3 workers' batches and the clients' charges), and one
-dispute_equivocation per k (a leaf of that batch: its path is as deep as its worker's tree).
+`--jobs-per-client` jobs, one transaction of settle_batch calls over 3 workers' batches of at most 64 leaves and
+the clients' charges), and one dispute_equivocation per k (a leaf of that batch: a path of at most 6).
 The last line compares k = 100 with one transaction per step.
 """
 

@@ -5,9 +5,10 @@ finalize_batch with Merkle-batched receipts), and CiroLedger's batched flow
 
 The ledger flow's on-chain life of a job is its share of a client deposit (register key + approve + deposit, one
 transaction per client; `jobs_per_client` jobs a deposit), nothing per result (the worker signs its batch off
-chain), and its share of one `settle_batch` transaction (the batch's jobs spread over the workers, one worker batch
-each, and one charge per client: its signed cumulative cap and the amount charged). A dispute
-(`dispute_equivocation`) is measured on its own, once per k (a leaf of that batch, its path as deep as that
+chain), and its share of one `settle_batch` transaction (the batch's jobs spread over the workers in worker batches
+of at most 64 leaves, as the gateway's prepaid batches are; a worker's n-th batch in the n-th `settle_batch` call
+of that one transaction, each call with one charge per client: its signed cumulative cap and the amount charged).
+A dispute (`dispute_equivocation`) is measured on its own, once per k (a leaf of that batch, its path as deep as that
 worker's tree, against a one-leaf batch): it is only paid when used.
 """
 
@@ -33,6 +34,9 @@ from ciro.receipts import JobLeaf, short_string
 from ciro.receipts import sign_batch as sign_receipts
 
 RECEIPT = short_string("receipt")
+
+#: Leaves in one worker batch at most: the gateway's cap for prepaid batches (ciro_ray.batching.PREPAID_MAX_LEAVES).
+LEAVES_PER_BATCH = 64
 
 
 @dataclass
@@ -118,7 +122,8 @@ def _mean(samples: Sequence[Sample]) -> Cost:
 
 
 async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client: int) -> dict[str, Any]:
-    """One settlement per size k (3 workers' batches, ceil(k / jobs_per_client) clients), then one dispute per k."""
+    """One settlement transaction per size k (3 workers' batches of at most 64 leaves, ceil(k / jobs_per_client)
+    clients), then one dispute per k."""
     gov = rig.gov
     t = time.perf_counter()
     address = await deploy_ledger(gov, token=rig.net.token, pool=rig.net.pool, withdrawal_delay_s=3600,
@@ -158,6 +163,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
         t = rig.lap(f"deposits k={k}", t)
         leaves: list[list[Leaf]] = [[] for _ in rig.workers]
         owed = [0] * len(mine)
+        client_of = {c.address: i for i, (_, c) in enumerate(mine)}
         for n, job_id in enumerate(new_job_ids(k)):
             w = n % len(rig.workers)
             ident = rig.workers[w][0]
@@ -166,18 +172,35 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
             leaves[w].append(Leaf(int(job_id, 16), int(rig.model_hash, 16), int.from_bytes(os.urandom(32), "big"),
                                   int.from_bytes(os.urandom(32), "big"), ident.public_key, RECEIPT,
                                   1_700_000_000_000, PAYMENT, mine[ci][1].address))
-        batches = [sign_batch(ident, chain.address, lv) for (ident, chain), lv in zip(rig.workers, leaves, strict=True)
-                   if lv]
-        charges = [Charge(sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address,
-                                     cumulative=owed[i]), owed[i]) for i, (ident, c) in enumerate(mine)]
-        call = ledger.settle_batch_call(batch_id, batches, charges)
+        # A worker batch holds at most LEAVES_PER_BATCH leaves, as the gateway's prepaid batches do (a dispute's
+        # path of at most 6). The ledger keeps one batch per worker under a batch id, so a worker's r-th batch goes
+        # into the r-th settle_batch call of the one transaction; each call charges its own jobs under the
+        # clients' caps (each client signs its total once).
+        rounds: list[list[SignedBatch]] = []
+        owed_in: list[list[int]] = []
+        for (ident, chain), lv in zip(rig.workers, leaves, strict=True):
+            for r, i in enumerate(range(0, len(lv), LEAVES_PER_BATCH)):
+                if r == len(rounds):
+                    rounds.append([])
+                    owed_in.append([0] * len(mine))
+                chunk = lv[i:i + LEAVES_PER_BATCH]
+                rounds[r].append(sign_batch(ident, chain.address, chunk))
+                for leaf_ in chunk:
+                    owed_in[r][client_of[leaf_.client]] += leaf_.price
+        caps = [sign_spend(ident, chain_id=chain_id, ledger=address, client=c.address, cumulative=owed[i])
+                for i, (ident, c) in enumerate(mine)]
+        ids = [batch_id * 1000 + r for r in range(len(rounds))]
+        calls = [ledger.settle_batch_call(ids[r], rounds[r], [Charge(caps[i], amount) for i, amount in
+                                                               enumerate(owed_in[r]) if amount])
+                 for r in range(len(rounds))]
+        batches = [b for rb in rounds for b in rb]
         t = rig.lap(f"signing k={k}", t)
-        settle = await timed(gov, k, [call], f"settle_batch({k})", True, rig.devnet_pid)
-        calldata = len(call.calldata)
-        # Spot check: the last job of the first worker is provable by its leaf and path.
-        b = batches[0]
+        settle = await timed(gov, k, calls, f"settle_batch({k})", True, rig.devnet_pid)
+        calldata = sum(len(c.calldata) for c in calls)
+        # Spot check: the last job of the first worker's first batch is provable by its leaf and path.
+        b = rounds[0][0]
         last = b.count - 1
-        assert await ledger.job_in_batch(batch_id, b.worker, b.leaves[last].hash(), last, b.proof(batch_id, last).path)
+        assert await ledger.job_in_batch(ids[0], b.worker, b.leaves[last].hash(), last, b.proof(ids[0], last).path)
         assert await ledger.balance_of(mine[0][1].address) == jobs_per_client * PAYMENT - owed[0]
         per_job = Cost()
         per_job.add(settle, 1 / k)
@@ -185,12 +208,13 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
         funding.add(Sample(1, 0, None, int(deposit.l2_gas), int(deposit.fee), 0, int(deposit.l1_data_gas), 0,
                            int(deposit.steps)), len(mine) / k)
         out[f"ledger_{k}"] = {
-            "k": k, "workers": len(batches), "clients": len(mine), "funding": vars(funding), "settle": vars(per_job),
+            "k": k, "workers": len(batches), "calls": len(calls), "clients": len(mine),
+            "funding": vars(funding), "settle": vars(per_job),
             "total": funding.plus(per_job),
             "settle_tx": {"l2_gas": settle.l2_gas, "steps": settle.steps, "events": settle.events,
                           "calldata_felts": calldata, "l1_data_gas": settle.l1_data_gas, "fee": settle.fee},
         }
-        kept[k] = (batch_id, batches[len(kept) % len(batches)])
+        kept[k] = (ids[0], rounds[0][len(kept) % len(rounds[0])])
         t = rig.lap(f"settle_batch k={k}", t)
     # Disputes: for each k, one worker (another for each k: a slashed worker is banned, so every equivocating batch
     # is settled first) signs another output for a job of that batch; anyone shows both leaves.
@@ -201,7 +225,7 @@ async def ledger_flow(rig: Rig, url: str, sizes: Sequence[int], jobs_per_client:
                     leaf0.worker_key, leaf0.level, leaf0.timestamp_ms, 0, 0)
         ident = next(i for i, c in rig.workers if c.address == signed.worker)
         other = sign_batch(ident, signed.worker, [twin])
-        twin_id = len(sizes) + 1 + len(twins)
+        twin_id = 10**6 + len(twins)
         await gov.execute([ledger.settle_batch_call(twin_id, [other], [])], what="the equivocating batch")
         twins[k] = (twin_id, other)
     disputes = []
@@ -246,7 +270,7 @@ def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[
             now["escrow"].plus(now["assign"]).plus(now["result"]).plus(fin)
     for name, r in ledger.items():
         if name.startswith("ledger_"):
-            table[f"ledger, batched k={r['k']} ({r['workers']} workers, {r['clients']} clients)"] = r["total"]
+            table[f"ledger, batched k={r['k']} ({r['workers']} worker batches, {r['clients']} clients)"] = r["total"]
     ref = base["total"].l2_gas
     print("\n| a paid job's whole on-chain life | L2 gas/job | L1 data gas/job | fee/job (STRK) | Cairo steps/job "
           "| vs baseline (L2 gas) |")
@@ -260,7 +284,8 @@ def whole_life(rows: dict[str, dict[str, Any]], base: dict[str, Any], now: dict[
     for name, r in ledger.items():
         if name.startswith("ledger_"):
             tx = r["settle_tx"]
-            print(f"settle_batch k={r['k']}: {tx['l2_gas']:,} L2 gas, {tx['steps']:,} steps "
+            print(f"settle_batch k={r['k']} ({r['calls']} call(s), {r['workers']} worker batches): "
+                  f"{tx['l2_gas']:,} L2 gas, {tx['steps']:,} steps "
                   f"(limit {LIMITS['steps']:,}), {tx['events']} events (limit {LIMITS['events']:,}), "
                   f"{tx['calldata_felts']} calldata felts (limit {LIMITS['calldata_felts']:,}); "
                   f"funding share {r['funding']['l2_gas']:,.0f} + settlement {r['settle']['l2_gas']:,.0f} L2 gas/job")

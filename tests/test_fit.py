@@ -15,7 +15,7 @@ import pytest
 
 from ciro import Config, Deployment, InputError
 from ciro_ray.admission import admit_fit, hardware_summary
-from ciro_ray.batching import Choice, choose_batch
+from ciro_ray.batching import PREPAID_MAX_LEAVES, Choice, choose_batch
 from ciro_ray.deployments import DeploymentStore, deployment_fit
 from ciro_ray.fit import Fit
 from ciro_ray.pool import WorkerHandle, WorkerPool
@@ -196,6 +196,25 @@ def test_quorum_batches_group_by_fit_too() -> None:
     sent = d.run(*quorum)
     assert sent[0] == (["q0", "q1"], ["g0", "g1", "g2", "g3"])
     assert sent[1][0] == ["q2"]
+
+
+def test_prepaid_jobs_batch_apart_and_at_most_prepaid_max_leaves_a_batch() -> None:
+    """The ledger pays a worker's signed batch whole: no other job shares it, and it holds at most 64 leaves (a
+    dispute's Merkle path of at most 6)."""
+    def paid(n: int) -> Pending:
+        p = _job(n)
+        p.settlement, p.price, p.payer = "prepaid", 10, "0xc"
+        return p
+
+    queue = [_job(0), *[paid(n) for n in range(1, 101)], _job(101)]
+    pool = _pool(w1=CPU)
+    first = choose_batch(queue, DEFAULT_SERVING, pool, busy=None, max_batch_size=256, batch_timeout_s=0)
+    assert isinstance(first, Choice) and [p.id for p in first.jobs] == ["j0"]  # stops at the first prepaid job
+    second = choose_batch(queue[1:], DEFAULT_SERVING, pool, busy=None, max_batch_size=256, batch_timeout_s=0)
+    assert isinstance(second, Choice) and len(second.jobs) == PREPAID_MAX_LEAVES == 64
+    assert all(p.settlement == "prepaid" for p in second.jobs)
+    rest = choose_batch(queue[65:], DEFAULT_SERVING, pool, busy=None, max_batch_size=256, batch_timeout_s=0)
+    assert isinstance(rest, Choice) and [p.id for p in rest.jobs] == [f"j{n}" for n in range(65, 101)]
 
 
 def test_choose_batch_waits_for_a_fuller_batch_only_while_its_worker_is_busy() -> None:

@@ -124,8 +124,14 @@ def eligible(serving: Serving, busy: Mapping[str, int] | None) -> WorkerFilter:
     return lambda w: fit.accepts(w.info) and (not full or w.id in busy)  # type: ignore[operator]
 
 
-def _batch_limit(serving: Serving, max_batch_size: int) -> int:
-    return min(max_batch_size, serving.max_batch_size or max_batch_size)
+def _batch_limit(serving: Serving, max_batch_size: int, head: Pending | None = None) -> int:
+    limit = min(max_batch_size, serving.max_batch_size or max_batch_size)
+    return min(limit, PREPAID_MAX_LEAVES) if head is not None and prepaid(head) else limit
+
+
+#: The most jobs in one worker batch of prepaid jobs: a Merkle path of at most 6 siblings, so that disputing one of
+#: its jobs on chain costs no more than a JobManager finalize_receipt (bench/README.md, settlement).
+PREPAID_MAX_LEAVES = 64
 
 
 def prepaid(p: Pending) -> bool:
@@ -147,7 +153,7 @@ def choose_batch(queue: Sequence[Pending], deployed: Serving, workers: Workers, 
     head = queue[0]
     fit = job_fit(deployed, head)  # the batch's hardware: jobs that need other hardware wait for their own
     serving = replace(deployed, fit=fit) if fit != deployed.fit else deployed
-    limit = _batch_limit(serving, max_batch_size)
+    limit = _batch_limit(serving, max_batch_size, head)
     policy = head.quorum
     if policy is not None:  # the same batch goes to k distinct workers (replicas does not cap a quorum)
         chosen = workers.pick_distinct(policy.k, PIPELINE, eligible(serving, None))
@@ -185,7 +191,7 @@ def _other_fit(queue: Sequence[Pending], deployed: Serving, blocked: Fit, worker
         jobs = [x for x in itertools.islice(queue, i, i + LOOKAHEAD)
                 if x.verification != VerificationLevel.QUORUM and job_fit(deployed, x) == fit
                 and prepaid(x) == prepaid(p)]
-        return Choice(tuple(jobs[:_batch_limit(serving, max_batch_size)]), (worker,))
+        return Choice(tuple(jobs[:_batch_limit(serving, max_batch_size, p)]), (worker,))
     return None
 
 

@@ -113,6 +113,9 @@ class Prepaid:
         check_level(level)
         if len(auths) != jobs:
             raise InputError(f"{SPEND_HEADER} has {len(auths)} caps for {jobs} jobs: sign one cap per job.")
+        if self.cfg.price_per_job <= 0:
+            raise InputError("This gateway's price per job is 0: there is nothing to prepay. Drop the x-ciro-spend "
+                             "header.")
         async with self._locks[client]:
             last = self.store.spend_cap(hex(client))
             charged = await self.ledger.charged_of(client)
@@ -188,34 +191,32 @@ class Prepaid:
         return len(ended) + len(stale) + sum(len(rs) for rs, _ in bad) + (await self._settle(picked) if picked else 0)
 
     async def _settle(self, batches: list[list[JobRow]]) -> int:
-        amounts: dict[str, int] = defaultdict(int)
-        workers = []
-        for rs in batches:
-            rec = _receipt(rs[0])
-            workers.append({"worker": account_address(int(rec["worker_key"], 16)), "root": int(rec["root"], 16),
-                            "count": int(rec["batch_size"]), "total": int(rec["batch_total"]),
-                            "r": int(rec["signature"][0], 16), "s": int(rec["signature"][1], 16)})
-            for r in rs:
-                rr = _receipt(r)
-                if int(rr["price"]):
-                    amounts[hex(int(rr["client"], 16))] += int(rr["price"])
-        charges = []
-        for client, amount in amounts.items():
-            cap = self.store.spend_cap(client)
-            if cap is None:
-                log.error("no accepted cap for client %s; its jobs cannot be charged", client)
-                return 0
-            charges.append(Charge(SpendAuthorization(int(client, 16), cap[0], int(cap[1], 16), int(cap[2], 16)),
-                                  amount))
+        """One transaction for these worker batches: the ledger keeps one batch per worker under a batch id, so a
+        worker's n-th batch goes into the n-th ``settle_batch`` call (batch ids ``base``, ``base + 1``, ...), each
+        call with its own charges."""
+        workers = [_worker_batch(rs) for rs in batches]
         for w, rs in zip(workers, batches, strict=True):
             if not await self.pool.is_eligible(w["worker"]):  # slashed or banned since it ran: never paid
                 log.warning("worker %s is no longer eligible in CDCPool; its batch is not settled", hex(w["worker"]))
                 self.store.settled([(r.id, "error", None, None) for r in rs])
                 return len(rs)
-        batch_id = time.time_ns() // 1_000_000
+        rounds: list[list[int]] = []  # indices into batches, per call
+        seen: dict[int, int] = defaultdict(int)
+        for i, w in enumerate(workers):
+            n = seen[w["worker"]]
+            seen[w["worker"]] += 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(i)
+        base = time.time_ns() // 1_000_000
+        calls = []
+        for n, members in enumerate(rounds):
+            charges = self._charges([batches[i] for i in members])
+            if charges is None:
+                return 0
+            calls.append(self.ledger.settle_batch_call(base + n, [workers[i] for i in members], charges))
         try:
-            tx = await self.ledger.chain.execute([self.ledger.settle_batch_call(batch_id, workers, charges)],
-                                                 what="CiroLedger.settle_batch")
+            tx = await self.ledger.chain.execute(calls, what="CiroLedger.settle_batch")
         except ChainError as exc:
             if len(batches) > 1:  # find the batch the ledger refuses: each alone, the others still settle
                 log.warning("settling %d worker batches together failed (%s); settling each alone", len(batches),
@@ -226,15 +227,43 @@ class Prepaid:
             self.store.settled([(r.id, "error", None, None) for r in batches[0]])
             return len(batches[0])
         done = []
-        for rs, wb in zip(batches, workers, strict=True):
+        for n, members in enumerate(rounds):
+            for i in members:
+                for r in batches[i]:
+                    rr = _receipt(r)
+                    ok = await self.ledger.job_in_batch(base + n, workers[i]["worker"], _leaf(r),
+                                                        int(rr["leaf_index"]), [int(p, 16) for p in rr["path"]])
+                    done.append((r.id, "paid" if ok else "error", tx.tx_hex, int(rr["price"]) if ok else None))
+        self.store.settled(done)
+        log.info("settled %d prepaid job(s) of %d worker batch(es) in %d call(s) of %s", len(done), len(batches),
+                 len(calls), tx.tx_hex)
+        return len(done)
+
+    def _charges(self, batches: list[list[JobRow]]) -> list[Charge] | None:
+        """Per client, what its leaves in these worker batches cost, under its latest accepted cap."""
+        amounts: dict[str, int] = defaultdict(int)
+        for rs in batches:
             for r in rs:
                 rr = _receipt(r)
-                ok = await self.ledger.job_in_batch(batch_id, wb["worker"], _leaf(r), int(rr["leaf_index"]),
-                                                    [int(p, 16) for p in rr["path"]])
-                done.append((r.id, "paid" if ok else "error", tx.tx_hex, int(rr["price"]) if ok else None))
-        self.store.settled(done)
-        log.info("settled %d prepaid job(s) of %d worker batch(es) in %s", len(done), len(batches), tx.tx_hex)
-        return len(done)
+                if int(rr["price"]):
+                    amounts[hex(int(rr["client"], 16))] += int(rr["price"])
+        charges = []
+        for client, amount in amounts.items():
+            cap = self.store.spend_cap(client)
+            if cap is None:
+                log.error("no accepted cap for client %s; its jobs cannot be charged", client)
+                return None
+            charges.append(Charge(SpendAuthorization(int(client, 16), cap[0], int(cap[1], 16), int(cap[2], 16)),
+                                  amount))
+        return charges
+
+
+def _worker_batch(rows: list[JobRow]) -> dict[str, int]:
+    """The ledger's ``WorkerBatch`` of one worker batch (its receipts agree on these: ``batch_fault``)."""
+    rec = _receipt(rows[0])
+    return {"worker": account_address(int(rec["worker_key"], 16)), "root": int(rec["root"], 16),
+            "count": int(rec["batch_size"]), "total": int(rec["batch_total"]), "r": int(rec["signature"][0], 16),
+            "s": int(rec["signature"][1], 16)}
 
 
 def batch_fault(receipts: list[dict[str, Any]]) -> str | None:
