@@ -8,7 +8,7 @@ import dataclasses
 
 from ciro.identity import Identity
 from ciro.receipts import JobLeaf, Receipt, batch_message, sign_batch
-from ciro_ray.prepaid import batch_fault
+from ciro_ray.prepaid import batch_fault, settle_rounds
 
 PRICE = 10**15
 CLIENT = "0x" + "ab" * 20
@@ -54,3 +54,9 @@ def test_a_changed_leaf_or_a_mix_of_batches_is_refused() -> None:
     other = sign_batch(worker, _jobs(3, price=2 * PRICE))
     assert "disagree on the batch" in (batch_fault(_dicts([rcs[0], other[1], rcs[2]])) or "")
     assert "malformed" in (batch_fault([{"job_id": "x"}]) or "")
+
+
+def test_a_workers_batches_go_into_successive_settle_batch_calls() -> None:
+    # the ledger keeps one batch per worker under a batch id: worker 7's three batches need three calls
+    assert settle_rounds([7, 8, 7, 9, 7, 8]) == [[0, 1, 3], [2, 5], [4]]
+    assert settle_rounds([1, 2, 3]) == [[0, 1, 2]] and settle_rounds([]) == []

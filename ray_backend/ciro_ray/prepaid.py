@@ -38,7 +38,8 @@ from ciro.identity import verify_felt
 
 from .jobstore import JobRow, JobStore
 
-__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "batch_fault", "check_level", "parse_spend"]
+__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "batch_fault", "check_level", "parse_spend",
+           "settle_rounds"]
 
 log = logging.getLogger("ciro.prepaid")
 SPEND_HEADER = "x-ciro-spend"
@@ -200,14 +201,7 @@ class Prepaid:
                 log.warning("worker %s is no longer eligible in CDCPool; its batch is not settled", hex(w["worker"]))
                 self.store.settled([(r.id, "error", None, None) for r in rs])
                 return len(rs)
-        rounds: list[list[int]] = []  # indices into batches, per call
-        seen: dict[int, int] = defaultdict(int)
-        for i, w in enumerate(workers):
-            n = seen[w["worker"]]
-            seen[w["worker"]] += 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append(i)
+        rounds = settle_rounds([w["worker"] for w in workers])
         base = time.time_ns() // 1_000_000
         calls = []
         for n, members in enumerate(rounds):
@@ -256,6 +250,21 @@ class Prepaid:
             charges.append(Charge(SpendAuthorization(int(client, 16), cap[0], int(cap[1], 16), int(cap[2], 16)),
                                   amount))
         return charges
+
+
+def settle_rounds(workers: list[int]) -> list[list[int]]:
+    """The ``settle_batch`` calls of one transaction for worker batches of these workers (in order): call n holds
+    each worker's n-th batch (indices into ``workers``), since the ledger keeps one batch per worker under a batch
+    id."""
+    rounds: list[list[int]] = []
+    seen: dict[int, int] = defaultdict(int)
+    for i, w in enumerate(workers):
+        n = seen[w]
+        seen[w] += 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
 
 
 def _worker_batch(rows: list[JobRow]) -> dict[str, int]:
