@@ -9,9 +9,11 @@ ledger, and the account's deposit must cover every cap not charged yet. Anything
 stored. Only receipt and zk jobs are prepaid: their worker signs one Merkle leaf per job with the price and the
 client; a quorum job would have k workers sign the price (pay it through a JobManager escrow instead).
 
-Settlement (:meth:`Prepaid.settle_once`): the scheduler keeps prepaid jobs in batches of their own, so a worker's
-signed batch is settled whole once all of its jobs are done: ``settle_batch`` with each worker's root, size, total
-and signature, and for each client the amount its leaves in those batches cost under its latest signed cap. The
+Settlement (:meth:`Prepaid.settle_once`): the scheduler keeps prepaid jobs in batches of their own of at most 64
+jobs (``batching.PREPAID_MAX_LEAVES``: a dispute's path of at most 6), so a worker's signed batch is settled whole
+once all of its jobs are done: ``settle_batch`` with each worker's root, size, total and signature, and for each
+client the amount its leaves in those batches cost under its latest signed cap; a worker's n-th batch goes into the
+n-th ``settle_batch`` call of the one transaction (:func:`settle_rounds`). The
 ledger checks the signatures, the caps and that charges equal payments; afterwards each job's leaf is checked
 against its batch's stored root by the ledger's own ``job_in_batch``, and only then is the job ``paid`` (and
 ``on_chain_verified``). A batch that never completes (a job in it failed, e.g. a zk proof contradicted the worker)
