@@ -15,19 +15,10 @@ The last line names the total of one of each.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
-
-def median_s(fn: Callable[[], Any], rounds: int) -> float:
-    out = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+from common import median_s
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,14 +16,26 @@ from ciro.procs import free_port
 if TYPE_CHECKING:
     from ciro.chain.client import ChainClient, TxResult
 
-__all__ = ["LIMITS", "Sample", "free_port", "process_cpu_s", "projected_max_k", "send_estimated", "simulate",
-           "summarize", "timed", "write_report"]
+__all__ = ["LIMITS", "Sample", "free_port", "median_s", "process_cpu_s", "projected_max_k", "send_estimated",
+           "simulate", "summarize", "timed", "write_report"]
 
 #: Starknet's per-transaction limits a settlement transaction must fit (https://docs.starknet.io, "Current limits";
 #: cairo-lang 0.14's versioned constants: invoke_tx_max_n_steps, max_n_emitted_events, max_calldata_length; the L2
 #: gas cap as this devnet prices it). The devnet enforces only the steps limit (cairo-lang's VM stops there); the
 #: others are checked against, or projected from, the measured transactions.
 LIMITS = {"steps": 10_000_000, "events": 1_000, "calldata_felts": 5_000, "l2_gas": 10**9}
+
+
+def median_s(fn: Callable[[], Any], rounds: int, *, warm_up: bool = False) -> float:
+    """The median wall seconds of ``rounds`` calls of ``fn`` (after one call not counted, with ``warm_up``)."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

@@ -17,31 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from common import free_port, write_report
+from common import free_port, median_s, write_report
 
 from ciro import Config
 from ciro.local import ensure_running, stop
 
 BATCHES = (1, 100, 1000)
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def log_models(work: Path) -> dict[str, tuple[str, Any]]:
@@ -96,11 +84,12 @@ def main() -> None:
             for n in BATCHES:
                 batch = data.iloc[:n] if isinstance(data, pd.DataFrame) else data[:n]
                 repeat = args.repeat if n < 1000 else max(3, args.repeat // 2)
-                base = timed(lambda b=batch, f=pyfunc: f.predict(b), repeat)
+                base = median_s(lambda b=batch, f=pyfunc: f.predict(b), repeat, warm_up=True)
                 row: dict[str, float] = {"mlflow pyfunc s": base}
                 for key, name in (("receipt", f"bench-receipt-{k}"), ("none", f"bench-none-{k}"),
                                   ("receipt 100 rows/job", f"bench-rows-{k}")):
-                    row[f"ciro {key} s"] = timed(lambda b=batch, nm=name: client.predict(nm, b), repeat)
+                    row[f"ciro {key} s"] = median_s(lambda b=batch, nm=name: client.predict(nm, b), repeat,
+                                                    warm_up=True)
                     row[f"ciro {key} / pyfunc"] = row[f"ciro {key} s"] / base
                 res[str(n)] = row
                 print(f"{label:<24} {n:>5} rows: pyfunc {base * 1000:8.2f} ms | " + " | ".join(
