@@ -6,7 +6,6 @@ gateway's settlement charges only the prices of jobs that finished."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputError
@@ -15,9 +14,6 @@ if TYPE_CHECKING:
     from ._async_client import AsyncCiroClient
 
 __all__ = ["deposit", "escrow", "payer_chain", "spend_header"]
-
-SPEND_HEADER = "x-ciro-spend"
-
 
 async def payer_chain(client: AsyncCiroClient, purpose: str) -> tuple[dict[str, Any], Any]:
     """The gateway's chain info and a ChainClient on the client's payer account."""
@@ -78,7 +74,7 @@ async def spend_header(client: AsyncCiroClient, jobs: int) -> dict[str, str]:
     """The ``x-ciro-spend`` header for a request of ``jobs`` jobs: the next ``jobs`` caps, signed by the payer. The
     caller holds the client's spend lock until the gateway has answered, so that caps of one client do not race."""
     from .chain import account_address
-    from .chain.ledger import sign_spend
+    from .chain.ledger import SPEND_HEADER, encode_spend_header, sign_spend
 
     payer = client.payer()
     account = account_address(payer.public_key)
@@ -88,8 +84,6 @@ async def spend_header(client: AsyncCiroClient, jobs: int) -> dict[str, str]:
                           "(client.deposit(amount) or `ciro deposit AMOUNT`), which registers it.")
     start, price = int(standing["authorized"]), int(standing["price_per_job"])
     chain_id, ledger = int(standing["chain_id"], 16), int(standing["ledger"], 16)
-    caps = []
-    for i in range(1, jobs + 1):
-        a = sign_spend(payer, chain_id=chain_id, ledger=ledger, client=account, cumulative=start + price * i)
-        caps.append({"cumulative": str(a.cumulative), "r": hex(a.r), "s": hex(a.s)})
-    return {SPEND_HEADER: json.dumps({"client": hex(account), "caps": caps}, separators=(",", ":"))}
+    caps = [sign_spend(payer, chain_id=chain_id, ledger=ledger, client=account, cumulative=start + price * i)
+            for i in range(1, jobs + 1)]
+    return {SPEND_HEADER: encode_spend_header(account, caps)}

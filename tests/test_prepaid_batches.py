@@ -1,11 +1,19 @@
 """The settler's check of a worker batch before CiroLedger pays it whole (``prepaid.batch_fault``), on receipts
 signed with real keys: a worker who signs a total above its leaves' prices, a size it did not fill, or leaves that
-do not hash to its root would make the ledger refuse the whole settlement transaction."""
+do not hash to its root would make the ledger refuse the whole settlement transaction. And the ``x-ciro-spend``
+header's wire format (``ciro.chain.ledger``), property-tested: it round-trips, and anything malformed is an
+InputError naming the header."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ciro.chain.ledger import SpendAuthorization, encode_spend_header, parse_spend_header
+from ciro.errors import InputError
 from ciro.identity import Identity
 from ciro.receipts import JobLeaf, Receipt, batch_message, sign_batch
 from ciro_ray.prepaid import batch_fault, settle_rounds
@@ -60,3 +68,27 @@ def test_a_workers_batches_go_into_successive_settle_batch_calls() -> None:
     # the ledger keeps one batch per worker under a batch id: worker 7's three batches need three calls
     assert settle_rounds([7, 8, 7, 9, 7, 8]) == [[0, 1, 3], [2, 5], [4]]
     assert settle_rounds([1, 2, 3]) == [[0, 1, 2]] and settle_rounds([]) == []
+
+
+@given(client=st.integers(0, 2**251 - 1),
+       caps=st.lists(st.tuples(st.integers(1, 2**128 - 1), st.integers(0, 2**252), st.integers(0, 2**252)),
+                     min_size=1, max_size=8))
+def test_the_spend_header_round_trips(client: int, caps: list[tuple[int, int, int]]) -> None:
+    auths = [SpendAuthorization(client, c, r, s) for c, r, s in caps]
+    assert parse_spend_header(encode_spend_header(client, auths)) == (client, auths)
+
+
+_CAP = st.dictionaries(st.sampled_from(["cumulative", "r", "s"]),
+                       st.one_of(st.integers(-5, 2**130), st.text(max_size=4)))
+_BODY = st.dictionaries(st.sampled_from(["client", "caps", "x"]),
+                        st.one_of(st.none(), st.integers(), st.text(max_size=5), st.lists(_CAP, max_size=3)))
+
+
+@given(st.one_of(st.text(max_size=60), st.builds(json.dumps, _BODY)))
+def test_a_malformed_spend_header_is_an_input_error(text: str) -> None:
+    try:
+        client, auths = parse_spend_header(text)
+    except InputError as exc:
+        assert "x-ciro-spend" in str(exc)
+    else:  # what parses is well formed
+        assert auths and all(0 < a.cumulative < 2**128 and a.client == client for a in auths)

@@ -22,14 +22,13 @@ from conftest import Cluster, free_port, with_tests_on_path
 
 from ciro import AsyncCiroClient, CiroClient, InputError, InsufficientEscrowError, JobResult, JobStatus, KeyStore
 from ciro.chain import ChainClient, Network, account_address
-from ciro.chain.ledger import CiroLedger, sign_spend
+from ciro.chain.ledger import SPEND_HEADER, CiroLedger, encode_spend_header, sign_spend
 from ciro.identity import Identity
 from ciro_devnet.bootstrap import bootstrap
 from ciro_devnet.launch import DevnetProcess
 
 pytestmark = pytest.mark.timeout(900)
 PRICE = 10**15
-SPEND = "x-ciro-spend"
 
 
 @dataclass
@@ -378,8 +377,7 @@ def _header(client: CiroClient, caps: list[int], key: Identity | None = None, ac
     account = account if account is not None else account_address(payer.public_key)
     signed = [sign_spend(key or payer, chain_id=int(s["chain_id"], 16), ledger=int(s["ledger"], 16),
                          client=account, cumulative=c) for c in caps]
-    caps_json = [{"cumulative": str(a.cumulative), "r": hex(a.r), "s": hex(a.s)} for a in signed]
-    return {SPEND: json.dumps({"client": hex(account), "caps": caps_json})}
+    return {SPEND_HEADER: encode_spend_header(account, signed)}
 
 
 def test_prepaid_jobs_charge_the_deposit_once_per_worker_batch(paid: Paid, mlp_path: Path) -> None:
@@ -446,7 +444,7 @@ def test_caps_that_are_not_the_next_price_steps_are_refused_and_change_nothing(p
         with pytest.raises(InputError, match="receipt or zk"):
             _post(g, model.hash, _header(client, [start + PRICE]), verification="quorum")
         with pytest.raises(InputError, match="malformed"):
-            _post(g, model.hash, {SPEND: "{not json"})
+            _post(g, model.hash, {SPEND_HEADER: "{not json"})
         assert _state(g, net, client) == before
         # the right cap still works afterwards: nothing above moved the gateway's expectation
         r = client.infer(model.hash, np.zeros((1, 16), np.float32), prepaid=True)

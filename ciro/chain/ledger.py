@@ -13,6 +13,7 @@ the flow, the formats and the threat model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,8 @@ from .client import ChainClient
 from .contracts import _Bound
 from .deploy import declare, deploy
 
-__all__ = ["Charge", "CiroLedger", "Leaf", "LeafProof", "SignedBatch", "SpendAuthorization", "deploy_ledger",
-           "sign_batch", "sign_spend", "spend_message"]
+__all__ = ["SPEND_HEADER", "Charge", "CiroLedger", "Leaf", "LeafProof", "SignedBatch", "SpendAuthorization",
+           "deploy_ledger", "encode_spend_header", "parse_spend_header", "sign_batch", "sign_spend", "spend_message"]
 
 SPEND_DOMAIN = short_string("CIRO_SPEND_V1")
 
@@ -73,6 +74,43 @@ def sign_spend(identity: Identity, *, chain_id: int, ledger: int, client: int, c
     r, s = identity.sign(spend_message(chain_id=chain_id, ledger=ledger, client=client, cumulative=cumulative))
     return SpendAuthorization(client, cumulative, r, s)
 
+
+
+#: The HTTP header a prepaid request carries its caps in (docs/settlement.md, "Prepaid jobs through the gateway").
+SPEND_HEADER = "x-ciro-spend"
+
+
+def encode_spend_header(client: int, caps: Sequence[SpendAuthorization]) -> str:
+    """The ``x-ciro-spend`` value: the paying account and one signed cap per job, as compact JSON."""
+    return json.dumps({"client": hex(client), "caps": [{"cumulative": str(a.cumulative), "r": hex(a.r), "s": hex(a.s)}
+                                                       for a in caps]}, separators=(",", ":"))
+
+
+def _header_int(value: Any, what: str) -> int:
+    try:
+        return int(value, 16) if isinstance(value, str) and value.lower().startswith("0x") else int(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{SPEND_HEADER}: {what} must be an integer (decimal or 0x-hex), got {value!r}.") from exc
+
+
+def parse_spend_header(text: str) -> tuple[int, list[SpendAuthorization]]:
+    """The paying account and its signed caps from an ``x-ciro-spend`` value (:func:`encode_spend_header`)."""
+    try:
+        d = json.loads(text)
+        caps = d["caps"]
+        if not isinstance(caps, list) or not caps:
+            raise TypeError("caps is not a non-empty list")
+        account = _header_int(d["client"], "client")
+        auths = [SpendAuthorization(account, _header_int(c["cumulative"], "cumulative"), _header_int(c["r"], "r"),
+                                    _header_int(c["s"], "s")) for c in caps]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{SPEND_HEADER} is malformed ({exc}): send JSON {{\"client\": \"0x<account>\", \"caps\": "
+                         "[{\"cumulative\": N, \"r\": \"0x..\", \"s\": \"0x..\"}, ...]}, one cap per job (the SDK does "
+                         "it with prepaid=True).") from exc
+    for a in auths:
+        if not 0 < a.cumulative < 2**128:
+            raise InputError(f"{SPEND_HEADER}: a cumulative cap is a positive 128-bit amount, got {a.cumulative}.")
+    return account, auths
 
 @dataclass(frozen=True)
 class Leaf:

@@ -105,18 +105,17 @@ class JobStore:
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO jobs (id, model_hash, status, verification, options, input_commitment, inputs, batch_id, "
-                "submitted_at, client, cache_key, output_commitment, outputs, evidence, worker, started_at, "
-                "finished_at, cached_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "submitted_at, client, cache_key, escrow, settlement, output_commitment, outputs, evidence, worker, "
+                "started_at, finished_at, cached_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [self._new_row(j, now) for j in jobs])
             db.executemany("INSERT INTO job_inputs (id, inputs) VALUES (?,?)",
                            [(j.id, self._seal(j.id, "inputs", j.inputs)) for j in jobs])
-            db.executemany("UPDATE jobs SET escrow=?, settlement='prepaid' WHERE id=?",
-                           [(json.dumps(j.prepaid), j.id) for j in jobs if j.prepaid is not None])
         return now
 
     def _new_row(self, j: NewJob, now: float) -> tuple[Any, ...]:
         head = (j.id, j.model_hash, JobStatus.DONE.value if j.reuses else j.status.value, j.verification,
-                json.dumps(j.options), j.input_commitment, b"", j.batch_id, now, j.client, j.cache_key)
+                json.dumps(j.options), j.input_commitment, b"", j.batch_id, now, j.client, j.cache_key,
+                json.dumps(j.prepaid) if j.prepaid is not None else None, "prepaid" if j.prepaid is not None else None)
         if (o := j.reuses) is None:
             return (*head, None, None, None, None, None, None, None)
         evidence = self._seal_evidence(j.id, json.dumps(o.evidence) if o.evidence is not None else None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import defaultdict
@@ -33,46 +32,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ciro import Config, VerificationLevel
-from ciro.chain import ChainClient, Network, account_address
-from ciro.chain.ledger import Charge, CiroLedger, SpendAuthorization, spend_message
+from ciro.chain import CDCPool, account_address
+from ciro.chain.ledger import SPEND_HEADER, Charge, CiroLedger, SpendAuthorization, parse_spend_header, spend_message
 from ciro.errors import ChainError, InputError, InsufficientEscrowError
 from ciro.identity import verify_felt
 
 from .jobstore import JobRow, JobStore
 
-__all__ = ["PREPAID_LEVELS", "SPEND_HEADER", "Prepaid", "batch_fault", "check_level", "parse_spend",
-           "settle_rounds"]
+__all__ = ["PREPAID_LEVELS", "Prepaid", "batch_fault", "check_level", "settle_rounds"]
 
 log = logging.getLogger("ciro.prepaid")
-SPEND_HEADER = "x-ciro-spend"
 PREPAID_LEVELS = (VerificationLevel.RECEIPT, VerificationLevel.ZKML)
-
-
-def _int(value: Any, what: str) -> int:
-    try:
-        return int(value, 16) if isinstance(value, str) and value.lower().startswith("0x") else int(value)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{SPEND_HEADER}: {what} must be an integer (decimal or 0x-hex), got {value!r}.") from exc
-
-
-def parse_spend(header: str) -> tuple[int, list[SpendAuthorization]]:
-    """The paying account and its signed caps from the ``x-ciro-spend`` header's JSON."""
-    try:
-        d = json.loads(header)
-        client, caps = d["client"], d["caps"]
-        if not isinstance(caps, list) or not caps:
-            raise TypeError("caps is not a non-empty list")
-        account = _int(client, "client")
-        auths = [SpendAuthorization(account, _int(c["cumulative"], "cumulative"), _int(c["r"], "r"), _int(c["s"], "s"))
-                 for c in caps]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{SPEND_HEADER} is malformed ({exc}): send JSON {{\"client\": \"0x<account>\", \"caps\": "
-                         "[{\"cumulative\": N, \"r\": \"0x..\", \"s\": \"0x..\"}, ...]}, one cap per job (the SDK does "
-                         "it with prepaid=True).") from exc
-    for a in auths:
-        if not 0 < a.cumulative < 2**128:
-            raise InputError(f"{SPEND_HEADER}: a cumulative cap is a positive 128-bit amount, got {a.cumulative}.")
-    return account, auths
 
 
 def check_level(level: VerificationLevel) -> None:
@@ -82,14 +52,11 @@ def check_level(level: VerificationLevel) -> None:
 
 
 class Prepaid:
-    def __init__(self, cfg: Config, store: JobStore, network: Network, operator: ChainClient) -> None:
-        if network.ledger is None:
-            raise InputError("This deployment has no CiroLedger (chain.json has no ledger).")
+    def __init__(self, cfg: Config, store: JobStore, ledger: CiroLedger, pool: CDCPool) -> None:
         self.cfg = cfg
         self.store = store
-        self.network = network
-        self.ledger = CiroLedger(operator, network.ledger)
-        self.pool = network.pool_on(operator)
+        self.ledger = ledger
+        self.pool = pool
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._chain_id: int | None = None
 
@@ -112,12 +79,12 @@ class Prepaid:
         """Check a request's caps for ``jobs`` jobs at ``level``; yields each job's payment record. The caps are
         recorded as accepted only if the body of the ``async with`` (storing the jobs) succeeds; one account's
         requests are checked one at a time."""
-        client, auths = parse_spend(header)
+        client, auths = parse_spend_header(header)
         check_level(level)
         if len(auths) != jobs:
             raise InputError(f"{SPEND_HEADER} has {len(auths)} caps for {jobs} jobs: sign one cap per job.")
         if self.cfg.price_per_job <= 0:
-            raise InputError("This gateway's price per job is 0: there is nothing to prepay. Drop the x-ciro-spend "
+            raise InputError(f"This gateway's price per job is 0: there is nothing to prepay. Drop the {SPEND_HEADER} "
                              "header.")
         async with self._locks[client]:
             last = self.store.spend_cap(hex(client))
@@ -222,14 +189,17 @@ class Prepaid:
                         exc.message)
             self.store.settled([(r.id, "error", None, None) for r in batches[0]])
             return len(batches[0])
-        done = []
-        for n, members in enumerate(rounds):
-            for i in members:
-                for r in batches[i]:
-                    rr = _receipt(r)
-                    ok = await self.ledger.job_in_batch(base + n, workers[i]["worker"], _leaf(r),
-                                                        int(rr["leaf_index"]), [int(p, 16) for p in rr["path"]])
-                    done.append((r.id, "paid" if ok else "error", tx.tx_hex, int(rr["price"]) if ok else None))
+        jobs = [(base + n, workers[i]["worker"], r) for n, members in enumerate(rounds) for i in members
+                for r in batches[i]]
+
+        async def proven(batch_id: int, worker: int, r: JobRow) -> bool:
+            rr = _receipt(r)
+            return await self.ledger.job_in_batch(batch_id, worker, _leaf(r), int(rr["leaf_index"]),
+                                                  [int(p, 16) for p in rr["path"]])
+
+        found = await asyncio.gather(*(proven(*job) for job in jobs))  # the ledger's own check of each job's leaf
+        done = [(r.id, "paid" if ok else "error", tx.tx_hex, int(_receipt(r)["price"]) if ok else None)
+                for (_, _, r), ok in zip(jobs, found, strict=True)]
         self.store.settled(done)
         log.info("settled %d prepaid job(s) of %d worker batch(es) in %d call(s) of %s", len(done), len(batches),
                  len(calls), tx.tx_hex)

@@ -32,6 +32,7 @@ from typing import Any
 
 from ciro import Config, ConfigError, KeyStore, VerificationLevel
 from ciro.chain import ChainClient, Network, Violation, account_address, ensure_account
+from ciro.chain.ledger import CiroLedger
 from ciro.errors import ChainError, InsufficientEscrowError
 from ciro.identity import Identity
 from ciro.receipts import MERKLE_SCHEME, short_string
@@ -95,7 +96,8 @@ class Settlement(Background):
         self._seated: set[int] = set()
         self._seating = asyncio.Lock()
         #: Prepaid jobs through CiroLedger, where the deployment has one.
-        self.prepaid = Prepaid(cfg, store, network, operator) if network.ledger else None
+        self.prepaid = (Prepaid(cfg, store, CiroLedger(operator, network.ledger), network.pool_on(operator))
+                        if network.ledger else None)
 
     @classmethod
     async def open(cls, cfg: Config, store: JobStore, *, providers: ProviderStore | None = None,

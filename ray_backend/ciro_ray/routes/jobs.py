@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from ciro import BINARY_CONTENT_TYPE, InputError, JobStatus, ModelStore, decode_binary, decode_json
+from ciro.chain.ledger import SPEND_HEADER
 
 from ..admission import Caller, require_owner, require_reader
 from ..intake import MAX_WAIT_S, Accepted, JobIntake
@@ -67,7 +68,7 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
     @api.post("/v1/jobs", response_model=JobOut, status_code=202, responses=ERRORS)
     async def submit_job(body: JobRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                          escrow: bool = Query(False, description=_ESCROW_DOC),
-                         spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)) -> Response:
+                         spend: str | None = Header(None, alias=SPEND_HEADER, description=_SPEND_DOC)) -> Response:
         """Submit one job. With ``wait`` > 0 the answer holds the result if it is ready within that many seconds.
         A job asking exactly what a done job of the same submitter asked is done at once with that job's result
         (``cached``, ``cached_from``), unless it is escrowed or its options say ``fresh``."""
@@ -83,7 +84,7 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
                                 verification: str = Query("receipt", max_length=16),
                                 wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                                 options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC),
-                                spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)
+                                spend: str | None = Header(None, alias=SPEND_HEADER, description=_SPEND_DOC)
                                 ) -> Response:
         """Submit one job whose inputs are safetensors bytes."""
         accepted = await intake.accept(model, [decode_binary(await request.body())], verification,
@@ -100,7 +101,7 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
     @api.post("/v1/jobs/batch", response_model=BatchResponse, status_code=202, responses=ERRORS)
     async def submit_batch(body: BatchRequest, request: Request, wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                            escrow: bool = Query(False, description=_ESCROW_DOC),
-                           spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)) -> Response:
+                           spend: str | None = Header(None, alias=SPEND_HEADER, description=_SPEND_DOC)) -> Response:
         """Submit many jobs in one request: ``items`` (one input dict each) or stacked ``inputs``. Each job may be
         answered from the result cache, as for ``POST /v1/jobs``."""
         if (body.items is None) == (body.inputs is None):
@@ -118,7 +119,7 @@ def router(intake: JobIntake, store: JobStore, models: ModelStore, live: Runtime
                                   wait: float = Query(0.0, ge=0, le=MAX_WAIT_S),
                                   escrow: bool = Query(False, description=_ESCROW_DOC),
                                   options: str | None = Query(None, description="JSON object: " + OPTIONS_DOC),
-                                  spend: str | None = Header(None, alias="x-ciro-spend", description=_SPEND_DOC)
+                                  spend: str | None = Header(None, alias=SPEND_HEADER, description=_SPEND_DOC)
                                   ) -> Response:
         """Submit stacked safetensors inputs, split along axis 0 into jobs of ``rows_per_job`` rows."""
         items = _split_stacked(decode_binary(await request.body()), rows_per_job)
